@@ -1,0 +1,51 @@
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import type { Config } from './config.js';
+import adminAuth from './plugins/admin-auth.js';
+import domain from './plugins/domain.js';
+import errorHandling from './plugins/errors.js';
+import stores from './plugins/stores.js';
+import healthRoutes from './routes/health.js';
+import holdRoutes from './routes/holds.js';
+import productRoutes from './routes/products.js';
+
+/** Pretty logs for people at a terminal; JSON lines everywhere else. */
+function loggerOptions(config: Config) {
+  const pretty = process.stdout.isTTY && canResolve('pino-pretty');
+  return {
+    level: config.LOG_LEVEL,
+    ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
+  };
+}
+
+function canResolve(specifier: string): boolean {
+  try {
+    import.meta.resolve(specifier);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The whole service as one Fastify instance: stores first, then the rules, then the routes. */
+export async function buildApp(config: Config): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: loggerOptions(config),
+    bodyLimit: config.BODY_LIMIT_BYTES,
+    // One line per domain event instead of two per request.
+    logController: new LogController({ disableRequestLogging: true }),
+    ajv: {
+      // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
+      customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  await app.register(stores, { config });
+  await app.register(errorHandling);
+  await app.register(adminAuth);
+  await app.register(domain);
+  await app.register(healthRoutes);
+  await app.register(productRoutes, { prefix: '/api' });
+  await app.register(holdRoutes, { prefix: '/api' });
+  return app;
+}

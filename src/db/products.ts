@@ -1,0 +1,54 @@
+import { sql, type Kysely, type Transaction } from 'kysely';
+import type { Database, NewProductRow, ProductRow } from './schema.js';
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Repository of products. Each function takes `db` or a transaction, so the caller owns the transaction. */
+
+export async function insertProduct(db: Db, product: NewProductRow): Promise<ProductRow> {
+  return db.insertInto('products').values(product).returningAll().executeTakeFirstOrThrow();
+}
+
+export async function findProduct(db: Db, id: number): Promise<ProductRow | undefined> {
+  return db.selectFrom('products').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** The product row locked until the transaction ends, so stock changes to one product run one at a time. */
+export async function lockProduct(trx: Transaction<Database>, id: number): Promise<ProductRow | undefined> {
+  return trx.selectFrom('products').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+}
+
+/** Sets the stock under a new version, never handed out before (a sequence does not roll back). */
+export async function updateStock(trx: Transaction<Database>, id: number, stock: number): Promise<ProductRow> {
+  return trx
+    .updateTable('products')
+    .set({ stock, stock_version: sql<number>`nextval('stock_version_seq')`, updated_at: new Date() })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** One page of products in id order, after `afterId`. */
+export async function listProducts(db: Db, page: { limit: number; afterId: number }): Promise<ProductRow[]> {
+  return db
+    .selectFrom('products')
+    .selectAll()
+    .where('id', '>', page.afterId)
+    .orderBy('id')
+    .limit(page.limit)
+    .execute();
+}
+
+/** Units sold per product: the items of orders that are not cancelled. */
+export async function soldUnits(db: Db, productIds: number[]): Promise<Map<number, number>> {
+  if (productIds.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('order_items')
+    .innerJoin('orders', 'orders.id', 'order_items.order_id')
+    .select(['order_items.product_id', sql<number>`sum(order_items.qty)::int`.as('units')])
+    .where('order_items.product_id', 'in', productIds)
+    .where('orders.status', 'in', ['pending_payment', 'paid'])
+    .groupBy('order_items.product_id')
+    .execute();
+  return new Map(rows.map((r) => [r.product_id, r.units]));
+}

@@ -1,0 +1,179 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import type { Config } from '../config.js';
+import { AppError, errors } from '../errors.js';
+import { holdIdempotencyKey, idempotencyClaimKey, productKeys, productScriptKeys } from '../redis/keys.js';
+import { ScriptCode } from '../redis/scripts.js';
+import type { Hold, HoldStatus } from '../schemas/hold.js';
+import type { Catalogue } from './products.js';
+
+// Due holds a hold request expires in place when the stock looks short, before it refuses.
+const INLINE_EXPIRY_LIMIT = 100;
+const HOLD_ID = /^([1-9][0-9]{0,9})-[A-Za-z0-9_-]{12}$/;
+
+export interface HoldRequest {
+  productId: number;
+  qty: number;
+  customerId: string | null;
+  idempotencyKey?: string;
+}
+
+export interface PlacedHold {
+  hold: Hold;
+  /** The answer is the stored first answer to this Idempotency-Key. */
+  replayed: boolean;
+}
+
+/** A hold record as the scripts store it in the product's `holds` hash. */
+interface HoldRecord {
+  qty: number;
+  customer_id: string;
+  status: HoldStatus;
+  expires_at: number;
+  price_cents: number;
+  created_at: number;
+  ended_at?: number;
+}
+
+/** A hold id carries its product, so its keys are found without a lookup: `<product id>-<12 random chars>`. */
+export function newHoldId(productId: number): string {
+  return `${productId}-${randomBytes(9).toString('base64url')}`;
+}
+
+/** The product of a well-formed hold id, or null. */
+export function productOfHold(holdId: string): number | null {
+  const match = HOLD_ID.exec(holdId);
+  return match ? Number(match[1]) : null;
+}
+
+export type HoldDesk = ReturnType<typeof createHoldDesk>;
+
+/** Holds: placing, reading and releasing them. Every decision is made inside a Redis script. */
+export function createHoldDesk(deps: { redis: Redis; config: Config; catalogue: Catalogue; log: Logger }) {
+  const { redis, config, catalogue, log } = deps;
+  const prefix = config.REDIS_KEY_PREFIX;
+  const ttlMs = config.HOLD_TTL_SECONDS * 1000;
+  const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
+  const idempotencyTtlMs = config.IDEMPOTENCY_TTL_SECONDS * 1000;
+
+  async function place(request: HoldRequest): Promise<PlacedHold> {
+    const { productId, qty, idempotencyKey } = request;
+    const customerId = request.customerId ?? '';
+    let fingerprint = '';
+    if (idempotencyKey !== undefined) {
+      fingerprint = requestFingerprint(request);
+      await claimIdempotencyKey(idempotencyKey, fingerprint);
+    }
+    const keys = productScriptKeys(productKeys(prefix, productId));
+    const idempotencyRecord = holdIdempotencyKey(prefix, productId, idempotencyKey ?? '');
+    const holdId = newHoldId(productId);
+    const reserve = () =>
+      redis.reserveStock(
+        ...keys, idempotencyRecord, holdId, qty, customerId, ttlMs, INLINE_EXPIRY_LIMIT, fingerprint,
+        idempotencyTtlMs, retainMs,
+      );
+    let reply = await reserve();
+    if (reply[0] === ScriptCode.ProductNotFound && (await catalogue.ensureLoaded(productId))) reply = await reserve();
+
+    const [code, grantedId, a, b, replayedFlag] = reply;
+    const replayed = replayedFlag === 1;
+    const headers: Record<string, string> = replayed ? { 'idempotent-replayed': 'true' } : {};
+    switch (code) {
+      case ScriptCode.Ok: {
+        if (!replayed) log.info({ hold_id: grantedId, product_id: productId, qty }, 'hold created');
+        const hold: Hold = {
+          hold_id: grantedId,
+          product_id: productId,
+          qty,
+          customer_id: request.customerId,
+          status: 'held',
+          expires_at: new Date(a).toISOString(),
+        };
+        return { hold, replayed };
+      }
+      case ScriptCode.InsufficientStock:
+        if (!replayed) log.warn({ product_id: productId, available_stock: a, requested: b }, 'insufficient stock');
+        throw withHeaders(errors.insufficientStock(a, b), headers);
+      case ScriptCode.CustomerLimitExceeded:
+        throw withHeaders(errors.customerLimitExceeded(a, b, qty), headers);
+      default:
+        throw refusal(code, { productId });
+    }
+  }
+
+  /**
+   * Claims an Idempotency-Key for this request's fingerprint across all products. Copies of one request pass
+   * (the product's script then answers them all alike); another request with the key is refused.
+   */
+  async function claimIdempotencyKey(idempotencyKey: string, fingerprint: string): Promise<void> {
+    const previous = await redis.set(
+      idempotencyClaimKey(prefix, idempotencyKey), fingerprint, 'PX', idempotencyTtlMs, 'NX', 'GET',
+    );
+    if (previous !== null && previous !== fingerprint) throw errors.idempotencyKeyReused();
+  }
+
+  async function find(holdId: string): Promise<Hold> {
+    const productId = productOfHold(holdId);
+    if (productId === null) throw errors.holdNotFound(holdId);
+    const [code, record] = await redis.getHold(productKeys(prefix, productId).holds, holdId);
+    if (code !== ScriptCode.Ok) throw refusal(code, { holdId });
+    return toHold(holdId, productId, record);
+  }
+
+  async function release(holdId: string): Promise<Hold> {
+    const productId = productOfHold(holdId);
+    if (productId === null) throw errors.holdNotFound(holdId);
+    const [code, record] = await redis.releaseHold(...productScriptKeys(productKeys(prefix, productId)), holdId, retainMs);
+    if (code !== ScriptCode.Ok) throw refusal(code, { holdId });
+    const hold = toHold(holdId, productId, record);
+    log.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
+    return hold;
+  }
+
+  return { place, find, release };
+}
+
+/** The script refusals that carry no figures, as API errors: the one place script codes become errors. */
+function refusal(code: number, context: { productId?: number; holdId?: string }): AppError | Error {
+  switch (code) {
+    case ScriptCode.ProductNotFound:
+      return errors.productNotFound(context.productId ?? '?');
+    case ScriptCode.CustomerIdRequired:
+      return errors.customerIdRequired(context.productId ?? 0);
+    case ScriptCode.IdempotencyKeyReused:
+      return errors.idempotencyKeyReused();
+    case ScriptCode.HoldNotFound:
+      return errors.holdNotFound(context.holdId ?? '?');
+    case ScriptCode.HoldConverted:
+      return errors.holdConverted(context.holdId ?? '?');
+    default:
+      return new Error(`unexpected script reply code ${code}`);
+  }
+}
+
+function withHeaders(error: AppError, headers: Record<string, string>): AppError {
+  Object.assign(error.headers, headers);
+  return error;
+}
+
+function requestFingerprint(request: HoldRequest): string {
+  return createHash('sha256')
+    .update(JSON.stringify([request.productId, request.qty, request.customerId ?? null]))
+    .digest('base64url');
+}
+
+function toHold(holdId: string, productId: number, json: string): Hold {
+  const record = JSON.parse(json) as HoldRecord;
+  if (typeof record.qty !== 'number' || typeof record.expires_at !== 'number' || typeof record.status !== 'string') {
+    throw new Error(`malformed hold record for ${holdId}`);
+  }
+  return {
+    hold_id: holdId,
+    product_id: productId,
+    qty: record.qty,
+    customer_id: record.customer_id === '' ? null : record.customer_id,
+    status: record.status,
+    expires_at: new Date(record.expires_at).toISOString(),
+  };
+}

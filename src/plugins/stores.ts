@@ -1,0 +1,45 @@
+import fp from 'fastify-plugin';
+import type { Redis } from 'ioredis';
+import type { Kysely } from 'kysely';
+import type { Config } from '../config.js';
+import { createDatabase } from '../db/connection.js';
+import type { Database } from '../db/schema.js';
+import { connectRedis } from '../redis/connection.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    redis: Redis;
+    db: Kysely<Database>;
+  }
+}
+
+/** Connects Redis and Postgres once for the app, and closes both when the app closes. */
+export default fp<{ config: Config }>(
+  async (app, { config }) => {
+    app.decorate('config', config);
+
+    const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS });
+    let redisDown = false;
+    redis.on('close', () => {
+      if (!redisDown) app.log.error('redis connection lost; answering 503 until it is back');
+      redisDown = true;
+    });
+    redis.on('ready', () => {
+      if (redisDown) app.log.info('redis connection restored');
+      redisDown = false;
+    });
+    app.decorate('redis', redis);
+
+    const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS });
+    app.decorate('db', db);
+
+    app.addHook('onClose', async () => {
+      await db.destroy();
+      // quit() waits for replies still in flight; disconnect() if Redis is already gone.
+      if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());
+      else redis.disconnect();
+    });
+  },
+  { name: 'stores' },
+);

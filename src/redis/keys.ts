@@ -1,0 +1,56 @@
+/**
+ * Every Redis key the service uses is built here. All keys of one product share the hash tag `{p:<id>}`, so
+ * each script touches a single Redis Cluster slot. The layout is documented in the README.
+ */
+
+/** The keys of one product, in the order the product scripts take them as KEYS[1..5]. */
+export interface ProductKeys {
+  /** hash: stock, held, sold, per_customer_limit, price_cents, name, stock_version */
+  inventory: string;
+  /** zset: active hold id -> expires_at (ms) */
+  holdExpiries: string;
+  /** hash: hold id -> hold record (JSON) */
+  holds: string;
+  /** hash: customer id -> units held + bought (products with a per-customer limit) */
+  customerUnits: string;
+  /** zset: ended hold id -> time its record is purged (ms) */
+  endedHolds: string;
+}
+
+export function productTag(prefix: string, productId: number): string {
+  return `${prefix}{p:${productId}}`;
+}
+
+export function productKeys(prefix: string, productId: number): ProductKeys {
+  const tag = productTag(prefix, productId);
+  return {
+    inventory: `${tag}:inventory`,
+    holdExpiries: `${tag}:hold-expiries`,
+    holds: `${tag}:holds`,
+    customerUnits: `${tag}:customer-units`,
+    endedHolds: `${tag}:ended-holds`,
+  };
+}
+
+/** The five product keys as a script's KEYS list. */
+export function productScriptKeys(keys: ProductKeys): [string, string, string, string, string] {
+  return [keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds];
+}
+
+/** string: the decision made for an Idempotency-Key on this product (lives in the product's slot). */
+export function holdIdempotencyKey(prefix: string, productId: number, idempotencyKey: string): string {
+  return `${productTag(prefix, productId)}:idempotency:${idempotencyKey}`;
+}
+
+/**
+ * string: the fingerprint of the request that first used an Idempotency-Key. It lives outside any product's
+ * slot, so a key reused for another product is caught too.
+ */
+export function idempotencyClaimKey(prefix: string, idempotencyKey: string): string {
+  return `${prefix}idempotency:${idempotencyKey}`;
+}
+
+/** zset: product id -> when the sweeper next needs to look at it (ms, Redis clock). */
+export function sweepScheduleKey(prefix: string): string {
+  return `${prefix}sweep-schedule`;
+}

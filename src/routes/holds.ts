@@ -1,0 +1,63 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { ErrorSchema } from '../schemas/error.js';
+import { HoldParamsSchema, HoldSchema, IdempotencyKeySchema, newHoldSchema } from '../schemas/hold.js';
+
+const routes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/holds',
+    {
+      schema: {
+        summary: 'Put units of a product on hold',
+        headers: Type.Object({ 'idempotency-key': Type.Optional(IdempotencyKeySchema) }),
+        body: newHoldSchema(app.config.MAX_QTY_PER_HOLD),
+        response: {
+          201: HoldSchema,
+          400: ErrorSchema,
+          404: ErrorSchema,
+          409: ErrorSchema,
+          422: ErrorSchema,
+          503: ErrorSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const { product_id, qty, customer_id } = request.body;
+      const { hold, replayed } = await app.holds.place({
+        productId: product_id,
+        qty,
+        customerId: customer_id ?? null,
+        idempotencyKey: request.headers['idempotency-key'],
+      });
+      if (replayed) reply.header('idempotent-replayed', 'true');
+      return reply.code(201).send(hold);
+    },
+  );
+
+  app.get(
+    '/holds/:id',
+    {
+      schema: {
+        summary: 'One hold, as it stands now',
+        params: HoldParamsSchema,
+        response: { 200: HoldSchema, 404: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) => app.holds.find(request.params.id),
+  );
+
+  app.delete(
+    '/holds/:id',
+    {
+      schema: {
+        summary: 'Release a hold; its units go back to sale',
+        params: HoldParamsSchema,
+        response: { 200: HoldSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) => app.holds.release(request.params.id),
+  );
+};
+
+export default routes;
+

@@ -1,0 +1,69 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { ErrorSchema } from '../schemas/error.js';
+import {
+  NewProductSchema,
+  ProductListQuerySchema,
+  ProductParamsSchema,
+  ProductSchema,
+  StockChangeSchema,
+} from '../schemas/product.js';
+
+const routes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post(
+    '/products',
+    {
+      preHandler: app.verifyAdmin,
+      schema: {
+        summary: 'Create a product (admin)',
+        body: NewProductSchema,
+        response: { 201: ProductSchema, 400: ErrorSchema, 401: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await app.catalogue.create(request.body)),
+  );
+
+  app.get(
+    '/products',
+    {
+      schema: {
+        summary: 'List products in id order',
+        querystring: ProductListQuerySchema,
+        response: { 200: Type.Array(ProductSchema), 400: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) =>
+      app.catalogue.list({
+        limit: Math.min(Number(request.query.limit ?? 100), 1000),
+        afterId: Number(request.query.after_id ?? 0),
+      }),
+  );
+
+  app.get(
+    '/products/:id',
+    {
+      schema: {
+        summary: 'One product with its live stock figures',
+        params: ProductParamsSchema,
+        response: { 200: ProductSchema, 400: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) => app.catalogue.get(Number(request.params.id)),
+  );
+
+  app.put(
+    '/products/:id/stock',
+    {
+      preHandler: app.verifyAdmin,
+      schema: {
+        summary: 'Set the total stock (admin); refused below the units held or sold',
+        params: ProductParamsSchema,
+        body: StockChangeSchema,
+        response: { 200: ProductSchema, 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema },
+      },
+    },
+    async (request) => app.catalogue.setStock(Number(request.params.id), request.body.stock),
+  );
+};
+
+export default routes;

@@ -1,0 +1,108 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import type { Test } from 'tap';
+import { buildApp } from '../src/app.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { createDatabase } from '../src/db/connection.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+
+/** The servers tests run against: CI has both at their default local ports. */
+export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const TEST_PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_TOKEN = 'test-admin-token';
+export const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+function databaseUrl(name: string): string {
+  const url = new URL(TEST_PG_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** A fresh database, migrated, dropped when the test ends. Returns its URL. */
+export async function createTestDatabase(t: Test): Promise<string> {
+  const name = `flashsale_test_${randomBytes(6).toString('hex')}`;
+  const adminClient = new pg.Client({ connectionString: TEST_PG_URL });
+  await adminClient.connect();
+  await adminClient.query(`CREATE DATABASE ${name}`);
+  await adminClient.end();
+  t.teardown(async () => {
+    const client = new pg.Client({ connectionString: TEST_PG_URL });
+    await client.connect();
+    await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await client.end();
+  });
+  const url = databaseUrl(name);
+  const db = createDatabase({ url, timeoutMs: 10_000, poolSize: 1 });
+  await migrateToLatest(db);
+  await db.destroy();
+  return url;
+}
+
+/** A key prefix of this test's own; its keys are deleted when the test ends (never FLUSHALL). */
+export function createKeyPrefix(t: Test): string {
+  const prefix = `test:${randomBytes(6).toString('hex')}:`;
+  t.teardown(() => deleteKeys(prefix));
+  return prefix;
+}
+
+export async function deleteKeys(prefix: string): Promise<void> {
+  const redis = new Redis(TEST_REDIS_URL);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
+
+export interface TestApp {
+  app: FastifyInstance;
+  config: Config;
+  /** A plain Redis client for looking at the test's keys. */
+  redis: Redis;
+}
+
+/**
+ * The whole service on its own database and key prefix, closed when the test ends. The sweeper is off unless
+ * the test turns it on, so tests decide when expired holds are released.
+ */
+export async function buildTestApp(t: Test, overrides: Partial<Config> = {}): Promise<TestApp> {
+  const config = loadConfig(
+    {},
+    {
+      REDIS_URL: TEST_REDIS_URL,
+      DATABASE_URL: overrides.DATABASE_URL ?? (await createTestDatabase(t)),
+      REDIS_KEY_PREFIX: overrides.REDIS_KEY_PREFIX ?? createKeyPrefix(t),
+      ADMIN_TOKEN,
+      LOG_LEVEL: 'silent',
+      SWEEP_INTERVAL_MS: 0,
+      ...overrides,
+    },
+  );
+  const app = await buildApp(config);
+  t.teardown(() => app.close());
+  const redis = new Redis(TEST_REDIS_URL);
+  t.teardown(() => redis.disconnect());
+  return { app, config, redis };
+}
+
+/** Creates a product through the admin API and returns it. */
+export async function createProduct(
+  app: FastifyInstance,
+  product: { name?: string; price_cents?: number; stock: number; per_customer_limit?: number },
+): Promise<{ id: number; [field: string]: unknown }> {
+  const response = await app.inject({
+    method: 'POST',
+    url: '/api/products',
+    headers: admin,
+    payload: { name: 'Test product', price_cents: 1000, ...product },
+  });
+  if (response.statusCode !== 201) throw new Error(`product creation answered ${response.statusCode}: ${response.body}`);
+  return response.json();
+}
