@@ -40,6 +40,9 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
+  app.removeContentTypeParser('text/plain');
+
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(adminAuth);

@@ -1,0 +1,149 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import pino from 'pino';
+import t from 'tap';
+import { releaseExpiredHolds } from '../src/domain/sweeper.js';
+import { connectRedis } from '../src/redis/connection.js';
+import { productKeys } from '../src/redis/keys.js';
+import { buildTestApp, createProduct, TEST_REDIS_URL } from './helper.js';
+
+const silent = pino({ level: 'silent' });
+
+interface HoldBody {
+  hold_id: string;
+  status: string;
+  expires_at: string;
+}
+
+/** Waits until Redis's clock has passed an ISO time (the service's expiry is decided by Redis's clock). */
+async function waitPast(iso: string): Promise<void> {
+  const redis = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 1000 });
+  try {
+    for (;;) {
+      const [seconds, micros] = await redis.time();
+      const remaining = Date.parse(iso) - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
+      if (remaining < 0) return;
+      await sleep(remaining + 5);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+t.test('an expired hold frees its units and cannot be used after expires_at, even before the sweeper runs', async (t) => {
+  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0 });
+  const product = await createProduct(app, { stock: 2 });
+  const first = (await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 2 } })).json<HoldBody>();
+  t.equal((await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 1 } })).statusCode, 409, 'sold out while held');
+
+  await waitPast(first.expires_at);
+  const read = await app.inject({ method: 'GET', url: `/api/holds/${first.hold_id}` });
+  t.equal(read.json<HoldBody>().status, 'expired', 'reads as expired the moment its time is up');
+
+  // No sweeper has run: the next buyer's request releases the expired units itself.
+  const next = await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 2 } });
+  t.equal(next.statusCode, 201, 'the expired units can be held again at once');
+  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { held: 2, available_stock: 0 });
+
+  const released = await app.inject({ method: 'DELETE', url: `/api/holds/${first.hold_id}` });
+  t.equal(released.statusCode, 200);
+  t.equal(released.json<HoldBody>().status, 'expired', 'releasing an expired hold changes nothing');
+  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { held: 2, available_stock: 0 }, 'its units are not given back twice');
+});
+
+t.test('a hold past its expiry that nobody touches is released by the sweeper', async (t) => {
+  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
+  const product = await createProduct(app, { stock: 5 });
+  const held = (await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 3 } })).json<HoldBody>();
+  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { held: 3, available_stock: 2 });
+
+  await waitPast(held.expires_at);
+  let state: { held?: number; available_stock?: number } = {};
+  for (let i = 0; i < 40 && state.held !== 0; i++) {
+    await sleep(50);
+    state = (await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json();
+  }
+  t.match(state, { held: 0, available_stock: 5 }, 'units back on sale within a few sweep intervals');
+  t.equal((await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` })).json<HoldBody>().status, 'expired');
+});
+
+t.test('three sweepers at once release each expired hold exactly once', async (t) => {
+  const { app, config, redis } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0, SWEEP_BATCH_SIZE: 7 });
+  const products = [await createProduct(app, { stock: 500 }), await createProduct(app, { stock: 500 }), await createProduct(app, { stock: 500 })];
+  let lastExpiry = '';
+  let units = 0;
+  for (const product of products) {
+    for (let i = 0; i < 100; i++) {
+      const qty = 1 + (i % 3);
+      const answer = await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty } });
+      lastExpiry = answer.json<HoldBody>().expires_at;
+      units += qty;
+    }
+  }
+  await waitPast(lastExpiry);
+
+  // Three instances' sweepers, each with its own connection, started together; small batches make them overlap.
+  const sweepers = await Promise.all([1, 2, 3].map(() => connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 })));
+  t.teardown(() => sweepers.forEach((s) => s.disconnect()));
+  let expired = 0;
+  for (let round = 0; round < 100; round++) {
+    const passes = await Promise.all(sweepers.map((s) => releaseExpiredHolds(s, config, silent)));
+    const found = passes.reduce((sum, p) => sum + p.expired, 0);
+    expired += found;
+    if (found === 0 && passes.every((p) => !p.more)) break;
+  }
+  t.equal(expired, 300, 'each of the 300 holds released once, no more');
+
+  let releasedUnits = 0;
+  for (const product of products) {
+    const state = (await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json<{ held: number; available_stock: number }>();
+    t.match(state, { held: 0, available_stock: 500 }, `product ${product.id} fully back on sale`);
+    const keys = productKeys(config.REDIS_KEY_PREFIX, product.id);
+    t.equal(await redis.zcard(keys.holdExpiries), 0, 'no hold left in the expiry index');
+    const records = (await redis.hvals(keys.holds)).map((r) => JSON.parse(r) as { status: string; qty: number });
+    t.ok(records.every((r) => r.status === 'expired'), 'every record says expired');
+    releasedUnits += records.reduce((sum, r) => sum + r.qty, 0);
+  }
+  t.equal(releasedUnits, units);
+
+  // Leases keep sweepers off each other's products; without them the script alone must still release once.
+  const product = products[0]!;
+  for (let i = 0; i < 100; i++) {
+    const answer = await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 1 } });
+    lastExpiry = answer.json<HoldBody>().expires_at;
+  }
+  await waitPast(lastExpiry);
+  const keys = productKeys(config.REDIS_KEY_PREFIX, product.id);
+  const sweepProduct = async (connection: (typeof sweepers)[number]) => {
+    let released = 0;
+    for (;;) {
+      const [count] = await connection.releaseExpiredHolds(keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds, 7, 60_000, 1000);
+      if (count === 0) return released;
+      released += count;
+    }
+  };
+  const counts = await Promise.all(sweepers.map(sweepProduct));
+  t.equal(counts.reduce((a, b) => a + b, 0), 100, `the same product swept by three at once: ${counts.join(' + ')} = 100`);
+  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { held: 0, available_stock: 500 });
+});
+
+t.test('an ended hold stays readable for the retention period, then is purged', async (t) => {
+  const { app, config } = await buildTestApp(t, { HOLD_RETAIN_SECONDS: 1, SWEEP_INTERVAL_MS: 0 });
+  const product = await createProduct(app, { stock: 5 });
+  const held = (await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 1 } })).json<HoldBody>();
+  await app.inject({ method: 'DELETE', url: `/api/holds/${held.hold_id}` });
+  t.equal((await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` })).json<HoldBody>().status, 'released');
+
+  await sleep(1100);
+  const sweeper = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 });
+  t.teardown(() => sweeper.disconnect());
+  // The product's next sweep is scheduled at the purge time; sweep until it has come round.
+  let purged = 0;
+  for (let i = 0; i < 20 && purged === 0; i++) {
+    purged += (await releaseExpiredHolds(sweeper, config, silent)).purged;
+    if (purged === 0) await sleep(100);
+  }
+  t.equal(purged, 1);
+  const gone = await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` });
+  t.equal(gone.statusCode, 404);
+  t.equal(gone.json<{ code: string }>().code, 'HOLD_NOT_FOUND');
+});

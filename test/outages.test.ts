@@ -1,0 +1,232 @@
+/**
+ * The standard: "Outages of Redis or Postgres get a fast 503, never a hang, and lose nothing that was
+ * acknowledged". Proven with real processes: a private redis-server that is killed and restarted, and a TCP proxy
+ * in front of Postgres that refuses or swallows connections. Requests go over real HTTP with a client-side
+ * deadline, so a hang fails the test instead of stalling the run.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import t, { type Test } from 'tap';
+import { admin, buildTestApp, createProduct, createTestDatabase } from './helper.js';
+import { startTcpProxy } from './support/tcp-proxy.js';
+
+// What "fast" means here: the stores' timeouts are 500 ms; the rest is room for a busy CI machine.
+const REDIS_OUTAGE_ANSWER_MS = 1500;
+const POSTGRES_OUTAGE_ANSWER_MS = 2000;
+// Longer than any answer may take: a request still running then is a hang.
+const CLIENT_DEADLINE_MS = 5000;
+
+interface Answer {
+  status: number;
+  body: unknown;
+  /** Milliseconds from sending the request to having the whole answer. */
+  ms: number;
+}
+
+type Call = (method: string, path: string, payload?: object, headers?: Record<string, string>) => Promise<Answer>;
+
+/** Serves the app on a real port and returns a timed HTTP client for it. */
+async function serve(app: FastifyInstance): Promise<Call> {
+  const base = await app.listen({ port: 0, host: '127.0.0.1' });
+  return async (method, path, payload, headers = {}) => {
+    const started = performance.now();
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
+      body: payload === undefined ? undefined : JSON.stringify(payload),
+      signal: AbortSignal.timeout(CLIENT_DEADLINE_MS),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text === '' ? null : JSON.parse(text), ms: performance.now() - started };
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** A redis-server of this test's own, without persistence: a restart comes back empty, as in production. */
+async function privateRedis(t: Test, port: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'flashsale-redis-'));
+  let child: ChildProcess | undefined;
+
+  const start = async () => {
+    child = spawn(
+      '/usr/bin/redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      { stdio: 'ignore' },
+    );
+    await waitForPing(`redis://127.0.0.1:${port}`);
+  };
+  const kill = async () => {
+    const running = child;
+    child = undefined;
+    if (!running || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((resolve) => running.once('exit', resolve));
+    running.kill('SIGKILL');
+    await exited;
+  };
+
+  t.teardown(async () => {
+    await kill();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await start();
+  return { url: `redis://127.0.0.1:${port}`, start, kill };
+}
+
+async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      await client.ping();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`redis at ${url} did not start`, { cause: err });
+      await sleep(50);
+    } finally {
+      client.disconnect();
+    }
+  }
+}
+
+/** Polls /readyz until the app says both stores answer again. */
+async function waitUntilReady(call: Call, timeoutMs = 10_000): Promise<Answer> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const answer = await call('GET', '/readyz');
+    if (answer.status === 200 || Date.now() > deadline) return answer;
+    await sleep(100);
+  }
+}
+
+function productCount(answer: Answer): number {
+  if (answer.status !== 200 || !Array.isArray(answer.body)) throw new Error(`product list answered ${answer.status}`);
+  return answer.body.length;
+}
+
+function holdIdOf(answer: Answer): string {
+  const body = answer.body;
+  if (typeof body !== 'object' || body === null || !('hold_id' in body) || typeof body.hold_id !== 'string') {
+    throw new Error(`no hold in answer ${answer.status}: ${JSON.stringify(body)}`);
+  }
+  return body.hold_id;
+}
+
+const unavailable = { code: 'SERVICE_UNAVAILABLE' };
+
+t.test('when Redis dies, requests that need it get a fast 503, and the service recovers by itself', async (t) => {
+  const redisServer = await privateRedis(t, await freePort());
+  const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url });
+  const call = await serve(app);
+
+  const product = await createProduct(app, { stock: 5 });
+  const before = await call('POST', '/api/holds', { product_id: product.id, qty: 2 });
+  t.equal(before.status, 201, 'a hold is placed while Redis is up');
+  const holdId = holdIdOf(before);
+
+  await redisServer.kill();
+
+  const hold = await call('POST', '/api/holds', { product_id: product.id, qty: 1 });
+  t.equal(hold.status, 503, 'placing a hold answers 503');
+  t.match(hold.body, unavailable);
+  t.ok(hold.ms < REDIS_OUTAGE_ANSWER_MS, `placing a hold answered in ${hold.ms.toFixed(0)} ms, not a hang`);
+
+  for (const path of [`/api/products/${product.id}`, `/api/holds/${holdId}`]) {
+    const answer = await call('GET', path);
+    t.equal(answer.status, 503, `GET ${path} answers 503`);
+    t.match(answer.body, unavailable);
+    t.ok(answer.ms < REDIS_OUTAGE_ANSWER_MS, `GET ${path} answered in ${answer.ms.toFixed(0)} ms`);
+  }
+
+  // A product is written to Postgres and Redis together: Redis refusing must roll the Postgres row back.
+  const creation = await call('POST', '/api/products', { name: 'Lost in the outage', price_cents: 500, stock: 3 }, admin);
+  t.equal(creation.status, 503, 'creating a product answers 503');
+  t.match(creation.body, unavailable);
+
+  const ready = await call('GET', '/readyz');
+  t.equal(ready.status, 503, 'not ready');
+  t.match(ready.body, { status: 'unavailable', redis: 'unavailable', postgres: 'ok' });
+  t.ok(ready.ms < REDIS_OUTAGE_ANSWER_MS, `/readyz answered in ${ready.ms.toFixed(0)} ms`);
+  const health = await call('GET', '/healthz');
+  t.equal(health.status, 200, 'still alive: the process itself is fine, only a store is away');
+
+  // Restarted without persistence: Redis comes back empty and the app reconnects in the background.
+  await redisServer.start();
+  const recovered = await waitUntilReady(call);
+  t.equal(recovered.status, 200, 'ready again once Redis is back');
+
+  const after = await call('POST', '/api/holds', { product_id: product.id, qty: 1 });
+  t.equal(after.status, 201, 'a hold succeeds again: the product is loaded from Postgres on demand');
+  const reloaded = await call('GET', `/api/products/${product.id}`);
+  t.equal(reloaded.status, 200);
+  t.match(reloaded.body, { id: product.id, stock: 5 }, "the product's stock comes from Postgres");
+  t.equal(productCount(await call('GET', '/api/products')), 1, 'the refused product was not created');
+});
+
+for (const mode of ['refuse', 'blackhole'] as const) {
+  const outage = mode === 'refuse' ? 'refuses connections' : 'swallows connections without answering';
+
+  t.test(`when Postgres ${outage}, catalogue requests get a fast 503 while holds go on`, async (t) => {
+    const databaseUrl = new URL(await createTestDatabase(t));
+    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+    t.teardown(() => proxy.close());
+    const proxiedUrl = new URL(databaseUrl);
+    proxiedUrl.port = String(proxy.port);
+    const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+    const call = await serve(app);
+
+    const product = await createProduct(app, { stock: 5 });
+
+    await proxy.cut(mode);
+
+    const list = await call('GET', '/api/products');
+    t.equal(list.status, 503, 'listing products answers 503');
+    t.match(list.body, unavailable);
+    t.ok(list.ms < POSTGRES_OUTAGE_ANSWER_MS, `listing products answered in ${list.ms.toFixed(0)} ms, not a hang`);
+
+    const creation = await call('POST', '/api/products', { name: 'Lost in the outage', price_cents: 500, stock: 3 }, admin);
+    t.equal(creation.status, 503, 'creating a product answers 503');
+    t.match(creation.body, unavailable);
+    t.ok(creation.ms < POSTGRES_OUTAGE_ANSWER_MS, `creating a product answered in ${creation.ms.toFixed(0)} ms`);
+
+    // Holds live in Redis: a Postgres outage must not stop the sale.
+    const hold = await call('POST', '/api/holds', { product_id: product.id, qty: 2 });
+    t.equal(hold.status, 201, 'a hold on a loaded product still succeeds');
+    const holdId = holdIdOf(hold);
+    const live = await call('GET', `/api/products/${product.id}`);
+    t.equal(live.status, 200, "a loaded product's live figures are still served from Redis");
+
+    const ready = await call('GET', '/readyz');
+    t.equal(ready.status, 503, 'not ready');
+    t.match(ready.body, { status: 'unavailable', redis: 'ok', postgres: 'unavailable' });
+    t.ok(ready.ms < POSTGRES_OUTAGE_ANSWER_MS, `/readyz answered in ${ready.ms.toFixed(0)} ms`);
+    t.equal((await call('GET', '/healthz')).status, 200, 'still alive');
+
+    await proxy.restore();
+
+    t.equal((await waitUntilReady(call)).status, 200, 'ready again once Postgres is reachable');
+    const listAfter = await call('GET', '/api/products');
+    t.equal(productCount(listAfter), 1, 'the refused product was not created');
+    const held = await call('GET', `/api/holds/${holdId}`);
+    t.equal(held.status, 200, 'the hold acknowledged during the outage is kept');
+    t.match(held.body, { hold_id: holdId, status: 'held', qty: 2 });
+    t.match(await call('GET', `/api/products/${product.id}`), { status: 200, body: { held: 2, available_stock: 3 } });
+  });
+}
