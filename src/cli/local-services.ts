@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { ConfigSchema } from '../config.js';
 
 export interface ServiceUrls {
   redisUrl: string;
@@ -24,8 +25,8 @@ export interface PrivateService {
   stop: () => Promise<void>;
 }
 
-export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
-export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/flashsale';
+export const DEFAULT_REDIS_URL: string = ConfigSchema.properties.REDIS_URL.default;
+export const DEFAULT_DATABASE_URL: string = ConfigSchema.properties.DATABASE_URL.default;
 
 const HOW_TO_GET =
   'Either run `docker compose up -d redis postgres` (from the repository root), ' +
@@ -39,17 +40,19 @@ export async function ensureLocalServices(env: NodeJS.ProcessEnv, log: Log): Pro
     // Reverse order, and each only once, so a double stop() is harmless.
     for (const s of started.splice(0).reverse()) await s.stop();
   };
-  const local = join(findRepoRoot(), '.local');
+  // Only looked up when needed: a deployed build with both URLs set has no use for the checkout.
+  const local = (name: string): string => join(findRepoRoot(), '.local', name);
   try {
     let redisUrl = env.REDIS_URL;
     if (!redisUrl) {
       if (await isListening('127.0.0.1', 6379)) {
         redisUrl = DEFAULT_REDIS_URL;
       } else {
-        const redis = await startPrivateRedis(join(local, 'redis'), 6379);
+        const dir = local('redis');
+        const redis = await startPrivateRedis(dir, 6379);
         started.push(redis);
         redisUrl = redis.url;
-        log.warn({ redisUrl, dir: join(local, 'redis') }, 'nothing on 127.0.0.1:6379: started a private redis-server');
+        log.warn({ redisUrl, dir }, 'nothing on 127.0.0.1:6379: started a private redis-server');
       }
     }
     let databaseUrl = env.DATABASE_URL;
@@ -57,12 +60,13 @@ export async function ensureLocalServices(env: NodeJS.ProcessEnv, log: Log): Pro
       if (await isListening('127.0.0.1', 5432)) {
         databaseUrl = DEFAULT_DATABASE_URL;
       } else {
-        const postgres = await startPrivatePostgres(join(local, 'pg'), 5432);
+        const dir = local('pg');
+        const postgres = await startPrivatePostgres(dir, 5432);
         started.push(postgres);
         databaseUrl = postgres.url;
         // A fresh cluster has no application database yet.
         await ensureDatabase(databaseUrl);
-        log.warn({ databaseUrl, dir: join(local, 'pg') }, 'nothing on 127.0.0.1:5432: started a private PostgreSQL');
+        log.warn({ databaseUrl, dir }, 'nothing on 127.0.0.1:5432: started a private PostgreSQL');
       }
     }
     log.info({ redisUrl: redactUrl(redisUrl), databaseUrl: redactUrl(databaseUrl) }, 'using services');
