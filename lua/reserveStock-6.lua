@@ -17,6 +17,7 @@ ARGV[5] most due holds to expire in place when stock looks short (count)
 ARGV[6] request fingerprint for the Idempotency-Key, or '' when the request has none
 ARGV[7] idempotency record time to live (ms)
 ARGV[8] how long an ended hold stays readable (ms)
+ARGV[9] deadline (ms, Redis clock): the caller has given up by then, so the script does nothing after it
 
 Returns {code, hold id, a, b, replayed (0|1)}:
    1  HELD                      a = expires_at (ms)
@@ -25,6 +26,7 @@ Returns {code, hold id, a, b, replayed (0|1)}:
   -3  CUSTOMER_LIMIT_EXCEEDED   a = units the customer already has, b = the limit
   -7  IDEMPOTENCY_KEY_REUSED    the key was used for another request
   -8  CUSTOMER_ID_REQUIRED
+  -9  DEADLINE_PASSED           the command reached Redis after its caller timed out; nothing was done
 With replayed = 1 the reply is the stored decision of the key's first request (HELD, -2 or -3).
 ]]
 
@@ -39,8 +41,16 @@ local inline_expiry_limit = tonumber(ARGV[5])
 local fingerprint = ARGV[6]
 local idempotency_ttl_ms = tonumber(ARGV[7])
 local retain_ms = tonumber(ARGV[8])
-if not qty or qty < 1 or qty ~= math.floor(qty) or not ttl_ms or ttl_ms < 1 or not retain_ms then
+local deadline = tonumber(ARGV[9])
+if not qty or qty < 1 or qty ~= math.floor(qty) or not ttl_ms or ttl_ms < 1 or not retain_ms or not deadline then
   return redis.error_reply('ERR reserveStock: invalid arguments')
+end
+
+local now = now_ms()
+-- A command delayed past its caller's timeout (Redis paused, a slow network) must not hold units nobody
+-- was told about.
+if now > deadline then
+  return {-9, '', 0, 0, 0}
 end
 
 if fingerprint ~= '' then
@@ -72,7 +82,6 @@ if limit > 0 and customer_id == '' then
   return {-8, '', 0, 0, 0}
 end
 
-local now = now_ms()
 local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
 if stock - held - sold < qty and expire_due_holds(keys, now, inline_expiry_limit, retain_ms) > 0 then
   -- Holds past their expiry give their units back now rather than when the sweeper comes by.

@@ -76,7 +76,7 @@ const NETWORK_ERROR_CODES = new Set([
 // Redis replies that mean "not now" rather than "wrong request".
 const REDIS_TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b/;
 const CLIENT_UNAVAILABLE_MESSAGE =
-  /Command timed out|enableOfflineQueue|Connection is closed|Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|the database system is (starting up|shutting down)|terminating connection/i;
+  /Command timed out|enableOfflineQueue|Connection is closed|Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|the database system is (starting up|shutting down)|terminating connection|not queryable|Client was closed/i;
 
 /**
  * Whether an error from ioredis or pg means the store could not be reached in time (answer 503),

@@ -1,7 +1,7 @@
 /**
  * The standard: "Outages of Redis or Postgres get a fast 503, never a hang, and lose nothing that was
  * acknowledged". Proven with real processes: a private redis-server that is killed and restarted, and a TCP proxy
- * in front of Postgres that refuses or swallows connections. Requests go over real HTTP with a client-side
+ * in front of Postgres that refuses, swallows or stalls connections. Requests go over real HTTP with a client-side
  * deadline, so a hang fails the test instead of stalling the run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -71,6 +71,9 @@ async function privateRedis(t: Test, port: number) {
     );
     await waitForPing(`redis://127.0.0.1:${port}`);
   };
+  // A frozen process keeps its connections open and answers nothing: the "hang" case.
+  const freeze = () => child?.kill('SIGSTOP');
+  const thaw = () => child?.kill('SIGCONT');
   const kill = async () => {
     const running = child;
     child = undefined;
@@ -85,7 +88,7 @@ async function privateRedis(t: Test, port: number) {
     await rm(dir, { recursive: true, force: true });
   });
   await start();
-  return { url: `redis://127.0.0.1:${port}`, start, kill };
+  return { url: `redis://127.0.0.1:${port}`, start, kill, freeze, thaw };
 }
 
 async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
@@ -180,8 +183,43 @@ t.test('when Redis dies, requests that need it get a fast 503, and the service r
   t.equal(productCount(await call('GET', '/api/products')), 1, 'the refused product was not created');
 });
 
-for (const mode of ['refuse', 'blackhole'] as const) {
-  const outage = mode === 'refuse' ? 'refuses connections' : 'swallows connections without answering';
+t.test('when Redis freezes, requests that need it get a 503 after the command timeout, not a hang', async (t) => {
+  const redisServer = await privateRedis(t, await freePort());
+  const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url, REDIS_COMMAND_TIMEOUT_MS: 500 });
+  const call = await serve(app);
+  const product = await createProduct(app, { stock: 5 });
+
+  redisServer.freeze();
+
+  // A frozen server keeps the connection open, so only the command timeout stands between a client and a hang.
+  // The script was sent and runs when Redis resumes: its deadline must make it do nothing then.
+  const hold = await call('POST', '/api/holds', { product_id: product.id, qty: 1 });
+  t.equal(hold.status, 503, 'placing a hold answers 503');
+  t.match(hold.body, unavailable);
+  t.ok(hold.ms < REDIS_OUTAGE_ANSWER_MS, `placing a hold answered in ${hold.ms.toFixed(0)} ms, not a hang`);
+  const ready = await call('GET', '/readyz');
+  t.equal(ready.status, 503, 'not ready');
+  t.match(ready.body, { redis: 'unavailable', postgres: 'ok' });
+  t.ok(ready.ms < REDIS_OUTAGE_ANSWER_MS, `/readyz answered in ${ready.ms.toFixed(0)} ms`);
+
+  const more = await Promise.all([1, 2].map(() => call('POST', '/api/holds', { product_id: product.id, qty: 1 })));
+  t.ok(more.every((a) => a.status === 503), 'every hold during the freeze answers 503');
+
+  redisServer.thaw();
+  t.equal((await waitUntilReady(call)).status, 200, 'ready again once Redis resumes');
+  t.match(await call('GET', `/api/products/${product.id}`), { status: 200, body: { held: 0, available_stock: 5 } }, 'the holds that answered 503 reserved nothing when Redis resumed');
+  const after = await call('POST', '/api/holds', { product_id: product.id, qty: 1 });
+  t.equal(after.status, 201, 'holds succeed again on the same connection');
+});
+
+const postgresOutages = {
+  refuse: 'refuses connections',
+  blackhole: 'swallows new connections without answering',
+  stall: 'stops answering on open connections',
+} as const;
+
+for (const mode of ['refuse', 'blackhole', 'stall'] as const) {
+  const outage = postgresOutages[mode];
 
   t.test(`when Postgres ${outage}, catalogue requests get a fast 503 while holds go on`, async (t) => {
     const databaseUrl = new URL(await createTestDatabase(t));
@@ -230,3 +268,25 @@ for (const mode of ['refuse', 'blackhole'] as const) {
     t.match(await call('GET', `/api/products/${product.id}`), { status: 200, body: { held: 2, available_stock: 3 } });
   });
 }
+
+t.test('a Postgres connection stuck behind a timed-out query is dropped, not reused', async (t) => {
+  const databaseUrl = new URL(await createTestDatabase(t));
+  const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+  t.teardown(() => proxy.close());
+  const proxiedUrl = new URL(databaseUrl);
+  proxiedUrl.port = String(proxy.port);
+  const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+  const call = await serve(app);
+  await createProduct(app, { stock: 5 });
+  // Warm several pooled connections, then strand them all: new connections still reach Postgres.
+  await Promise.all(Array.from({ length: 5 }, () => call('GET', '/api/products')));
+  await proxy.cut('strand');
+
+  const answers: number[] = [];
+  for (let i = 0; i < 20 && answers.at(-1) !== 200; i++) answers.push((await call('GET', '/api/products')).status);
+  t.ok(answers.every((s) => s === 503 || s === 200), `only 503 then 200: ${answers.join(' ')}`);
+  t.equal(answers.at(-1), 200, 'the service recovers without the stuck connections coming back');
+  // After the first success, the pool holds only fresh connections.
+  const later = await Promise.all(Array.from({ length: 5 }, () => call('GET', '/api/products')));
+  t.ok(later.every((a) => a.status === 200), 'later requests all succeed');
+});

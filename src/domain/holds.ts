@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
 import { AppError, errors } from '../errors.js';
 import { holdIdempotencyKey, idempotencyClaimKey, productKeys, productScriptKeys } from '../redis/keys.js';
+import type { RedisClock } from '../redis/clock.js';
 import { ScriptCode } from '../redis/scripts.js';
 import type { Hold, HoldStatus } from '../schemas/hold.js';
 import type { Catalogue } from './products.js';
@@ -50,8 +51,8 @@ export function productOfHold(holdId: string): number | null {
 export type HoldDesk = ReturnType<typeof createHoldDesk>;
 
 /** Holds: placing, reading and releasing them. Every decision is made inside a Redis script. */
-export function createHoldDesk(deps: { redis: Redis; config: Config; catalogue: Catalogue; log: Logger }) {
-  const { redis, config, catalogue, log } = deps;
+export function createHoldDesk(deps: { redis: Redis; clock: RedisClock; config: Config; catalogue: Catalogue; log: Logger }) {
+  const { redis, clock, config, catalogue, log } = deps;
   const prefix = config.REDIS_KEY_PREFIX;
   const ttlMs = config.HOLD_TTL_SECONDS * 1000;
   const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
@@ -68,10 +69,12 @@ export function createHoldDesk(deps: { redis: Redis; config: Config; catalogue: 
     const keys = productScriptKeys(productKeys(prefix, productId));
     const idempotencyRecord = holdIdempotencyKey(prefix, productId, idempotencyKey ?? '');
     const holdId = newHoldId(productId);
+    // Past this moment (Redis's clock) the caller has been answered 503, so the script must not hold anything.
+    const deadline = () => Math.floor(clock.now()) + config.REDIS_COMMAND_TIMEOUT_MS;
     const reserve = () =>
       redis.reserveStock(
         ...keys, idempotencyRecord, holdId, qty, customerId, ttlMs, INLINE_EXPIRY_LIMIT, fingerprint,
-        idempotencyTtlMs, retainMs,
+        idempotencyTtlMs, retainMs, deadline(),
       );
     let reply = await reserve();
     if (reply[0] === ScriptCode.ProductNotFound && (await catalogue.ensureLoaded(productId))) reply = await reserve();
@@ -147,6 +150,8 @@ function refusal(code: number, context: { productId?: number; holdId?: string })
       return errors.holdNotFound(context.holdId ?? '?');
     case ScriptCode.HoldConverted:
       return errors.holdConverted(context.holdId ?? '?');
+    case ScriptCode.DeadlinePassed:
+      return errors.unavailable('Redis');
     default:
       return new Error(`unexpected script reply code ${code}`);
   }

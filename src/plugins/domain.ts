@@ -16,10 +16,10 @@ declare module 'fastify' {
  */
 export default fp(
   async (app) => {
-    const { redis, db, config, log } = app;
+    const { redis, redisClock, db, config, log } = app;
     const catalogue = createCatalogue({ db, redis, config, log });
     app.decorate('catalogue', catalogue);
-    app.decorate('holds', createHoldDesk({ redis, config, catalogue, log }));
+    app.decorate('holds', createHoldDesk({ redis, clock: redisClock, config, catalogue, log }));
 
     await catalogue.loadAll();
 

@@ -33,7 +33,7 @@ export default fp(
       }
       if (isStoreUnavailable(err)) {
         request.log.warn({ err: err.message }, 'store unavailable');
-        return reply.code(503).send({ code: 'SERVICE_UNAVAILABLE', message: 'a data store is unavailable; try again shortly' });
+        return reply.code(503).send({ code: 'SERVICE_UNAVAILABLE', message: 'a data store is unavailable; try again shortly (with the same Idempotency-Key, if the request had one)' });
       }
       if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
         return reply.code(fastifyError.statusCode).send({ code: 'BAD_REQUEST', message: fastifyError.message });

@@ -4,12 +4,14 @@ import type { Kysely } from 'kysely';
 import type { Config } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import type { Database } from '../db/schema.js';
+import { createRedisClock, type RedisClock } from '../redis/clock.js';
 import { connectRedis } from '../redis/connection.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
     redis: Redis;
+    redisClock: RedisClock;
     db: Kysely<Database>;
   }
 }
@@ -30,11 +32,15 @@ export default fp<{ config: Config }>(
       redisDown = false;
     });
     app.decorate('redis', redis);
+    const clock = await createRedisClock(redis);
+    app.decorate('redisClock', clock);
+    const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
     const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS });
     app.decorate('db', db);
 
     app.addHook('onClose', async () => {
+      clearInterval(clockSync);
       await db.destroy();
       // quit() waits for replies still in flight; disconnect() if Redis is already gone.
       if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());

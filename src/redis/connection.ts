@@ -8,8 +8,9 @@ export interface RedisConnectionOptions {
 
 /**
  * A Redis connection for a service that must answer fast: a command fails at once while disconnected (no offline
- * queue) or after `commandTimeoutMs`, and is never sent again after a reconnect, so a client that got a 503 is
- * not surprised by a hold made later. Auto-pipelining batches concurrent requests' commands into one write.
+ * queue) or after `commandTimeoutMs`, and is never sent again after a reconnect. A command that reaches Redis
+ * after its timeout still runs: the hold script therefore takes a deadline and does nothing past it.
+ * Auto-pipelining batches concurrent requests' commands into one write.
  */
 export async function connectRedis(options: RedisConnectionOptions): Promise<Redis> {
   const redis = new Redis(options.url, {

@@ -14,6 +14,7 @@ export enum ScriptCode {
   StockBelowCommitted = -6,
   IdempotencyKeyReused = -7,
   CustomerIdRequired = -8,
+  DeadlinePassed = -9,
 }
 
 type ProductKeysArgs = [string, string, string, string, string];
@@ -33,7 +34,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     reserveStock(
       ...args: [...keys: ProductKeysArgs, idempotencyKey: string, holdId: string, qty: number, customerId: string,
-        ttlMs: number, inlineExpiryLimit: number, fingerprint: string, idempotencyTtlMs: number, retainMs: number]
+        ttlMs: number, inlineExpiryLimit: number, fingerprint: string, idempotencyTtlMs: number, retainMs: number, deadline: number]
     ): Result<ReserveReply, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<HoldRecordReply, Context>;
     getHold(holdsKey: string, holdId: string): Result<HoldRecordReply, Context>;

@@ -3,17 +3,23 @@ import net from 'node:net';
 /**
  * How the proxy treats connections:
  * - `forward`: passes bytes both ways to the target.
- * - `refuse`: nothing listens on the port, so a connect fails at once with ECONNREFUSED (a stopped server).
- * - `blackhole`: a connect succeeds but nothing ever answers (a firewall dropping packets, a frozen host).
+ * - `refuse`: open connections are dropped and nothing listens on the port, so a connect fails at once with
+ *   ECONNREFUSED (a stopped server).
+ * - `blackhole`: open connections are dropped; a new connect succeeds but nothing ever answers (a firewall
+ *   dropping packets, a frozen host).
+ * - `stall`: open connections stay open but stop moving bytes, which wait in buffers as TCP would keep
+ *   retransmitting them through a network partition; new connections are swallowed as in `blackhole`.
+ *   `restore()` lets the buffered bytes through.
+ * - `strand`: open connections stall as in `stall`, but new connections are forwarded: a half-open socket left
+ *   behind by a failover or a dropped NAT entry, while the server itself is fine.
  */
-export type ProxyMode = 'forward' | 'refuse' | 'blackhole';
+export type ProxyMode = 'forward' | 'refuse' | 'blackhole' | 'stall' | 'strand';
 
 export interface TcpProxy {
   readonly port: number;
   readonly mode: ProxyMode;
-  /** Drops every open connection, then refuses or swallows new ones. */
-  cut(mode: 'refuse' | 'blackhole'): Promise<void>;
-  /** Forwards new connections again. */
+  cut(mode: Exclude<ProxyMode, 'forward'>): Promise<void>;
+  /** Forwards again: stalled connections resume, swallowed ones are dropped. */
   restore(): Promise<void>;
   /** Drops everything and stops listening. */
   close(): Promise<void>;
@@ -22,25 +28,33 @@ export interface TcpProxy {
 /** A fault-injecting TCP proxy in front of `target`, listening on a free port of 127.0.0.1. */
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   let mode: ProxyMode = 'forward';
-  const sockets = new Set<net.Socket>();
-  const track = (socket: net.Socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    // A dropped peer is expected here; the other side is destroyed with it.
+  // Both ends of every forwarded connection, and the connections accepted while cut.
+  const forwarded = new Set<net.Socket>();
+  const swallowed = new Set<net.Socket>();
+  const track = (socket: net.Socket, set: Set<net.Socket>) => {
+    set.add(socket);
+    socket.on('close', () => set.delete(socket));
+    // A dropped peer is expected here; the other end is destroyed with it.
     socket.on('error', () => {});
   };
 
   const server = net.createServer((client) => {
-    track(client);
-    if (mode !== 'forward') return; // blackhole: accepted, never read, never answered
+    if (mode !== 'forward' && mode !== 'strand') {
+      track(client, swallowed); // accepted, never read, never answered
+      return;
+    }
     const upstream = net.connect(target.port, target.host);
-    track(upstream);
+    track(client, forwarded);
+    track(upstream, forwarded);
     client.pipe(upstream);
     upstream.pipe(client);
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
 
+  const destroyAll = (set: Set<net.Socket>) => {
+    for (const socket of set) socket.destroy();
+  };
   const listen = (port: number) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -52,13 +66,11 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const stopListening = () =>
     new Promise<void>((resolve) => {
       if (!server.listening) return resolve();
-      // close() calls back once every connection is gone, so drop them first.
+      // close() calls back once every connection is gone, so drop them right after asking.
       server.close(() => resolve());
-      dropAll();
+      destroyAll(forwarded);
+      destroyAll(swallowed);
     });
-  const dropAll = () => {
-    for (const socket of sockets) socket.destroy();
-  };
 
   await listen(0);
   const address = server.address();
@@ -72,12 +84,15 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     async cut(newMode) {
       mode = newMode;
-      if (newMode === 'refuse') await stopListening();
-      else dropAll();
+      if (newMode === 'refuse') return stopListening();
+      // Paused sockets stop reading: their peers' bytes wait in buffers, and pipe() stops writing.
+      if (newMode === 'stall' || newMode === 'strand') for (const socket of forwarded) socket.pause();
+      else destroyAll(forwarded);
     },
     async restore() {
       mode = 'forward';
-      dropAll(); // connections swallowed while blackholed carry nothing useful
+      destroyAll(swallowed); // they never reached the target: nothing to resume
+      for (const socket of forwarded) socket.resume();
       if (!server.listening) await listen(port);
     },
     async close() {
