@@ -212,6 +212,17 @@ t.test('when Redis freezes, requests that need it get a 503 after the command ti
   t.equal(after.status, 201, 'holds succeed again on the same connection');
 });
 
+/** The app on its own database, reached through a proxy the test can cut; Postgres timeouts of 500 ms. */
+async function appBehindPostgresProxy(t: Test) {
+  const databaseUrl = new URL(await createTestDatabase(t));
+  const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+  t.teardown(() => proxy.close());
+  const proxiedUrl = new URL(databaseUrl);
+  proxiedUrl.port = String(proxy.port);
+  const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+  return { app, proxy };
+}
+
 const postgresOutages = {
   refuse: 'refuses connections',
   blackhole: 'swallows new connections without answering',
@@ -222,12 +233,7 @@ for (const mode of ['refuse', 'blackhole', 'stall'] as const) {
   const outage = postgresOutages[mode];
 
   t.test(`when Postgres ${outage}, catalogue requests get a fast 503 while holds go on`, async (t) => {
-    const databaseUrl = new URL(await createTestDatabase(t));
-    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
-    t.teardown(() => proxy.close());
-    const proxiedUrl = new URL(databaseUrl);
-    proxiedUrl.port = String(proxy.port);
-    const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+    const { app, proxy } = await appBehindPostgresProxy(t);
     const call = await serve(app);
 
     const product = await createProduct(app, { stock: 5 });
@@ -270,12 +276,7 @@ for (const mode of ['refuse', 'blackhole', 'stall'] as const) {
 }
 
 t.test('a Postgres connection stuck behind a timed-out query is dropped, not reused', async (t) => {
-  const databaseUrl = new URL(await createTestDatabase(t));
-  const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
-  t.teardown(() => proxy.close());
-  const proxiedUrl = new URL(databaseUrl);
-  proxiedUrl.port = String(proxy.port);
-  const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+  const { app, proxy } = await appBehindPostgresProxy(t);
   const call = await serve(app);
   await createProduct(app, { stock: 5 });
   // Warm several pooled connections, then strand them all: new connections still reach Postgres.

@@ -7,6 +7,7 @@ import { basename, delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { ConfigSchema } from '../config.js';
+import { redactUrl } from '../redis/connection.js';
 
 export interface ServiceUrls {
   redisUrl: string;
@@ -167,16 +168,6 @@ export function findRepoRoot(from = dirname(fileURLToPath(import.meta.url))): st
     // tsc copies package.json into dist/ when a source file imports it: that is not the root.
     if (existsSync(join(dir, 'package.json')) && basename(dir) !== 'dist') return dir;
     if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
-  }
-}
-
-function redactUrl(raw: string): string {
-  try {
-    const url = new URL(raw);
-    if (url.password) url.password = '***';
-    return url.toString();
-  } catch {
-    return '(unparsable URL)';
   }
 }
 
