@@ -15,6 +15,7 @@ Returns {code, hold record JSON}:
    1  ENDED            the record now (status released, or expired when its time had already run out)
   -4  HOLD_NOT_FOUND
   -5  HOLD_CONVERTED   the hold became an order; record attached
+ -12  HOLD_CONVERTING  the hold is being turned into an order; record attached
 ]]
 
 --- @include "includes/nowMs"
@@ -33,6 +34,8 @@ end
 local hold = cjson.decode(raw)
 if hold.status == 'converted' then
   return {-5, raw}
+elseif hold.status == 'converting' then
+  return {-12, raw}
 end
 if hold.status == 'held' then
   local now = now_ms()

@@ -7,7 +7,9 @@ import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
+import orderRoutes from './routes/orders.js';
 import productRoutes from './routes/products.js';
+import webhookRoutes from './routes/webhooks.js';
 
 /** Pretty logs for people at a terminal; JSON lines everywhere else. */
 function loggerOptions(config: Config) {
@@ -50,5 +52,7 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
   await app.register(healthRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });
+  await app.register(orderRoutes, { prefix: '/api' });
+  await app.register(webhookRoutes, { prefix: '/api' });
   return app;
 }

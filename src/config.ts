@@ -28,6 +28,17 @@ export const ConfigSchema = Type.Object({
     description: 'pause between sweeps that release expired holds (0 turns the sweeper off)',
   }),
   SWEEP_BATCH_SIZE: PositiveInt(1000, 'most holds one sweep step releases for one product'),
+  ORDER_PAYMENT_TTL_SECONDS: PositiveInt(900, 'an order unpaid this long after its creation is cancelled'),
+  WEBHOOK_SECRET: Type.String({
+    default: '',
+    description: 'payment webhook signing secrets, comma-separated (several during rotation); empty accepts unsigned',
+  }),
+  CONVERSION_LEASE_MS: PositiveInt(10_000, 'after this, recovery decides a hold conversion whose process went away'),
+  RECOVERY_INTERVAL_MS: Type.Integer({
+    minimum: 0,
+    default: 1000,
+    description: 'pause between passes cancelling overdue orders and finishing interrupted work (0 turns it off)',
+  }),
   ADMIN_TOKEN: Type.String({ default: '', description: 'bearer token for admin routes; empty disables them' }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),

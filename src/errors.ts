@@ -7,6 +7,13 @@ export const ErrorCodes = {
   PRODUCT_NOT_FOUND: 404,
   HOLD_NOT_FOUND: 404,
   NOT_FOUND: 404,
+  ORDER_NOT_FOUND: 404,
+  INVALID_SIGNATURE: 401,
+  HOLD_EXPIRED: 410,
+  HOLD_RELEASED: 409,
+  HOLD_CONVERTING: 409,
+  ORDER_ALREADY_FINAL: 409,
+  BAD_REQUEST: 400,
   INSUFFICIENT_STOCK: 409,
   CUSTOMER_LIMIT_EXCEEDED: 409,
   STOCK_BELOW_COMMITTED: 409,
@@ -64,6 +71,14 @@ export const errors = {
     }),
   holdConverted: (holdId: string) =>
     new AppError('HOLD_CONVERTED', `hold ${holdId} already became an order and cannot be released`),
+  holdConverting: (holdId: string) =>
+    new AppError('HOLD_CONVERTING', `hold ${holdId} is being turned into an order and cannot be released`),
+  holdExpired: (holdId: string) => new AppError('HOLD_EXPIRED', `hold ${holdId} has expired; its units are for sale again`),
+  holdReleased: (holdId: string) => new AppError('HOLD_RELEASED', `hold ${holdId} was released; its units are for sale again`),
+  orderNotFound: (orderId: number | string) => new AppError('ORDER_NOT_FOUND', `order ${orderId} does not exist`),
+  invalidSignature: (why: string) => new AppError('INVALID_SIGNATURE', `webhook signature rejected: ${why}`),
+  orderAlreadyFinal: (orderId: number, status: string) =>
+    new AppError('ORDER_ALREADY_FINAL', `order ${orderId} is already ${status}`, { order_id: orderId, status }),
   idempotencyKeyReused: () =>
     new AppError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'),
   unavailable: (what: string) =>

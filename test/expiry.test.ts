@@ -116,7 +116,7 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
   const sweepProduct = async (connection: (typeof sweepers)[number]) => {
     let released = 0;
     for (;;) {
-      const [count] = await connection.releaseExpiredHolds(keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds, 7, 60_000, 1000);
+      const [count] = await connection.releaseExpiredHolds(keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds, keys.conversions, 7, 60_000, 1000, 10_000);
       if (count === 0) return released;
       released += count;
     }

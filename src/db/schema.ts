@@ -7,6 +7,8 @@ export interface Database {
   order_items: OrderItemTable;
   payments: PaymentTable;
   processed_webhooks: ProcessedWebhookTable;
+  hold_claims: HoldClaimTable;
+  webhook_deliveries: WebhookDeliveryTable;
 }
 
 type CreatedAt = ColumnType<Date, never, never>;
@@ -36,9 +38,11 @@ export interface OrderTable {
   payment_status: PaymentStatus;
   total_cents: number;
   payment_due_at: Date;
+  units_released_at: ColumnType<Date | null, never, Date | null>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }
+export type OrderRow = Selectable<OrderTable>;
 
 export interface OrderItemTable {
   id: Generated<number>;
@@ -69,4 +73,24 @@ export interface ProcessedWebhookTable {
   response_status: number;
   response_body: unknown;
   processed_at: CreatedAt;
+}
+
+export interface HoldClaimTable {
+  claim_id: string;
+  hold_id: string;
+  outcome: 'ordered' | 'abandoned';
+  created_at: CreatedAt;
+}
+
+export interface WebhookDeliveryTable {
+  id: Generated<number>;
+  idempotency_key: string | null;
+  order_id: number | null;
+  event_type: string | null;
+  payload: unknown;
+  signature: 'valid' | 'unsigned';
+  response_status: number;
+  response_body: unknown;
+  replayed: boolean;
+  received_at: CreatedAt;
 }

@@ -30,7 +30,8 @@ export interface PlacedHold {
 interface HoldRecord {
   qty: number;
   customer_id: string;
-  status: HoldStatus;
+  /** 'converting' is internal: the API shows such a hold as held until its order is committed. */
+  status: HoldStatus | 'converting';
   expires_at: number;
   price_cents: number;
   created_at: number;
@@ -150,6 +151,8 @@ function refusal(code: number, context: { productId?: number; holdId?: string })
       return errors.holdNotFound(context.holdId ?? '?');
     case ScriptCode.HoldConverted:
       return errors.holdConverted(context.holdId ?? '?');
+    case ScriptCode.HoldConverting:
+      return errors.holdConverting(context.holdId ?? '?');
     case ScriptCode.DeadlinePassed:
       return errors.unavailable('Redis');
     default:
@@ -178,7 +181,7 @@ function toHold(holdId: string, productId: number, json: string): Hold {
     product_id: productId,
     qty: record.qty,
     customer_id: record.customer_id === '' ? null : record.customer_id,
-    status: record.status,
+    status: record.status === 'converting' ? 'held' : record.status,
     expires_at: new Date(record.expires_at).toISOString(),
   };
 }

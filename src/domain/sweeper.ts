@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
-import { productKeys, productScriptKeys, sweepScheduleKey } from '../redis/keys.js';
+import { conversionScriptKeys, productKeys, sweepScheduleKey } from '../redis/keys.js';
+import { runPeriodically, type Loop } from './loop.js';
 
 // Products one claim hands out, and how long they stay leased to this instance.
 const CLAIM_SIZE = 50;
@@ -9,10 +10,15 @@ const LEASE_MS = 10_000;
 // A pass keeps claiming while work is due, but yields the event loop after this long.
 const PASS_BUDGET_MS = 200;
 
+/** Decides a conversion claim whose lease ran out (see OrderDesk.recoverClaim). */
+export type StaleClaimHandler = (productId: number, holdId: string, claimId: string) => Promise<void>;
+
 export interface SweepResult {
   products: number;
   expired: number;
   purged: number;
+  /** Conversion claims whose lease ran out, handed to recovery. */
+  staleClaims: number;
   /** The pass stopped at its time budget with products still due. */
   more: boolean;
 }
@@ -23,10 +29,15 @@ export interface SweepResult {
  * at once: products are leased to one of them, and each hold is released in the same script step that takes it
  * off the expiry index, so it is released exactly once.
  */
-export async function releaseExpiredHolds(redis: Redis, config: Config, log: Logger): Promise<SweepResult> {
+export async function releaseExpiredHolds(
+  redis: Redis,
+  config: Config,
+  log: Logger,
+  onStaleClaim?: StaleClaimHandler,
+): Promise<SweepResult> {
   const prefix = config.REDIS_KEY_PREFIX;
   const schedule = sweepScheduleKey(prefix);
-  const result: SweepResult = { products: 0, expired: 0, purged: 0, more: false };
+  const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false };
   const started = Date.now();
   for (;;) {
     if (Date.now() - started >= PASS_BUDGET_MS) {
@@ -38,62 +49,37 @@ export async function releaseExpiredHolds(redis: Redis, config: Config, log: Log
     const steps = await Promise.all(
       productIds.map(async (id) => {
         const productId = Number(id);
-        const [expired, purged, nextSweepAt] = await redis.releaseExpiredHolds(
-          ...productScriptKeys(productKeys(prefix, productId)),
+        const [expired, purged, nextSweepAt, ...claims] = await redis.releaseExpiredHolds(
+          ...conversionScriptKeys(productKeys(prefix, productId)),
           config.SWEEP_BATCH_SIZE,
           config.HOLD_RETAIN_SECONDS * 1000,
           config.HOLD_TTL_SECONDS * 1000,
+          config.CONVERSION_LEASE_MS,
         );
         await redis.zadd(schedule, nextSweepAt, id);
         if (expired > 0) log.info({ product_id: productId, count: expired }, 'holds expired');
-        return { expired, purged };
+        for (let i = 0; i + 1 < claims.length; i += 2) {
+          const [holdId, claimId] = [claims[i]!, claims[i + 1]!];
+          log.warn({ product_id: productId, hold_id: holdId, claim_id: claimId }, 'recovery: conversion claim outlived its lease');
+          // A failure (Postgres away) leaves the claim for the next lease: the script re-leased it.
+          await onStaleClaim?.(productId, holdId, claimId).catch((err: unknown) =>
+            log.error({ hold_id: holdId, err }, 'recovery of a conversion claim failed; retrying after its lease'),
+          );
+        }
+        return { expired, purged, staleClaims: claims.length / 2 };
       }),
     );
     result.products += productIds.length;
     for (const step of steps) {
       result.expired += step.expired;
       result.purged += step.purged;
+      result.staleClaims += step.staleClaims;
     }
   }
   return result;
 }
 
-export interface Sweeper {
-  stop(): Promise<void>;
-}
-
-/** Runs sweeper passes every `SWEEP_INTERVAL_MS` (at once again while a pass found work) until stopped. */
-export function startSweeper(redis: Redis, config: Config, log: Logger): Sweeper {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> = Promise.resolve();
-  let failing = false;
-
-  const tick = () => {
-    running = releaseExpiredHolds(redis, config, log).then(
-      (result) => {
-        if (failing) log.info('sweeper recovered');
-        failing = false;
-        schedule(result.more ? 0 : config.SWEEP_INTERVAL_MS);
-      },
-      (err: unknown) => {
-        // Redis away: say so once, keep trying; holds past expiry are unusable meanwhile anyway.
-        if (!failing) log.error({ err }, 'sweeper pass failed');
-        failing = true;
-        schedule(config.SWEEP_INTERVAL_MS);
-      },
-    );
-  };
-  const schedule = (delay: number) => {
-    if (!stopped) timer = setTimeout(tick, delay);
-  };
-  schedule(0);
-
-  return {
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await running;
-    },
-  };
+/** Runs sweeper passes every `SWEEP_INTERVAL_MS`, at once again while expired holds are waiting. */
+export function startSweeper(redis: Redis, config: Config, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
+  return runPeriodically('sweeper', config.SWEEP_INTERVAL_MS, () => releaseExpiredHolds(redis, config, log, onStaleClaim), log);
 }

@@ -15,6 +15,8 @@ export interface ProductKeys {
   customerUnits: string;
   /** zset: ended hold id -> time its record is purged (ms) */
   endedHolds: string;
+  /** zset: hold id under conversion -> end of its claim's lease (ms) */
+  conversions: string;
 }
 
 export function productTag(prefix: string, productId: number): string {
@@ -29,12 +31,18 @@ export function productKeys(prefix: string, productId: number): ProductKeys {
     holds: `${tag}:holds`,
     customerUnits: `${tag}:customer-units`,
     endedHolds: `${tag}:ended-holds`,
+    conversions: `${tag}:conversions`,
   };
 }
 
 /** The five product keys as a script's KEYS list. */
 export function productScriptKeys(keys: ProductKeys): [string, string, string, string, string] {
   return [keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds];
+}
+
+/** The five product keys and the conversion index, as the conversion scripts' KEYS list. */
+export function conversionScriptKeys(keys: ProductKeys): [string, string, string, string, string, string] {
+  return [...productScriptKeys(keys), keys.conversions];
 }
 
 /** string: the decision made for an Idempotency-Key on this product (lives in the product's slot). */

@@ -15,16 +15,26 @@ export enum ScriptCode {
   IdempotencyKeyReused = -7,
   CustomerIdRequired = -8,
   DeadlinePassed = -9,
+  HoldExpired = -10,
+  HoldReleased = -11,
+  HoldConverting = -12,
+  WrongHoldState = -13,
+  ClaimJoined = 2,
 }
 
 type ProductKeysArgs = [string, string, string, string, string];
+type ConversionKeysArgs = [...ProductKeysArgs, string];
 
 /** reserveStock reply: code, hold id, a, b, replayed (0|1). */
 export type ReserveReply = [number, string, number, number, number];
 /** releaseHold / getHold reply: code, hold record JSON. */
 export type HoldRecordReply = [number, string];
-/** releaseExpiredHolds reply: expired, purged, next sweep at (ms). */
-export type SweepReply = [number, number, number];
+/** releaseExpiredHolds reply: expired, purged, next sweep at (ms), then pairs of hold id and claim id. */
+export type SweepReply = [number, number, number, ...string[]];
+/** claimHold reply: code, claim id, hold record JSON. */
+export type ClaimReply = [number, string, string];
+/** finishConversion / abandonClaim / returnSoldUnits reply: code, hold status. */
+export type HoldStateReply = [number, string];
 /** setStock reply: code, stock, held, sold. */
 export type SetStockReply = [number, number, number, number];
 /** loadProduct reply: loaded (1|0), stock version in Redis. */
@@ -39,8 +49,20 @@ declare module 'ioredis' {
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<HoldRecordReply, Context>;
     getHold(holdsKey: string, holdId: string): Result<HoldRecordReply, Context>;
     releaseExpiredHolds(
-      ...args: [...keys: ProductKeysArgs, batch: number, retainMs: number, maxWaitMs: number]
+      ...args: [...keys: ConversionKeysArgs, batch: number, retainMs: number, maxWaitMs: number, leaseMs: number]
     ): Result<SweepReply, Context>;
+    claimHold(
+      ...args: [...keys: ConversionKeysArgs, holdId: string, claimId: string, leaseMs: number, retainMs: number]
+    ): Result<ClaimReply, Context>;
+    finishConversion(
+      ...args: [...keys: ConversionKeysArgs, holdId: string, orderId: string, retainMs: number]
+    ): Result<HoldStateReply, Context>;
+    abandonClaim(
+      ...args: [...keys: ConversionKeysArgs, holdId: string, claimId: string, retainMs: number]
+    ): Result<HoldStateReply, Context>;
+    returnSoldUnits(
+      inventoryKey: string, holdsKey: string, customerUnitsKey: string, holdId: string,
+    ): Result<HoldStateReply, Context>;
     claimDueProducts(scheduleKey: string, limit: number, leaseMs: number): Result<string[], Context>;
     loadProduct(
       inventoryKey: string, stock: number, perCustomerLimit: number, priceCents: number, name: string, version: number, sold: number,
@@ -65,7 +87,11 @@ const SCRIPT_FILES = [
   'reserveStock-6',
   'releaseHold-5',
   'getHold-1',
-  'releaseExpiredHolds-5',
+  'releaseExpiredHolds-6',
+  'claimHold-6',
+  'finishConversion-6',
+  'abandonClaim-6',
+  'returnSoldUnits-3',
   'claimDueProducts-1',
   'loadProduct-1',
   'setStock-5',

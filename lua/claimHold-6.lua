@@ -1,0 +1,63 @@
+--[[
+Claims an active hold for conversion into an order: its units stay reserved, it leaves the expiry index and
+enters the conversion index with a lease. Copies of the same request join the claim in progress (and the order
+is made once, in Postgres, keyed by the claim). A hold past its expiry is ended instead.
+
+KEYS[1] inventory       hash   stock, held, sold (units), ...
+KEYS[2] hold expiries   zset   hold id -> expires_at (ms); active holds only
+KEYS[3] holds           hash   hold id -> hold record (JSON)
+KEYS[4] customer units  hash   customer id -> units held + bought
+KEYS[5] ended holds     zset   hold id -> time its record is purged (ms)
+KEYS[6] conversions     zset   hold id -> end of its claim's lease (ms): when recovery looks at it
+
+ARGV[1] hold id
+ARGV[2] claim id to use if the hold is not claimed yet
+ARGV[3] claim lease (ms): after it, recovery decides the claim's fate from Postgres
+ARGV[4] how long an ended hold stays readable (ms)
+
+Returns {code, claim id, hold record JSON}:
+   1  CLAIMED            a new claim, with ARGV[2]
+   2  CLAIM_JOINED       a claim was already in progress: its id
+  -4  HOLD_NOT_FOUND
+  -5  HOLD_CONVERTED     already an order (claim id of the conversion)
+ -10  HOLD_EXPIRED       (ended now if it was still counted as active)
+ -11  HOLD_RELEASED
+]]
+
+--- @include "includes/nowMs"
+--- @include "includes/endHold"
+
+local hold_id = ARGV[1]
+local lease_ms = tonumber(ARGV[3])
+local retain_ms = tonumber(ARGV[4])
+if ARGV[2] == '' or not lease_ms or lease_ms < 1 or not retain_ms then
+  return redis.error_reply('ERR claimHold: invalid arguments')
+end
+
+local raw = redis.call('HGET', KEYS[3], hold_id)
+if not raw then
+  return {-4, '', ''}
+end
+local hold = cjson.decode(raw)
+if hold.status == 'converting' then
+  return {2, hold.claim_id, raw}
+elseif hold.status == 'converted' then
+  return {-5, hold.claim_id or '', raw}
+elseif hold.status == 'released' then
+  return {-11, '', raw}
+elseif hold.status == 'expired' then
+  return {-10, '', raw}
+end
+
+local now = now_ms()
+if hold.expires_at <= now then
+  end_hold({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, hold_id, hold, 'expired', now, retain_ms)
+  return {-10, '', cjson.encode(hold)}
+end
+hold.status = 'converting'
+hold.claim_id = ARGV[2]
+local encoded = cjson.encode(hold)
+redis.call('HSET', KEYS[3], hold_id, encoded)
+redis.call('ZREM', KEYS[2], hold_id)
+redis.call('ZADD', KEYS[6], now + lease_ms, hold_id)
+return {1, ARGV[2], encoded}

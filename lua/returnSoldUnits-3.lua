@@ -1,0 +1,38 @@
+--[[
+Puts the units of a cancelled order back on sale (and back in the customer's allowance). Idempotent: the hold
+record remembers that its units were returned.
+
+KEYS[1] inventory       hash   stock, held, sold (units), ...
+KEYS[2] holds           hash   hold id -> hold record (JSON)
+KEYS[3] customer units  hash   customer id -> units held + bought
+
+ARGV[1] hold id of the order
+
+Returns {code, hold status}:
+   1  RETURNED
+   0  UNCHANGED          already returned
+  -4  HOLD_NOT_FOUND     the record was purged: nothing is changed rather than risk returning units twice
+ -13  NOT_CONVERTED      the hold never became an order (returned as the second element)
+]]
+
+local hold_id = ARGV[1]
+local raw = redis.call('HGET', KEYS[2], hold_id)
+if not raw then
+  return {-4, ''}
+end
+local hold = cjson.decode(raw)
+if hold.status ~= 'converted' then
+  return {-13, hold.status}
+end
+if hold.units_returned then
+  return {0, hold.status}
+end
+redis.call('HINCRBY', KEYS[1], 'sold', -hold.qty)
+if hold.limited and hold.customer_id ~= '' then
+  if redis.call('HINCRBY', KEYS[3], hold.customer_id, -hold.qty) <= 0 then
+    redis.call('HDEL', KEYS[3], hold.customer_id)
+  end
+end
+hold.units_returned = true
+redis.call('HSET', KEYS[2], hold_id, cjson.encode(hold))
+return {1, hold.status}

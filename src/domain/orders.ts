@@ -1,0 +1,193 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Kysely } from 'kysely';
+import type { Config } from '../config.js';
+import * as ordersRepo from '../db/orders.js';
+import type { Database } from '../db/schema.js';
+import { errors } from '../errors.js';
+import type { Logger } from '../log.js';
+import { conversionScriptKeys, productKeys } from '../redis/keys.js';
+import { ScriptCode } from '../redis/scripts.js';
+import type { Order } from '../schemas/order.js';
+import { crashPoint } from './faults.js';
+import { productOfHold } from './holds.js';
+
+// Orders one settlement step cancels, or releases the units of.
+const SETTLE_BATCH = 100;
+
+export interface PlacedOrder {
+  order: Order;
+  /** False when the hold had already become this order (a retry, or a concurrent copy of the request). */
+  created: boolean;
+}
+
+/** What a conversion needs of the hold record the claim script returns. */
+interface ClaimedHold {
+  qty: number;
+  customer_id: string;
+  price_cents: number;
+}
+
+export type OrderDesk = ReturnType<typeof createOrderDesk>;
+
+/**
+ * Orders: turning a hold into an order, and putting a cancelled order's units back on sale.
+ *
+ * A conversion spans two stores, so it goes in steps that each survive a crash (docs/conversion.md):
+ * 1. Redis: the hold is claimed (status converting, under a claim id, with a lease); its units stay held.
+ * 2. Postgres, one transaction: the claim is recorded as 'ordered', with the order, its item and its payment.
+ * 3. Redis: the hold is converted; its units move from held to sold.
+ * A claim whose lease ran out is decided by recovery from Postgres: 'ordered' finishes step 3; otherwise it is
+ * recorded as 'abandoned' (which no late transaction can then overturn) and the hold goes back to being a hold.
+ */
+export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; config: Config; log: Logger }) {
+  const { db, redis, config, log } = deps;
+  const prefix = config.REDIS_KEY_PREFIX;
+  const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
+  // A converted hold's record is kept at least until its order can no longer be cancelled.
+  const convertedRetainMs = Math.max(retainMs, config.ORDER_PAYMENT_TTL_SECONDS * 2000);
+  const keysOf = (productId: number) => conversionScriptKeys(productKeys(prefix, productId));
+
+  async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
+    const productId = productOfHold(holdId);
+    if (productId === null) throw errors.holdNotFound(holdId);
+    // A retry after success, or a copy that arrives after the first committed: answer the order made.
+    const existing = await ordersRepo.findOrderByHold(db, holdId);
+    if (existing) {
+      await finishConversion(productId, holdId, existing.id);
+      return { order: toOrder(existing), created: false };
+    }
+    // One more round if recovery abandoned our claim in between (the hold is then an ordinary hold again).
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const [code, claimId, record] = await redis.claimHold(
+        ...keysOf(productId), holdId, randomUUID(), config.CONVERSION_LEASE_MS, retainMs,
+      );
+      switch (code) {
+        case ScriptCode.Ok:
+        case ScriptCode.ClaimJoined:
+          break;
+        case ScriptCode.HoldConverted:
+          return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
+        case ScriptCode.HoldNotFound:
+          throw errors.holdNotFound(holdId);
+        case ScriptCode.HoldExpired:
+          throw errors.holdExpired(holdId);
+        case ScriptCode.HoldReleased:
+          throw errors.holdReleased(holdId);
+        default:
+          throw new Error(`claimHold answered ${code} for ${holdId}`);
+      }
+      crashPoint('after-claim');
+
+      const hold = JSON.parse(record) as ClaimedHold;
+      const outcome = await db.transaction().execute(async (trx) => {
+        const claim = await ordersRepo.recordClaimOutcome(trx, { claimId, holdId, outcome: 'ordered' });
+        if (!claim.written) return claim.recorded; // a copy of this request committed it, or recovery gave it up
+        const orderId = await ordersRepo.insertOrder(trx, {
+          holdId,
+          customerId: hold.customer_id === '' ? null : hold.customer_id,
+          productId,
+          qty: hold.qty,
+          unitPriceCents: hold.price_cents,
+          paymentMethod,
+          paymentTtlSeconds: config.ORDER_PAYMENT_TTL_SECONDS,
+        });
+        return orderId;
+      });
+      if (outcome === 'abandoned') continue;
+      if (outcome === 'ordered') {
+        return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
+      }
+      crashPoint('after-order-commit');
+      const orderId = outcome;
+      log.info({ hold_id: holdId, order_id: orderId, product_id: productId, qty: hold.qty }, 'order created from hold');
+      try {
+        await finishConversion(productId, holdId, orderId);
+      } catch (err) {
+        // The order is committed; recovery moves the units to sold when the claim's lease runs out.
+        log.warn({ hold_id: holdId, order_id: orderId, err }, 'order committed, conversion left to recovery');
+      }
+      return { order: toOrder(await orderOfConvertedHold(holdId)), created: true };
+    }
+    throw errors.unavailable('the conversion');
+  }
+
+  async function orderOfConvertedHold(holdId: string): Promise<ordersRepo.OrderWithItems> {
+    const order = await ordersRepo.findOrderByHold(db, holdId);
+    if (!order) throw new Error(`hold ${holdId} is converted but has no order`);
+    return order;
+  }
+
+  async function finishConversion(productId: number, holdId: string, orderId: number): Promise<void> {
+    const [code, status] = await redis.finishConversion(...keysOf(productId), holdId, String(orderId), convertedRetainMs);
+    if (code < 0) {
+      // Redis lost the hold (data loss) or it is in a state no committed order allows: say so loudly.
+      log.error({ hold_id: holdId, order_id: orderId, code, status }, 'committed order whose hold cannot be converted');
+    }
+  }
+
+  /** Decides a conversion claim whose lease ran out (its process may have died), from what Postgres recorded. */
+  async function recoverClaim(productId: number, holdId: string, claimId: string): Promise<void> {
+    if (claimId === '') return;
+    const { recorded } = await ordersRepo.recordClaimOutcome(db, { claimId, holdId, outcome: 'abandoned' });
+    if (recorded === 'ordered') {
+      const order = await orderOfConvertedHold(holdId);
+      await finishConversion(productId, holdId, order.id);
+      log.warn({ hold_id: holdId, order_id: order.id, claim_id: claimId }, 'recovery: order was committed; conversion finished');
+      return;
+    }
+    const [, status] = await redis.abandonClaim(...keysOf(productId), holdId, claimId, retainMs);
+    log.warn({ hold_id: holdId, claim_id: claimId, status }, 'recovery: conversion never committed; claim abandoned');
+  }
+
+  async function find(orderId: number): Promise<Order> {
+    const order = await ordersRepo.findOrder(db, orderId);
+    if (!order) throw errors.orderNotFound(orderId);
+    return toOrder(order);
+  }
+
+  /** Puts a cancelled order's units back on sale, then notes it in Postgres (both steps are idempotent). */
+  async function releaseUnits(order: { id: number; hold_id: string }): Promise<void> {
+    const productId = productOfHold(order.hold_id);
+    if (productId !== null) {
+      const keys = productKeys(prefix, productId);
+      const [code, status] = await redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, order.hold_id);
+      if (code === ScriptCode.Ok) log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
+      else if (code < 0) log.error({ order_id: order.id, hold_id: order.hold_id, code, status }, 'cancelled order whose units cannot be returned');
+    }
+    await ordersRepo.markUnitsReleased(db, order.id);
+  }
+
+  /**
+   * One pass of order housekeeping: cancels orders unpaid by their deadline and returns their units, and
+   * finishes returning units of cancelled orders that a crash or an outage interrupted.
+   */
+  async function settleOverdue(): Promise<{ cancelled: number; released: number; more: boolean }> {
+    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, SETTLE_BATCH));
+    for (const order of cancelled) {
+      log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
+    }
+    crashPoint('after-cancel-commit');
+    let released = 0;
+    for (const order of await ordersRepo.ordersWithUnitsToRelease(db, SETTLE_BATCH)) {
+      await releaseUnits(order);
+      released++;
+    }
+    return { cancelled: cancelled.length, released, more: cancelled.length === SETTLE_BATCH || released === SETTLE_BATCH };
+  }
+
+  return { place, find, recoverClaim, releaseUnits, settleOverdue };
+}
+
+export function toOrder(order: ordersRepo.OrderWithItems): Order {
+  return {
+    order_id: order.id,
+    hold_id: order.hold_id,
+    customer_id: order.customer_id,
+    status: order.status,
+    payment_status: order.payment_status,
+    total_cents: order.total_cents,
+    payment_due_at: order.payment_due_at.toISOString(),
+    items: order.items,
+  };
+}

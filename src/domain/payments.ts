@@ -1,0 +1,193 @@
+import { createHash } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import * as ordersRepo from '../db/orders.js';
+import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
+import { AppError, errors } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { PaymentOutcome, PaymentWebhook } from '../schemas/order.js';
+import type { OrderDesk } from './orders.js';
+
+export interface PaymentDelivery {
+  webhook: PaymentWebhook & Record<string, unknown>;
+  signature: 'valid' | 'unsigned';
+}
+
+export interface PaymentAnswer {
+  statusCode: number;
+  body: PaymentOutcome | { code: string; message: string; [field: string]: unknown };
+  replayed: boolean;
+}
+
+/** What a payment event does to an order in a given state. */
+interface Transition {
+  statusCode: 200 | 409;
+  status: OrderStatus;
+  paymentStatus: PaymentStatus;
+  /** The order's row changes (false: the event is recorded and answered, nothing else). */
+  changes: boolean;
+  /** The order's units go back on sale after the commit. */
+  releasesUnits: boolean;
+}
+
+/** The one table of payment events against order states. */
+function transition(order: OrderRow, event: 'success' | 'failure'): Transition {
+  const same = { status: order.status, paymentStatus: order.payment_status, changes: false, releasesUnits: false };
+  if (event === 'success') {
+    switch (order.status) {
+      case 'pending_payment':
+        return { statusCode: 200, status: 'paid', paymentStatus: 'completed', changes: true, releasesUnits: false };
+      case 'cancelled': // paid after its deadline: its units may be sold again already, so the money goes back
+        return { statusCode: 200, status: 'refund_required', paymentStatus: 'completed', changes: true, releasesUnits: false };
+      default: // paid, refund_required: the same news again
+        return { statusCode: 200, ...same };
+    }
+  }
+  switch (order.status) {
+    case 'pending_payment':
+      return { statusCode: 200, status: 'cancelled', paymentStatus: 'failed', changes: true, releasesUnits: true };
+    case 'cancelled':
+      return { statusCode: 200, ...same };
+    default: // paid, refund_required: a failure cannot undo a completed payment
+      return { statusCode: 409, ...same };
+  }
+}
+
+export type PaymentDesk = ReturnType<typeof createPaymentDesk>;
+
+/**
+ * Payment webhooks: each delivery's effect and answer are committed in one Postgres transaction, keyed by the
+ * provider's idempotency key, before anything is answered. A key seen before is answered from what was stored;
+ * concurrent copies wait on the key's row and are answered the same way.
+ */
+export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDesk; log: Logger }) {
+  const { db, orders, log } = deps;
+
+  async function handle(delivery: PaymentDelivery): Promise<PaymentAnswer> {
+    const { webhook } = delivery;
+    const requestHash = fingerprint(webhook);
+    let answer: PaymentAnswer;
+    let unitsToRelease: OrderRow | undefined;
+    try {
+      answer = await db.transaction().execute(async (trx) => {
+        const fresh = await trx
+          .insertInto('processed_webhooks')
+          .values({
+            idempotency_key: webhook.idempotency_key,
+            request_hash: requestHash,
+            event_type: webhook.event_type,
+            payload: JSON.stringify(webhook),
+            response_status: 0,
+            response_body: '{}',
+          })
+          .onConflict((oc) => oc.column('idempotency_key').doNothing())
+          .returning('idempotency_key')
+          .executeTakeFirst();
+        if (!fresh) {
+          const stored = await trx
+            .selectFrom('processed_webhooks')
+            .select(['request_hash', 'response_status', 'response_body'])
+            .where('idempotency_key', '=', webhook.idempotency_key)
+            .executeTakeFirstOrThrow();
+          if (stored.request_hash !== requestHash) throw errors.idempotencyKeyReused();
+          return { statusCode: stored.response_status, body: stored.response_body as PaymentAnswer['body'], replayed: true };
+        }
+
+        // Unknown order (the webhook came first): the transaction rolls back, so the key stays unused.
+        const order = await ordersRepo.lockOrder(trx, webhook.order_id);
+        if (!order) throw errors.orderNotFound(webhook.order_id);
+        const next = transition(order, webhook.event_type);
+        if (next.changes) {
+          const now = new Date();
+          await trx
+            .updateTable('orders')
+            .set({ status: next.status, payment_status: next.paymentStatus, updated_at: now })
+            .where('id', '=', order.id)
+            .execute();
+          await trx
+            .updateTable('payments')
+            .set({ status: next.paymentStatus, payload: JSON.stringify(webhook), updated_at: now })
+            .where('order_id', '=', order.id)
+            .execute();
+        }
+        if (next.releasesUnits) unitsToRelease = order;
+        const body: PaymentAnswer['body'] =
+          next.statusCode === 200
+            ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus }
+            : errorBody(errors.orderAlreadyFinal(order.id, order.status));
+        await trx
+          .updateTable('processed_webhooks')
+          .set({ order_id: order.id, response_status: next.statusCode, response_body: JSON.stringify(body) })
+          .where('idempotency_key', '=', webhook.idempotency_key)
+          .execute();
+        logEvent(webhook, order, next);
+        return { statusCode: next.statusCode, body, replayed: false };
+      });
+    } catch (err) {
+      if (!(err instanceof AppError) || err.statusCode >= 500) throw err;
+      answer = { statusCode: err.statusCode, body: errorBody(err), replayed: false };
+    }
+
+    log.info(
+      { idempotency_key: webhook.idempotency_key, order_id: webhook.order_id, event_type: webhook.event_type, result: answer.statusCode, replayed: answer.replayed },
+      'webhook processed',
+    );
+    if (unitsToRelease) {
+      // Committed already; if Redis is away, order settlement returns the units later.
+      await orders.releaseUnits(unitsToRelease).catch((err: unknown) =>
+        log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
+      );
+    }
+    await recordDelivery(delivery, answer);
+    return answer;
+  }
+
+  function logEvent(webhook: PaymentWebhook, order: OrderRow, next: Transition): void {
+    const ids = { idempotency_key: webhook.idempotency_key, order_id: order.id, hold_id: order.hold_id };
+    if (next.status === 'refund_required' && order.status === 'cancelled') {
+      log.warn({ ...ids }, 'late payment for a cancelled order: refund required');
+    } else if (next.releasesUnits) {
+      log.info({ ...ids }, 'payment failed: order cancelled');
+    } else if (next.statusCode === 409) {
+      log.warn({ ...ids, status: order.status }, 'payment failure for an order already final: recorded, no change');
+    }
+  }
+
+  /** Keeps every delivery that passed the signature check, with its answer, for ops. Never fails the request. */
+  async function recordDelivery(delivery: PaymentDelivery, answer: PaymentAnswer): Promise<void> {
+    const { webhook } = delivery;
+    await db
+      .insertInto('webhook_deliveries')
+      .values({
+        idempotency_key: webhook.idempotency_key,
+        order_id: webhook.order_id,
+        event_type: webhook.event_type,
+        payload: JSON.stringify(webhook),
+        signature: delivery.signature,
+        response_status: answer.statusCode,
+        response_body: JSON.stringify(answer.body),
+        replayed: answer.replayed,
+      })
+      .execute()
+      .catch((err: unknown) => log.warn({ idempotency_key: webhook.idempotency_key, err }, 'webhook delivery not recorded'));
+  }
+
+  return { handle };
+}
+
+function errorBody(err: AppError): PaymentAnswer['body'] {
+  return { code: err.code, message: err.message, ...err.details };
+}
+
+/** The same delivery has the same fingerprint however its JSON was spaced or its keys ordered. */
+function fingerprint(body: Record<string, unknown>): string {
+  return createHash('sha256').update(canonicalJson(body)).digest('hex');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
