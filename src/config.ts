@@ -46,6 +46,7 @@ export const ConfigSchema = Type.Object({
   ),
   REDIS_COMMAND_TIMEOUT_MS: PositiveInt(500, 'a Redis command unanswered after this fails with 503'),
   DATABASE_TIMEOUT_MS: PositiveInt(2000, 'a Postgres connect or query unanswered after this fails with 503'),
+  DATABASE_POOL_SIZE: PositiveInt(20, 'Postgres connections per instance'),
   BODY_LIMIT_BYTES: PositiveInt(16_384, 'largest request body accepted'),
 });
 

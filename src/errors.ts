@@ -47,6 +47,7 @@ export class AppError extends Error {
 
 export const errors = {
   validation: (message: string) => new AppError('VALIDATION_ERROR', message),
+  invalidJson: (message: string) => new AppError('INVALID_JSON', message),
   unauthorized: () => new AppError('UNAUTHORIZED', 'a valid admin bearer token is required'),
   productNotFound: (productId: number | string) =>
     new AppError('PRODUCT_NOT_FOUND', `product ${productId} does not exist`),

@@ -34,6 +34,7 @@ export async function lockOrder(trx: Transaction<Database>, id: number): Promise
 }
 
 export interface NewOrder {
+  claimId: string;
   holdId: string;
   customerId: string | null;
   productId: number;
@@ -43,53 +44,56 @@ export interface NewOrder {
   paymentTtlSeconds: number;
 }
 
-/** Inserts an order with its one item and its pending payment; the payment is due `paymentTtlSeconds` from now. */
-export async function insertOrder(trx: Transaction<Database>, order: NewOrder): Promise<number> {
+/**
+ * Records the claim as 'ordered' and inserts its order, the order's one item and its pending payment, all in one
+ * statement (so one round trip, and atomic without an explicit transaction). Returns undefined, inserting
+ * nothing, when the claim already has an outcome: then `claimOutcome` says which. The payment is due
+ * `paymentTtlSeconds` from now, by Postgres's clock.
+ */
+export async function insertOrderForClaim(db: Db, order: NewOrder): Promise<OrderWithItems | undefined> {
   const total = order.qty * order.unitPriceCents;
-  const { id } = await trx
-    .insertInto('orders')
-    .values({
-      hold_id: order.holdId,
-      customer_id: order.customerId,
-      status: 'pending_payment',
-      payment_status: 'pending',
-      total_cents: total,
-      payment_due_at: sql<Date>`now() + make_interval(secs => ${order.paymentTtlSeconds})`,
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await trx
-    .insertInto('order_items')
-    .values({ order_id: id, product_id: order.productId, qty: order.qty, unit_price_cents: order.unitPriceCents, subtotal_cents: total })
-    .execute();
-  await trx
-    .insertInto('payments')
-    .values({ order_id: id, status: 'pending', amount_cents: total, method: order.paymentMethod })
-    .execute();
-  return id;
+  const { rows } = await sql<OrderRow>`
+    WITH claim AS (
+      INSERT INTO hold_claims (claim_id, hold_id, outcome) VALUES (${order.claimId}, ${order.holdId}, 'ordered')
+      ON CONFLICT (claim_id) DO NOTHING
+      RETURNING hold_id
+    ), new_order AS (
+      INSERT INTO orders (hold_id, customer_id, status, payment_status, total_cents, payment_due_at)
+      SELECT hold_id, ${order.customerId}, 'pending_payment', 'pending', ${total},
+             now() + make_interval(secs => ${order.paymentTtlSeconds})
+      FROM claim
+      RETURNING *
+    ), item AS (
+      INSERT INTO order_items (order_id, product_id, qty, unit_price_cents, subtotal_cents)
+      SELECT id, ${order.productId}, ${order.qty}, ${order.unitPriceCents}, ${total} FROM new_order
+    ), payment AS (
+      INSERT INTO payments (order_id, status, amount_cents, method)
+      SELECT id, 'pending', ${total}, ${order.paymentMethod} FROM new_order
+    )
+    SELECT * FROM new_order`.execute(db);
+  const row = rows[0];
+  if (!row) return undefined;
+  const item = { product_id: order.productId, qty: order.qty, unit_price_cents: order.unitPriceCents, subtotal_cents: total };
+  return { ...row, items: [item] };
+}
+
+/** The outcome recorded for a conversion claim, if any. */
+export async function claimOutcome(db: Db, claimId: string): Promise<'ordered' | 'abandoned' | undefined> {
+  const row = await db.selectFrom('hold_claims').select('outcome').where('claim_id', '=', claimId).executeTakeFirst();
+  return row?.outcome;
 }
 
 /**
- * Records a conversion claim's outcome unless one is recorded already, and returns the recorded one. Waits for a
- * transaction that is writing the same claim, so of 'ordered' and 'abandoned' exactly one is ever recorded.
+ * Records a claim as abandoned unless it has an outcome already, and returns the outcome recorded. Waits for a
+ * transaction writing the same claim, so of 'ordered' and 'abandoned' exactly one is ever recorded.
  */
-export async function recordClaimOutcome(
-  db: Db,
-  claim: { claimId: string; holdId: string; outcome: 'ordered' | 'abandoned' },
-): Promise<{ recorded: 'ordered' | 'abandoned'; written: boolean }> {
-  const written = await db
+export async function abandonClaim(db: Db, claim: { claimId: string; holdId: string }): Promise<'ordered' | 'abandoned'> {
+  await db
     .insertInto('hold_claims')
-    .values({ claim_id: claim.claimId, hold_id: claim.holdId, outcome: claim.outcome })
+    .values({ claim_id: claim.claimId, hold_id: claim.holdId, outcome: 'abandoned' })
     .onConflict((oc) => oc.column('claim_id').doNothing())
-    .returning('claim_id')
-    .executeTakeFirst();
-  if (written) return { recorded: claim.outcome, written: true };
-  const row = await db
-    .selectFrom('hold_claims')
-    .select('outcome')
-    .where('claim_id', '=', claim.claimId)
-    .executeTakeFirstOrThrow();
-  return { recorded: row.outcome, written: false };
+    .execute();
+  return (await claimOutcome(db, claim.claimId)) ?? 'abandoned';
 }
 
 /** Cancels orders whose payment is overdue (locking them, skipping ones another instance is handling). */

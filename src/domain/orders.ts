@@ -51,12 +51,6 @@ export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; conf
   async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
-    // A retry after success, or a copy that arrives after the first committed: answer the order made.
-    const existing = await ordersRepo.findOrderByHold(db, holdId);
-    if (existing) {
-      await finishConversion(productId, holdId, existing.id);
-      return { order: toOrder(existing), created: false };
-    }
     // One more round if recovery abandoned our claim in between (the hold is then an ordinary hold again).
     for (let attempt = 0; attempt < 2; attempt++) {
       const [code, claimId, record] = await redis.claimHold(
@@ -80,38 +74,38 @@ export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; conf
       crashPoint('after-claim');
 
       const hold = JSON.parse(record) as ClaimedHold;
-      const outcome = await db.transaction().execute(async (trx) => {
-        const claim = await ordersRepo.recordClaimOutcome(trx, { claimId, holdId, outcome: 'ordered' });
-        if (!claim.written) return claim.recorded; // a copy of this request committed it, or recovery gave it up
-        const orderId = await ordersRepo.insertOrder(trx, {
-          holdId,
-          customerId: hold.customer_id === '' ? null : hold.customer_id,
-          productId,
-          qty: hold.qty,
-          unitPriceCents: hold.price_cents,
-          paymentMethod,
-          paymentTtlSeconds: config.ORDER_PAYMENT_TTL_SECONDS,
-        });
-        return orderId;
+      const order = await ordersRepo.insertOrderForClaim(db, {
+        claimId,
+        holdId,
+        customerId: hold.customer_id === '' ? null : hold.customer_id,
+        productId,
+        qty: hold.qty,
+        unitPriceCents: hold.price_cents,
+        paymentMethod,
+        paymentTtlSeconds: config.ORDER_PAYMENT_TTL_SECONDS,
       });
-      if (outcome === 'abandoned') continue;
-      if (outcome === 'ordered') {
-        return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
+      if (!order) {
+        // The claim has an outcome already: a copy of this request committed the order (perhaps before a crash
+        // that left the units held), or recovery gave the claim up.
+        if ((await ordersRepo.claimOutcome(db, claimId)) === 'abandoned') continue;
+        const existing = await orderOfConvertedHold(holdId);
+        await finishConversion(productId, holdId, existing.id);
+        return { order: toOrder(existing), created: false };
       }
       crashPoint('after-order-commit');
-      const orderId = outcome;
-      log.info({ hold_id: holdId, order_id: orderId, product_id: productId, qty: hold.qty }, 'order created from hold');
+      log.info({ hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty }, 'order created from hold');
       try {
-        await finishConversion(productId, holdId, orderId);
+        await finishConversion(productId, holdId, order.id);
       } catch (err) {
         // The order is committed; recovery moves the units to sold when the claim's lease runs out.
-        log.warn({ hold_id: holdId, order_id: orderId, err }, 'order committed, conversion left to recovery');
+        log.warn({ hold_id: holdId, order_id: order.id, err }, 'order committed, conversion left to recovery');
       }
-      return { order: toOrder(await orderOfConvertedHold(holdId)), created: true };
+      return { order: toOrder(order), created: true };
     }
     throw errors.unavailable('the conversion');
   }
 
+  /** The order of a hold that has one (its conversion committed). */
   async function orderOfConvertedHold(holdId: string): Promise<ordersRepo.OrderWithItems> {
     const order = await ordersRepo.findOrderByHold(db, holdId);
     if (!order) throw new Error(`hold ${holdId} is converted but has no order`);
@@ -129,8 +123,7 @@ export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; conf
   /** Decides a conversion claim whose lease ran out (its process may have died), from what Postgres recorded. */
   async function recoverClaim(productId: number, holdId: string, claimId: string): Promise<void> {
     if (claimId === '') return;
-    const { recorded } = await ordersRepo.recordClaimOutcome(db, { claimId, holdId, outcome: 'abandoned' });
-    if (recorded === 'ordered') {
+    if ((await ordersRepo.abandonClaim(db, { claimId, holdId })) === 'ordered') {
       const order = await orderOfConvertedHold(holdId);
       await finishConversion(productId, holdId, order.id);
       log.warn({ hold_id: holdId, order_id: order.id, claim_id: claimId }, 'recovery: order was committed; conversion finished');

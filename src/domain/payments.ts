@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import * as ordersRepo from '../db/orders.js';
+import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
 import { AppError, errors } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -57,7 +58,7 @@ export type PaymentDesk = ReturnType<typeof createPaymentDesk>;
 /**
  * Payment webhooks: each delivery's effect and answer are committed in one Postgres transaction, keyed by the
  * provider's idempotency key, before anything is answered. A key seen before is answered from what was stored;
- * concurrent copies wait on the key's row and are answered the same way.
+ * concurrent copies wait on the order's row lock and are answered the same way.
  */
 export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDesk; log: Logger }) {
   const { db, orders, log } = deps;
@@ -66,59 +67,42 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
     const { webhook } = delivery;
     const requestHash = fingerprint(webhook);
     let answer: PaymentAnswer;
+    let recorded = false;
     let unitsToRelease: OrderRow | undefined;
     try {
       answer = await db.transaction().execute(async (trx) => {
-        const fresh = await trx
-          .insertInto('processed_webhooks')
-          .values({
-            idempotency_key: webhook.idempotency_key,
-            request_hash: requestHash,
-            event_type: webhook.event_type,
-            payload: JSON.stringify(webhook),
-            response_status: 0,
-            response_body: '{}',
-          })
-          .onConflict((oc) => oc.column('idempotency_key').doNothing())
-          .returning('idempotency_key')
-          .executeTakeFirst();
-        if (!fresh) {
-          const stored = await trx
-            .selectFrom('processed_webhooks')
-            .select(['request_hash', 'response_status', 'response_body'])
-            .where('idempotency_key', '=', webhook.idempotency_key)
-            .executeTakeFirstOrThrow();
-          if (stored.request_hash !== requestHash) throw errors.idempotencyKeyReused();
-          return { statusCode: stored.response_status, body: stored.response_body as PaymentAnswer['body'], replayed: true };
-        }
-
-        // Unknown order (the webhook came first): the transaction rolls back, so the key stays unused.
+        // Copies of a delivery queue on the order's row lock; the key's row then tells the first from the rest.
+        // Unknown order (the webhook came first): nothing is written, so the key stays unused.
         const order = await ordersRepo.lockOrder(trx, webhook.order_id);
-        if (!order) throw errors.orderNotFound(webhook.order_id);
-        const next = transition(order, webhook.event_type);
-        if (next.changes) {
-          const now = new Date();
-          await trx
-            .updateTable('orders')
-            .set({ status: next.status, payment_status: next.paymentStatus, updated_at: now })
-            .where('id', '=', order.id)
-            .execute();
-          await trx
-            .updateTable('payments')
-            .set({ status: next.paymentStatus, payload: JSON.stringify(webhook), updated_at: now })
-            .where('order_id', '=', order.id)
-            .execute();
+        if (!order) {
+          const stored = await paymentsRepo.storedAnswer(trx, webhook.idempotency_key);
+          throw stored ? errors.idempotencyKeyReused() : errors.orderNotFound(webhook.order_id);
         }
-        if (next.releasesUnits) unitsToRelease = order;
+        const next = transition(order, webhook.event_type);
         const body: PaymentAnswer['body'] =
           next.statusCode === 200
             ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus }
             : errorBody(errors.orderAlreadyFinal(order.id, order.status));
-        await trx
-          .updateTable('processed_webhooks')
-          .set({ order_id: order.id, response_status: next.statusCode, response_body: JSON.stringify(body) })
-          .where('idempotency_key', '=', webhook.idempotency_key)
-          .execute();
+        const fresh = await paymentsRepo.recordPaymentEvent(trx, {
+          idempotencyKey: webhook.idempotency_key,
+          requestHash,
+          orderId: order.id,
+          eventType: webhook.event_type,
+          payload: webhook,
+          signature: delivery.signature,
+          status: next.status,
+          paymentStatus: next.paymentStatus,
+          changes: next.changes,
+          responseStatus: next.statusCode,
+          responseBody: body,
+        });
+        if (!fresh) {
+          const stored = await paymentsRepo.storedAnswer(trx, webhook.idempotency_key);
+          if (!stored || stored.request_hash !== requestHash) throw errors.idempotencyKeyReused();
+          return { statusCode: stored.response_status, body: stored.response_body as PaymentAnswer['body'], replayed: true };
+        }
+        recorded = true;
+        if (next.releasesUnits) unitsToRelease = order;
         logEvent(webhook, order, next);
         return { statusCode: next.statusCode, body, replayed: false };
       });
@@ -137,7 +121,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
         log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
       );
     }
-    await recordDelivery(delivery, answer);
+    if (!recorded) await recordDelivery(delivery, answer);
     return answer;
   }
 
@@ -152,22 +136,20 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
     }
   }
 
-  /** Keeps every delivery that passed the signature check, with its answer, for ops. Never fails the request. */
+  /** Keeps a delivery that changed nothing (replay, refusal), with its answer, for ops. Never fails the request. */
   async function recordDelivery(delivery: PaymentDelivery, answer: PaymentAnswer): Promise<void> {
     const { webhook } = delivery;
-    await db
-      .insertInto('webhook_deliveries')
-      .values({
-        idempotency_key: webhook.idempotency_key,
-        order_id: webhook.order_id,
-        event_type: webhook.event_type,
-        payload: JSON.stringify(webhook),
+    await paymentsRepo
+      .recordDelivery(db, {
+        idempotencyKey: webhook.idempotency_key,
+        orderId: webhook.order_id,
+        eventType: webhook.event_type,
+        payload: webhook,
         signature: delivery.signature,
-        response_status: answer.statusCode,
-        response_body: JSON.stringify(answer.body),
+        responseStatus: answer.statusCode,
+        responseBody: answer.body,
         replayed: answer.replayed,
       })
-      .execute()
       .catch((err: unknown) => log.warn({ idempotency_key: webhook.idempotency_key, err }, 'webhook delivery not recorded'));
   }
 

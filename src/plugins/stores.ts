@@ -36,7 +36,7 @@ export default fp<{ config: Config }>(
     app.decorate('redisClock', clock);
     const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
-    const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS });
+    const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: config.DATABASE_POOL_SIZE });
     app.decorate('db', db);
 
     app.addHook('onClose', async () => {

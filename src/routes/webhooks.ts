@@ -18,15 +18,15 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     app.log.warn('WEBHOOK_SECRET is not set: payment webhooks are accepted unsigned');
   }
 
-  // In this plugin only: keep the raw body beside the parsed one.
+  // In this plugin only: keep the raw body beside the parsed one, and leave a parse failure for after the
+  // signature check, so an unsigned request is told 401 whatever its body.
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request: FastifyRequest, body, done) => {
     request.rawBody = body as string;
     try {
       done(null, JSON.parse(body as string));
-    } catch (err) {
-      (err as { statusCode?: number }).statusCode = 400;
-      done(err as Error, undefined);
+    } catch {
+      done(null, undefined);
     }
   });
 
@@ -48,13 +48,18 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
       // Before validation: an unsigned or forged request learns nothing about what a valid body looks like.
       preValidation: async (request) => {
-        if (secrets.length === 0) return;
-        const header = request.headers['x-signature'];
-        const check = checkSignature(typeof header === 'string' ? header : undefined, request.rawBody ?? '', secrets);
-        if (!check.valid) {
-          request.log.warn({ reason: check.reason }, 'webhook signature rejected');
-          throw errors.invalidSignature(check.reason);
+        const raw = request.rawBody ?? '';
+        if (secrets.length > 0) {
+          const header = request.headers['x-signature'];
+          const check = checkSignature(typeof header === 'string' ? header : undefined, raw, secrets);
+          if (!check.valid) {
+            request.log.warn({ reason: check.reason }, 'webhook signature rejected');
+            throw errors.invalidSignature(check.reason);
+          }
         }
+        if (request.body === undefined) throw errors.invalidJson('the body is not valid JSON');
+        // Postgres stores no NUL character in text or jsonb: refuse it here rather than fail there.
+        if (raw.includes('\\u0000')) throw errors.validation('the body must not contain NUL characters');
       },
     },
     async (request, reply) => {

@@ -25,11 +25,11 @@ export const OrderSchema = Type.Object({
 });
 export type Order = Static<typeof OrderSchema>;
 
-const PaymentMethodSchema = Type.String({ minLength: 1, maxLength: 64 });
+const PaymentMethodSchema = Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x20-\\x7e]+$' });
 
 export const NewOrderSchema = Type.Object(
   {
-    hold_id: Type.String({ minLength: 1, maxLength: 64 }),
+    hold_id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' }),
     payment_method: Type.Optional(PaymentMethodSchema),
     /** Accepted as an alias of payment_method: the seed's clients send it under this name. */
     payment_status: Type.Optional(PaymentMethodSchema),
@@ -43,8 +43,8 @@ export const OrderParamsSchema = Type.Object({ id: Type.String({ pattern: '^[1-9
 /** A payment provider's webhook: these fields are read, every other field is kept as the payment's payload. */
 export const PaymentWebhookSchema = Type.Object(
   {
-    idempotency_key: Type.String({ minLength: 1, maxLength: 255 }),
-    order_id: Type.Integer({ minimum: 1 }),
+    idempotency_key: Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' }),
+    order_id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
     event_type: Type.Union([Type.Literal('success'), Type.Literal('failure')]),
   },
   { additionalProperties: true },

@@ -16,7 +16,8 @@ export type Product = Static<typeof ProductSchema>;
 
 export const NewProductSchema = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    // No control characters (Postgres refuses NUL in text, and nobody wants a tab in a product name).
+    name: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\x00-\\x1f\\x7f]+$' }),
     price_cents: Type.Integer({ minimum: 0, maximum: 100_000_000_00 }),
     stock: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
     per_customer_limit: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()])),
