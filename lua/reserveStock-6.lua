@@ -100,10 +100,14 @@ elseif limit > 0 and customer_units + qty > limit then
   code, a, b = -3, customer_units, limit
 else
   local expires_at = now + ttl_ms
-  local hold = {
-    qty = qty, customer_id = customer_id, status = 'held', limited = limit > 0,
-    price_cents = tonumber(inventory[5]), created_at = now, expires_at = expires_at,
-  }
+  -- Only what is needed, and empty fields left out: this record is most of a hold's memory.
+  local hold = {qty = qty, status = 'held', price_cents = tonumber(inventory[5]), expires_at = expires_at}
+  if customer_id ~= '' then
+    hold.customer_id = customer_id
+  end
+  if limit > 0 then
+    hold.limited = true
+  end
   redis.call('HSET', KEYS[3], hold_id, cjson.encode(hold))
   redis.call('ZADD', KEYS[2], expires_at, hold_id)
   redis.call('HINCRBY', KEYS[1], 'held', qty)

@@ -28,7 +28,7 @@ if hold.units_returned then
   return {0, hold.status}
 end
 redis.call('HINCRBY', KEYS[1], 'sold', -hold.qty)
-if hold.limited and hold.customer_id ~= '' then
+if hold.limited and hold.customer_id then
   if redis.call('HINCRBY', KEYS[3], hold.customer_id, -hold.qty) <= 0 then
     redis.call('HDEL', KEYS[3], hold.customer_id)
   end

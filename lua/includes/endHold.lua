@@ -4,7 +4,7 @@
 local function end_hold(keys, hold_id, hold, status, now, retain_ms)
   redis.call('HINCRBY', keys[1], 'held', -hold.qty)
   redis.call('ZREM', keys[2], hold_id)
-  if hold.limited and hold.customer_id ~= '' then
+  if hold.limited and hold.customer_id then
     if redis.call('HINCRBY', keys[4], hold.customer_id, -hold.qty) <= 0 then
       redis.call('HDEL', keys[4], hold.customer_id)
     end

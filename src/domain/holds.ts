@@ -29,12 +29,12 @@ export interface PlacedHold {
 /** A hold record as the scripts store it in the product's `holds` hash. */
 interface HoldRecord {
   qty: number;
-  customer_id: string;
+  /** Absent when the hold was made without one. */
+  customer_id?: string;
   /** 'converting' is internal: the API shows such a hold as held until its order is committed. */
   status: HoldStatus | 'converting';
   expires_at: number;
   price_cents: number;
-  created_at: number;
   ended_at?: number;
 }
 
@@ -192,7 +192,7 @@ function toHold(holdId: string, productId: number, json: string): Hold {
     hold_id: holdId,
     product_id: productId,
     qty: record.qty,
-    customer_id: record.customer_id === '' ? null : record.customer_id,
+    customer_id: record.customer_id ?? null,
     status: record.status === 'converting' ? 'held' : record.status,
     expires_at: new Date(record.expires_at).toISOString(),
   };

@@ -24,7 +24,7 @@ export interface PlacedOrder {
 /** What a conversion needs of the hold record the claim script returns. */
 interface ClaimedHold {
   qty: number;
-  customer_id: string;
+  customer_id?: string;
   price_cents: number;
 }
 
@@ -77,7 +77,7 @@ export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; conf
       const order = await ordersRepo.insertOrderForClaim(db, {
         claimId,
         holdId,
-        customerId: hold.customer_id === '' ? null : hold.customer_id,
+        customerId: hold.customer_id ?? null,
         productId,
         qty: hold.qty,
         unitPriceCents: hold.price_cents,
