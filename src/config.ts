@@ -22,6 +22,11 @@ export const ConfigSchema = Type.Object({
   HOLD_RETAIN_SECONDS: PositiveInt(86_400, 'how long an ended hold stays readable'),
   MAX_QTY_PER_HOLD: PositiveInt(10, 'most units in one hold'),
   IDEMPOTENCY_TTL_SECONDS: PositiveInt(86_400, 'how long an Idempotency-Key is remembered'),
+  SOLD_OUT_CACHE_MS: Type.Integer({
+    minimum: 0,
+    default: 20,
+    description: 'an instance refuses holds on a product it saw sold out for this long without asking Redis (0: off)',
+  }),
   SWEEP_INTERVAL_MS: Type.Integer({
     minimum: 0,
     default: 250,

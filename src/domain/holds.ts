@@ -8,6 +8,7 @@ import type { RedisClock } from '../redis/clock.js';
 import { ScriptCode } from '../redis/scripts.js';
 import type { Hold, HoldStatus } from '../schemas/hold.js';
 import type { Catalogue } from './products.js';
+import type { SoldOutCache } from './sold-out-cache.js';
 
 // Due holds a hold request expires in place when the stock looks short, before it refuses.
 const INLINE_EXPIRY_LIMIT = 100;
@@ -64,15 +65,29 @@ export function productOfHold(holdId: string): number | null {
 export type HoldDesk = ReturnType<typeof createHoldDesk>;
 
 /** Holds: placing, reading and releasing them. Every decision is made inside a Redis script. */
-export function createHoldDesk(deps: { redis: Redis; clock: RedisClock; config: Config; catalogue: Catalogue; log: Logger }) {
-  const { redis, clock, config, catalogue, log } = deps;
+export function createHoldDesk(deps: {
+  redis: Redis;
+  clock: RedisClock;
+  config: Config;
+  catalogue: Catalogue;
+  soldOut: SoldOutCache;
+  log: Logger;
+}) {
+  const { redis, clock, config, catalogue, soldOut, log } = deps;
   const prefix = config.REDIS_KEY_PREFIX;
   const ttlMs = config.HOLD_TTL_SECONDS * 1000;
   const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
   const idempotencyTtlMs = config.IDEMPOTENCY_TTL_SECONDS * 1000;
 
+  const refusalLog = createRefusalLog(log);
+
   async function place(request: HoldRequest): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
+    // A request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
+    if (idempotencyKey === undefined && soldOut.isSoldOut(productId)) {
+      refusalLog.insufficientStock(productId, 0, qty);
+      throw errors.insufficientStock(0, qty);
+    }
     const customerId = request.customerId ?? '';
     let fingerprint = '';
     if (idempotencyKey !== undefined) {
@@ -109,7 +124,8 @@ export function createHoldDesk(deps: { redis: Redis; clock: RedisClock; config: 
         return { hold, replayed };
       }
       case ScriptCode.InsufficientStock:
-        if (!replayed) log.warn({ product_id: productId, available_stock: a, requested: b }, 'insufficient stock');
+        if (a <= 0) soldOut.markSoldOut(productId);
+        if (!replayed) refusalLog.insufficientStock(productId, a, b);
         throw withHeaders(errors.insufficientStock(a, b), headers);
       case ScriptCode.CustomerLimitExceeded:
         throw withHeaders(errors.customerLimitExceeded(a, b, qty), headers);
@@ -143,11 +159,34 @@ export function createHoldDesk(deps: { redis: Redis; clock: RedisClock; config: 
     const [code, record] = await redis.releaseHold(...productScriptKeys(productKeys(prefix, productId)), holdId, retainMs);
     if (code !== ScriptCode.Ok) throw refusal(code, { holdId });
     const hold = toHold(holdId, productId, record);
+    soldOut.forget(productId);
     log.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
     return hold;
   }
 
   return { place, find, release };
+}
+
+/**
+ * Logs refusals for insufficient stock at warn, at most once a second per product, with how many were refused
+ * since the last line: a sold-out product is refused thousands of times a second, and a line each would cost
+ * more than the refusals.
+ */
+function createRefusalLog(log: Logger) {
+  const products = new Map<number, { loggedAt: number; refused: number }>();
+  return {
+    insufficientStock(productId: number, available: number, requested: number): void {
+      const now = Date.now();
+      const entry = products.get(productId) ?? { loggedAt: 0, refused: 0 };
+      entry.refused++;
+      if (now - entry.loggedAt >= 1000) {
+        log.warn({ product_id: productId, available_stock: available, requested, refused: entry.refused }, 'insufficient stock');
+        entry.loggedAt = now;
+        entry.refused = 0;
+      }
+      products.set(productId, entry);
+    },
+  };
 }
 
 /** The script refusals that carry no figures, as API errors: the one place script codes become errors. */

@@ -11,6 +11,7 @@ import { ScriptCode } from '../redis/scripts.js';
 import type { Order } from '../schemas/order.js';
 import { crashPoint } from './faults.js';
 import { productOfHold } from './holds.js';
+import type { SoldOutCache } from './sold-out-cache.js';
 
 // Orders one settlement step cancels, or releases the units of.
 const SETTLE_BATCH = 100;
@@ -40,8 +41,14 @@ export type OrderDesk = ReturnType<typeof createOrderDesk>;
  * A claim whose lease ran out is decided by recovery from Postgres: 'ordered' finishes step 3; otherwise it is
  * recorded as 'abandoned' (which no late transaction can then overturn) and the hold goes back to being a hold.
  */
-export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; config: Config; log: Logger }) {
-  const { db, redis, config, log } = deps;
+export function createOrderDesk(deps: {
+  db: Kysely<Database>;
+  redis: Redis;
+  config: Config;
+  soldOut: SoldOutCache;
+  log: Logger;
+}) {
+  const { db, redis, config, soldOut, log } = deps;
   const prefix = config.REDIS_KEY_PREFIX;
   const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
   // A converted hold's record is kept at least until its order can no longer be cancelled.
@@ -145,7 +152,10 @@ export function createOrderDesk(deps: { db: Kysely<Database>; redis: Redis; conf
     if (productId !== null) {
       const keys = productKeys(prefix, productId);
       const [code, status] = await redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, order.hold_id);
-      if (code === ScriptCode.Ok) log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
+      if (code === ScriptCode.Ok) {
+        soldOut.forget(productId);
+        log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
+      }
       else if (code < 0) log.error({ order_id: order.id, hold_id: order.hold_id, code, status }, 'cancelled order whose units cannot be returned');
     }
     await ordersRepo.markUnitsReleased(db, order.id);

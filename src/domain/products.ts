@@ -8,6 +8,7 @@ import { errors } from '../errors.js';
 import { productKeys, productScriptKeys, sweepScheduleKey } from '../redis/keys.js';
 import { ScriptCode } from '../redis/scripts.js';
 import type { NewProduct, Product } from '../schemas/product.js';
+import type { SoldOutCache } from './sold-out-cache.js';
 
 const INVENTORY_FIELDS = ['name', 'price_cents', 'stock', 'held', 'sold', 'per_customer_limit'] as const;
 // Due holds a stock change releases before it judges what is committed.
@@ -19,8 +20,14 @@ export type Catalogue = ReturnType<typeof createCatalogue>;
  * Products: Postgres holds the catalogue (name, price, total stock); Redis holds the live counters that the hold
  * scripts change. Every write goes to Postgres first, inside a transaction that commits only once Redis agreed.
  */
-export function createCatalogue(deps: { db: Kysely<Database>; redis: Redis; config: Config; log: Logger }) {
-  const { db, redis, config, log } = deps;
+export function createCatalogue(deps: {
+  db: Kysely<Database>;
+  redis: Redis;
+  config: Config;
+  log: Logger;
+  soldOut?: SoldOutCache;
+}) {
+  const { db, redis, config, log, soldOut } = deps;
   const prefix = config.REDIS_KEY_PREFIX;
   const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
 
@@ -98,6 +105,7 @@ export function createCatalogue(deps: { db: Kysely<Database>; redis: Redis; conf
       if (code !== ScriptCode.Ok) throw new Error(`setStock answered ${code} for product ${id}`);
       return { ...fromRow(updated), held, sold, available_stock: Math.max(0, stock - held - sold) };
     });
+    soldOut?.forget(id);
     log.info({ product_id: id, stock }, 'stock changed');
     return product;
   }

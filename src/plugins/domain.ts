@@ -4,6 +4,7 @@ import { createCatalogue, type Catalogue } from '../domain/products.js';
 import { runPeriodically, type Loop } from '../domain/loop.js';
 import { createOrderDesk, type OrderDesk } from '../domain/orders.js';
 import { createPaymentDesk, type PaymentDesk } from '../domain/payments.js';
+import { createSoldOutCache } from '../domain/sold-out-cache.js';
 import { startSweeper } from '../domain/sweeper.js';
 
 declare module 'fastify' {
@@ -24,10 +25,11 @@ declare module 'fastify' {
 export default fp(
   async (app) => {
     const { redis, redisClock, db, config, log } = app;
-    const catalogue = createCatalogue({ db, redis, config, log });
+    const soldOut = createSoldOutCache(config.SOLD_OUT_CACHE_MS);
+    const catalogue = createCatalogue({ db, redis, config, log, soldOut });
     app.decorate('catalogue', catalogue);
-    app.decorate('holds', createHoldDesk({ redis, clock: redisClock, config, catalogue, log }));
-    const orders = createOrderDesk({ db, redis, config, log });
+    app.decorate('holds', createHoldDesk({ redis, clock: redisClock, config, catalogue, soldOut, log }));
+    const orders = createOrderDesk({ db, redis, config, soldOut, log });
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log }));
 
