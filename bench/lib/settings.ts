@@ -1,0 +1,72 @@
+import { parseArgs } from 'node:util';
+
+export const SCENARIO_NAMES = ['hot-sku', 'sold-out', 'sellout', 'catalogue', 'checkout', 'expiry-storm'] as const;
+export type ScenarioName = (typeof SCENARIO_NAMES)[number];
+
+/** What one run of the suite does: read from the command line. */
+export interface Settings {
+  /** The scenarios to run, in suite order. */
+  scenarios: ScenarioName[];
+  connections: number;
+  /** Seconds of measured load per scenario (and per reference). */
+  duration: number;
+  /** Seconds of unmeasured load before measuring, so each server's JIT is warm. */
+  warmup: number;
+  /** The CI form: short runs, fewer connections, small data sets; targets reported, never enforced. */
+  smoke: boolean;
+  /** Holds expired at once in expiry-storm. */
+  stormHolds: number;
+  /** Products in the catalogue scenario. */
+  catalogueProducts: number;
+  /** Stock of the product sold out in the sellout scenario. */
+  selloutStock: number;
+}
+
+export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--smoke]
+
+scenarios: ${SCENARIO_NAMES.join(', ')} (default: all of them)
+  --connections N   concurrent connections (default 100; 20 with --smoke)
+  --duration S      seconds of measured load per scenario (default 10; 2 with --smoke)
+  --smoke           the CI form: short runs, small data sets; fails only on broken invariants or crashes
+
+BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
+
+function positiveInteger(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`--${name} must be a positive integer, got "${raw}"`);
+  return value;
+}
+
+function isScenarioName(name: string): name is ScenarioName {
+  return (SCENARIO_NAMES as readonly string[]).includes(name);
+}
+
+/** Parses `[scenario...] [--connections N] [--duration S] [--smoke]`; throws with a message on bad input. */
+export function parseSettings(argv: string[]): Settings | 'help' {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      connections: { type: 'string' },
+      duration: { type: 'string' },
+      smoke: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) return 'help';
+  const unknown = positionals.filter((name) => !isScenarioName(name));
+  if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${SCENARIO_NAMES.join(', ')}`);
+  const chosen = new Set(positionals.filter(isScenarioName));
+  const smoke = values.smoke;
+  return {
+    scenarios: SCENARIO_NAMES.filter((name) => chosen.size === 0 || chosen.has(name)),
+    connections: positiveInteger('connections', values.connections, smoke ? 20 : 100),
+    duration: positiveInteger('duration', values.duration, smoke ? 2 : 10),
+    warmup: smoke ? 1 : 3,
+    smoke,
+    stormHolds: smoke ? 5_000 : 100_000,
+    catalogueProducts: smoke ? 500 : 10_000,
+    selloutStock: smoke ? 2_000 : 10_000,
+  };
+}
