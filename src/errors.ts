@@ -104,7 +104,8 @@ export function isStoreUnavailable(err: unknown): boolean {
   if (typeof code === 'string') {
     if (NETWORK_ERROR_CODES.has(code)) return true;
     // Postgres SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown, crash).
-    if (/^(08|57P)/.test(code) || code === '53300') return true;
+    // 57014: the server's statement_timeout cancelled the query (a lock wait, an overloaded server).
+    if (/^(08|57P)/.test(code) || code === '53300' || code === '57014') return true;
   }
   if (err.name === 'MaxRetriesPerRequestError') return true;
   if (err.name === 'ReplyError') return REDIS_TRANSIENT_REPLY.test(err.message);

@@ -20,6 +20,9 @@ export interface DatabaseOptions {
 class DisposableClient extends pg.Client {
   constructor(config?: string | pg.ClientConfig) {
     super(config);
+    // pg emits 'error' on a checked-out client whose connection drops, besides failing its query; the pool
+    // listens only while the client is idle, and an unheard 'error' would end the process.
+    this.on('error', () => {});
     const query = this.query.bind(this) as (...args: unknown[]) => unknown;
     Object.assign(this, {
       query: (...args: unknown[]) => {

@@ -6,7 +6,8 @@ import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
-import { conversionScriptKeys, productKeys } from '../redis/keys.js';
+import type { RedisClock } from '../redis/clock.js';
+import { conversionScriptKeys, productKeys, sweepScheduleKey } from '../redis/keys.js';
 import { ScriptCode } from '../redis/scripts.js';
 import type { Order } from '../schemas/order.js';
 import { crashPoint } from './faults.js';
@@ -44,11 +45,12 @@ export type OrderDesk = ReturnType<typeof createOrderDesk>;
 export function createOrderDesk(deps: {
   db: Kysely<Database>;
   redis: Redis;
+  clock: RedisClock;
   config: Config;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { db, redis, config, soldOut, log } = deps;
+  const { db, redis, clock, config, soldOut, log } = deps;
   const prefix = config.REDIS_KEY_PREFIX;
   const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
   // A converted hold's record is kept at least until its order can no longer be cancelled.
@@ -60,9 +62,12 @@ export function createOrderDesk(deps: {
     if (productId === null) throw errors.holdNotFound(holdId);
     // One more round if recovery abandoned our claim in between (the hold is then an ordinary hold again).
     for (let attempt = 0; attempt < 2; attempt++) {
-      const [code, claimId, record] = await redis.claimHold(
-        ...keysOf(productId), holdId, randomUUID(), config.CONVERSION_LEASE_MS, retainMs,
-      );
+      // The sweeper hands a stale claim to recovery when it next looks at the product: make that no later than
+      // the lease (the schedule lives outside the product's slot, so the script cannot do it).
+      const [, [code, claimId, record]] = await Promise.all([
+        redis.zadd(sweepScheduleKey(prefix), 'LT', Math.ceil(clock.now()) + config.CONVERSION_LEASE_MS, String(productId)),
+        redis.claimHold(...keysOf(productId), holdId, randomUUID(), config.CONVERSION_LEASE_MS, retainMs),
+      ]);
       switch (code) {
         case ScriptCode.Ok:
         case ScriptCode.ClaimJoined:
@@ -151,12 +156,19 @@ export function createOrderDesk(deps: {
     const productId = productOfHold(order.hold_id);
     if (productId !== null) {
       const keys = productKeys(prefix, productId);
-      const [code, status] = await redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, order.hold_id);
+      const returnUnits = () => redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, order.hold_id);
+      let [code, status] = await returnUnits();
+      if (code === ScriptCode.WrongHoldState && status === 'converting') {
+        // A crash left the conversion half done (its units still held): finish it, then return the units.
+        await finishConversion(productId, order.hold_id, order.id);
+        [code, status] = await returnUnits();
+      }
       if (code === ScriptCode.Ok) {
         soldOut.forget(productId);
         log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
+      } else if (code < 0) {
+        log.error({ order_id: order.id, hold_id: order.hold_id, code, status }, 'cancelled order whose units cannot be returned');
       }
-      else if (code < 0) log.error({ order_id: order.id, hold_id: order.hold_id, code, status }, 'cancelled order whose units cannot be returned');
     }
     await ordersRepo.markUnitsReleased(db, order.id);
   }
@@ -170,7 +182,7 @@ export function createOrderDesk(deps: {
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
-    crashPoint('after-cancel-commit');
+    if (cancelled.length > 0) crashPoint('after-cancel-commit');
     let released = 0;
     for (const order of await ordersRepo.ordersWithUnitsToRelease(db, SETTLE_BATCH)) {
       await releaseUnits(order);

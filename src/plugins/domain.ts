@@ -29,7 +29,7 @@ export default fp(
     const catalogue = createCatalogue({ db, redis, config, log, soldOut });
     app.decorate('catalogue', catalogue);
     app.decorate('holds', createHoldDesk({ redis, clock: redisClock, config, catalogue, soldOut, log }));
-    const orders = createOrderDesk({ db, redis, config, soldOut, log });
+    const orders = createOrderDesk({ db, redis, clock: redisClock, config, soldOut, log });
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log }));
 
