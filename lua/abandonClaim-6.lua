@@ -21,6 +21,7 @@ Returns {code, hold status after the call}:
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]

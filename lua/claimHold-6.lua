@@ -25,6 +25,7 @@ Returns {code, claim id, hold record JSON}:
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]

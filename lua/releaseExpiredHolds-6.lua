@@ -22,6 +22,7 @@ the pairs are the claims whose lease ran out.
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local batch = tonumber(ARGV[1])

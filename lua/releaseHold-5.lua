@@ -19,6 +19,7 @@ Returns {code, hold record JSON}:
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]

@@ -31,6 +31,7 @@ With replayed = 1 the reply is the stored decision of the key's first request (H
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]

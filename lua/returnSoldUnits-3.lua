@@ -15,6 +15,8 @@ Returns {code, hold status}:
  -13  NOT_CONVERTED      the hold never became an order (returned as the second element)
 ]]
 
+--- @include "includes/customerUnits"
+
 local hold_id = ARGV[1]
 local raw = redis.call('HGET', KEYS[2], hold_id)
 if not raw then
@@ -28,11 +30,7 @@ if hold.units_returned then
   return {0, hold.status}
 end
 redis.call('HINCRBY', KEYS[1], 'sold', -hold.qty)
-if hold.limited and hold.customer_id then
-  if redis.call('HINCRBY', KEYS[3], hold.customer_id, -hold.qty) <= 0 then
-    redis.call('HDEL', KEYS[3], hold.customer_id)
-  end
-end
+give_back_customer_units(KEYS[3], hold)
 hold.units_returned = true
 redis.call('HSET', KEYS[2], hold_id, cjson.encode(hold))
 return {1, hold.status}

@@ -22,6 +22,7 @@ Returns {code, stock, held, sold} as they stand after the call:
 ]]
 
 --- @include "includes/nowMs"
+--- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local stock = tonumber(ARGV[1])

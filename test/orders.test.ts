@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { buildTestApp, createProduct, listen, request, tally, type TestApp } from './helper.js';
+import { buildTestApp, createProduct, listen, pollUntil, request, tally, type TestApp } from './helper.js';
 
 interface OrderItem {
   product_id: number;
@@ -68,17 +68,6 @@ async function waitPastOnRedisClock({ redis }: TestApp, iso: string): Promise<vo
     if (remaining < 0) return;
     await sleep(remaining + 5);
   }
-}
-
-/** Polls until `done` accepts the value or the time is up; returns the last value read. */
-async function pollUntil<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let value = await read();
-  while (!done(value) && Date.now() < until) {
-    await sleep(50);
-    value = await read();
-  }
-  return value;
 }
 
 t.test('cannot create order from expired hold', async (t) => {

@@ -3,7 +3,7 @@ import { createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { checkSignature, signPayload } from '../src/domain/signatures.js';
-import { buildTestApp, createProduct, listen, request, tally, type HttpAnswer, type TestApp } from './helper.js';
+import { buildTestApp, createProduct, listen, pollUntil, request, tally, type HttpAnswer, type TestApp } from './helper.js';
 
 interface WebhookAnswer {
   order_id?: number;
@@ -88,17 +88,6 @@ async function deliveries({ app }: TestApp, key?: string) {
 async function earlyInASecond(): Promise<void> {
   const intoSecond = Date.now() % 1000;
   if (intoSecond > 500) await sleep(1000 - intoSecond + 5);
-}
-
-/** Polls until `done` accepts the value or the time is up; returns the last value read. */
-async function pollUntil<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let value = await read();
-  while (!done(value) && Date.now() < until) {
-    await sleep(50);
-    value = await read();
-  }
-  return value;
 }
 
 t.test('returns cached result for duplicate webhook', async (t) => {

@@ -1,14 +1,10 @@
 -- Ends an active hold: its units go back to sale (and to the customer's allowance), its record stays readable
 -- until `retain_ms` from now, then the sweeper purges it. The caller has checked that the hold is active.
--- keys: {inventory, expiries, holds, customer_units, ended}
+-- keys: {inventory, expiries, holds, customer_units, ended}. Needs includes/customerUnits.
 local function end_hold(keys, hold_id, hold, status, now, retain_ms)
   redis.call('HINCRBY', keys[1], 'held', -hold.qty)
   redis.call('ZREM', keys[2], hold_id)
-  if hold.limited and hold.customer_id then
-    if redis.call('HINCRBY', keys[4], hold.customer_id, -hold.qty) <= 0 then
-      redis.call('HDEL', keys[4], hold.customer_id)
-    end
-  end
+  give_back_customer_units(keys[4], hold)
   hold.status = status
   hold.ended_at = now
   redis.call('HSET', keys[3], hold_id, cjson.encode(hold))
