@@ -52,17 +52,7 @@ export const errors = {
   productNotFound: (productId: number | string) =>
     new AppError('PRODUCT_NOT_FOUND', `product ${productId} does not exist`),
   holdNotFound: (holdId: string) => new AppError('HOLD_NOT_FOUND', `hold ${holdId} does not exist`),
-  insufficientStock: (available: number, requested: number) =>
-    new AppError('INSUFFICIENT_STOCK', `only ${available} units available, ${requested} requested`, {
-      available_stock: available,
-      requested,
-    }),
-  customerLimitExceeded: (alreadyHas: number, limit: number, requested: number) =>
-    new AppError(
-      'CUSTOMER_LIMIT_EXCEEDED',
-      `this customer already has ${alreadyHas} of at most ${limit} units; ${requested} more would exceed the limit`,
-      { per_customer_limit: limit, customer_units: alreadyHas, requested },
-    ),
+
   customerIdRequired: (productId: number) =>
     new AppError('CUSTOMER_ID_REQUIRED', `product ${productId} has a per-customer limit: customer_id is required`),
   stockBelowCommitted: (stock: number, held: number, sold: number) =>
@@ -84,6 +74,35 @@ export const errors = {
     new AppError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'),
   unavailable: (what: string) =>
     new AppError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`),
+};
+
+/**
+ * A hold refused for want of units: the answer a flash sale gives most, so it is a plain body, not an error
+ * thrown through the error handler (that path cost as much CPU as granting a hold).
+ */
+export interface HoldRefusal {
+  code: 'INSUFFICIENT_STOCK' | 'CUSTOMER_LIMIT_EXCEEDED';
+  message: string;
+  available_stock?: number;
+  requested: number;
+  per_customer_limit?: number;
+  customer_units?: number;
+}
+
+export const refusals = {
+  insufficientStock: (available: number, requested: number): HoldRefusal => ({
+    code: 'INSUFFICIENT_STOCK',
+    message: `only ${available} units available, ${requested} requested`,
+    available_stock: available,
+    requested,
+  }),
+  customerLimitExceeded: (alreadyHas: number, limit: number, requested: number): HoldRefusal => ({
+    code: 'CUSTOMER_LIMIT_EXCEEDED',
+    message: `this customer already has ${alreadyHas} of at most ${limit} units; ${requested} more would exceed the limit`,
+    per_customer_limit: limit,
+    customer_units: alreadyHas,
+    requested,
+  }),
 };
 
 const NETWORK_ERROR_CODES = new Set([

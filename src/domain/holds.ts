@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
-import { AppError, errors } from '../errors.js';
+import { AppError, errors, refusals, type HoldRefusal } from '../errors.js';
 import { holdIdempotencyKey, idempotencyClaimKey, productKeys, productScriptKeys } from '../redis/keys.js';
 import type { RedisClock } from '../redis/clock.js';
 import { ScriptCode } from '../redis/scripts.js';
@@ -21,11 +21,11 @@ export interface HoldRequest {
   idempotencyKey?: string;
 }
 
-export interface PlacedHold {
-  hold: Hold;
-  /** The answer is the stored first answer to this Idempotency-Key. */
-  replayed: boolean;
-}
+/** A hold granted (`hold`) or refused for want of units (`refusal`, answered 409). */
+export type PlacedHold =
+  | { hold: Hold; refusal?: undefined; replayed: boolean }
+  | { hold?: undefined; refusal: HoldRefusal; replayed: boolean };
+// `replayed`: the answer is the stored first answer to this Idempotency-Key.
 
 /** A hold record as the scripts store it in the product's `holds` hash. */
 interface HoldRecord {
@@ -86,7 +86,7 @@ export function createHoldDesk(deps: {
     // A request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
     if (idempotencyKey === undefined && soldOut.isSoldOut(productId)) {
       refusalLog.insufficientStock(productId, 0, qty);
-      throw errors.insufficientStock(0, qty);
+      return { refusal: refusals.insufficientStock(0, qty), replayed: false };
     }
     const customerId = request.customerId ?? '';
     let fingerprint = '';
@@ -109,7 +109,6 @@ export function createHoldDesk(deps: {
 
     const [code, grantedId, a, b, replayedFlag] = reply;
     const replayed = replayedFlag === 1;
-    const headers: Record<string, string> = replayed ? { 'idempotent-replayed': 'true' } : {};
     switch (code) {
       case ScriptCode.Ok: {
         if (!replayed) log.info({ hold_id: grantedId, product_id: productId, qty }, 'hold created');
@@ -126,9 +125,9 @@ export function createHoldDesk(deps: {
       case ScriptCode.InsufficientStock:
         if (a <= 0) soldOut.markSoldOut(productId);
         if (!replayed) refusalLog.insufficientStock(productId, a, b);
-        throw withHeaders(errors.insufficientStock(a, b), headers);
+        return { refusal: refusals.insufficientStock(a, b), replayed };
       case ScriptCode.CustomerLimitExceeded:
-        throw withHeaders(errors.customerLimitExceeded(a, b, qty), headers);
+        return { refusal: refusals.customerLimitExceeded(a, b, qty), replayed };
       default:
         throw refusal(code, { productId });
     }
@@ -211,10 +210,6 @@ function refusal(code: number, context: { productId?: number; holdId?: string })
   }
 }
 
-function withHeaders(error: AppError, headers: Record<string, string>): AppError {
-  Object.assign(error.headers, headers);
-  return error;
-}
 
 function requestFingerprint(request: HoldRequest): string {
   return createHash('sha256')

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { ErrorSchema } from '../schemas/error.js';
-import { HoldParamsSchema, HoldSchema, IdempotencyKeySchema, newHoldSchema } from '../schemas/hold.js';
+import { HoldParamsSchema, HoldRefusalSchema, HoldSchema, IdempotencyKeySchema, newHoldSchema } from '../schemas/hold.js';
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
@@ -15,7 +15,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           201: HoldSchema,
           400: ErrorSchema,
           404: ErrorSchema,
-          409: ErrorSchema,
+          409: HoldRefusalSchema,
           422: ErrorSchema,
           503: ErrorSchema,
         },
@@ -23,14 +23,15 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { product_id, qty, customer_id } = request.body;
-      const { hold, replayed } = await app.holds.place({
+      const placed = await app.holds.place({
         productId: product_id,
         qty,
         customerId: customer_id ?? null,
         idempotencyKey: request.headers['idempotency-key'],
       });
-      if (replayed) reply.header('idempotent-replayed', 'true');
-      return reply.code(201).send(hold);
+      if (placed.replayed) reply.header('idempotent-replayed', 'true');
+      if (placed.refusal) return reply.code(409).send(placed.refusal);
+      return reply.code(201).send(placed.hold);
     },
   );
 

@@ -37,3 +37,13 @@ export type NewHold = Static<ReturnType<typeof newHoldSchema>>;
 export const HoldParamsSchema = Type.Object({ id: Type.String({ maxLength: 64 }) });
 
 export const IdempotencyKeySchema = Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' });
+
+/** 409 of POST /api/holds: a fixed shape, so it is serialised as fast as a grant. */
+export const HoldRefusalSchema = Type.Object({
+  code: Type.Union([Type.Literal('INSUFFICIENT_STOCK'), Type.Literal('CUSTOMER_LIMIT_EXCEEDED')]),
+  message: Type.String(),
+  available_stock: Type.Optional(Type.Integer()),
+  requested: Type.Integer(),
+  per_customer_limit: Type.Optional(Type.Integer()),
+  customer_units: Type.Optional(Type.Integer()),
+});
