@@ -32,7 +32,8 @@ export const ConfigSchema = Type.Object({
     default: 250,
     description: 'pause between sweeps that release expired holds (0 turns the sweeper off)',
   }),
-  SWEEP_BATCH_SIZE: PositiveInt(1000, 'most holds one sweep step releases for one product'),
+  // At most 2000: a step unpacks two values a hold into one command, and Lua's unpack stops near 8000.
+  SWEEP_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 2000, default: 1000, description: 'most holds one sweep step releases for one product' }),
   ORDER_PAYMENT_TTL_SECONDS: PositiveInt(900, 'an order unpaid this long after its creation is cancelled'),
   WEBHOOK_SECRET: Type.String({
     default: '',
