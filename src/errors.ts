@@ -37,8 +37,6 @@ export class AppError extends Error {
     message: string,
     /** Extra fields of the answer body, e.g. available_stock. */
     readonly details: Record<string, unknown> = {},
-    /** Headers the answer carries, e.g. Idempotent-Replayed. */
-    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.statusCode = ErrorCodes[code];

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import t, { type Test } from 'tap';
-import { ADMIN_TOKEN, admin, createTestDatabase, deleteKeys, TEST_REDIS_URL } from './helper.js';
+import { ADMIN_TOKEN, admin, createTestDatabase, deleteKeys, request, TEST_REDIS_URL, type HttpAnswer } from './helper.js';
 import { startTcpProxy, type ProxyMode } from './support/tcp-proxy.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -45,22 +45,10 @@ type Fault = 'after-claim' | 'after-order-commit' | 'after-cancel-commit' | 'non
 // ---------------------------------------------------------------------------------------------------------------
 // HTTP
 
-interface Answer<T = any> {
-  status: number;
-  body: T;
-  ms: number;
-}
+type Answer<T = any> = HttpAnswer<T>;
 
-async function call<T = any>(base: string, method: string, path: string, payload?: unknown, headers: Record<string, string> = {}): Promise<Answer<T>> {
-  const started = performance.now();
-  const response = await fetch(`${base}${path}`, {
-    method,
-    headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: payload === undefined ? undefined : JSON.stringify(payload),
-    signal: AbortSignal.timeout(CLIENT_DEADLINE_MS),
-  });
-  const text = await response.text();
-  return { status: response.status, body: text === '' ? null : JSON.parse(text), ms: performance.now() - started };
+function call<T = any>(base: string, method: string, path: string, payload?: unknown, headers: Record<string, string> = {}): Promise<Answer<T>> {
+  return request<T>(base, method, path, payload, headers, CLIENT_DEADLINE_MS);
 }
 
 /** A request that may meet a dying process: its answer, or the error that took its place. */

@@ -117,23 +117,31 @@ export interface HttpAnswer<T = Record<string, unknown>> {
   status: number;
   body: T;
   headers: Headers;
+  /** Milliseconds from sending the request to having the whole answer. */
+  ms: number;
 }
 
-/** One real HTTP request with a JSON body (or none). */
+/** Past this a request still unanswered fails the test: a hang must not stall the run. */
+export const CLIENT_DEADLINE_MS = 30_000;
+
+/** One real HTTP request with a JSON body (or none); an empty answer body reads as null. */
 export async function request<T = Record<string, unknown>>(
   baseUrl: string,
   method: string,
   path: string,
   body?: unknown,
   headers: Record<string, string> = {},
+  deadlineMs: number = CLIENT_DEADLINE_MS,
 ): Promise<HttpAnswer<T>> {
+  const started = performance.now();
   const response = await fetch(`${baseUrl}${path}`, {
     method,
     headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(deadlineMs),
   });
   const text = await response.text();
-  return { status: response.status, body: (text ? JSON.parse(text) : {}) as T, headers: response.headers };
+  return { status: response.status, body: (text ? JSON.parse(text) : null) as T, headers: response.headers, ms: performance.now() - started };
 }
 
 /** Counts of each value in a list, e.g. of status codes. */

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
-import { admin, buildTestApp, createProduct, createTestDatabase } from './helper.js';
+import { admin, buildTestApp, createProduct, createTestDatabase, listen, request, type HttpAnswer } from './helper.js';
 import { startTcpProxy } from './support/tcp-proxy.js';
 
 // What "fast" means here: the stores' timeouts are 500 ms; the rest is room for a busy CI machine.
@@ -22,29 +22,14 @@ const POSTGRES_OUTAGE_ANSWER_MS = 2000;
 // Longer than any answer may take: a request still running then is a hang.
 const CLIENT_DEADLINE_MS = 5000;
 
-interface Answer {
-  status: number;
-  body: unknown;
-  /** Milliseconds from sending the request to having the whole answer. */
-  ms: number;
-}
+type Answer = HttpAnswer<unknown>;
 
 type Call = (method: string, path: string, payload?: object, headers?: Record<string, string>) => Promise<Answer>;
 
 /** Serves the app on a real port and returns a timed HTTP client for it. */
 async function serve(app: FastifyInstance): Promise<Call> {
-  const base = await app.listen({ port: 0, host: '127.0.0.1' });
-  return async (method, path, payload, headers = {}) => {
-    const started = performance.now();
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: payload === undefined ? headers : { 'content-type': 'application/json', ...headers },
-      body: payload === undefined ? undefined : JSON.stringify(payload),
-      signal: AbortSignal.timeout(CLIENT_DEADLINE_MS),
-    });
-    const text = await response.text();
-    return { status: response.status, body: text === '' ? null : JSON.parse(text), ms: performance.now() - started };
-  };
+  const base = await listen(app);
+  return (method, path, payload, headers = {}) => request<unknown>(base, method, path, payload, headers, CLIENT_DEADLINE_MS);
 }
 
 function freePort(): Promise<number> {

@@ -31,13 +31,14 @@ const now = () => Math.floor(Date.now() / 1000);
 
 /** Posts a webhook body exactly as given: signatures are over these bytes, so nothing may re-serialise them. */
 async function deliver(base: string, rawBody: string, headers: Record<string, string> = {}): Promise<HttpAnswer<WebhookAnswer>> {
+  const started = performance.now();
   const response = await fetch(`${base}/api/webhooks/payment`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: rawBody,
   });
   const text = await response.text();
-  return { status: response.status, body: (text ? JSON.parse(text) : {}) as WebhookAnswer, headers: response.headers };
+  return { status: response.status, body: (text ? JSON.parse(text) : {}) as WebhookAnswer, headers: response.headers, ms: performance.now() - started };
 }
 
 /** An X-Signature header for a raw body, signed now (or at `timestamp`). */

@@ -16,10 +16,7 @@ export default fp(
   async (app) => {
     app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
       if (err instanceof AppError) {
-        return reply
-          .code(err.statusCode)
-          .headers(err.headers)
-          .send({ code: err.code, message: err.message, ...err.details });
+        return reply.code(err.statusCode).send({ code: err.code, message: err.message, ...err.details });
       }
       const fastifyError = err as FastifyError;
       if (fastifyError.validation) {
