@@ -25,7 +25,7 @@ export const ConfigSchema = Type.Object({
   SOLD_OUT_CACHE_MS: Type.Integer({
     minimum: 0,
     default: 20,
-    description: 'an instance refuses holds on a product it saw sold out for this long without asking Redis (0: off)',
+    description: 'an instance refuses holds on a product it saw sold out for this long without asking Redis, then while one request asks (at most as long again; 0: off)',
   }),
   SWEEP_INTERVAL_MS: Type.Integer({
     minimum: 0,

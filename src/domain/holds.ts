@@ -3,9 +3,10 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { Config } from '../config.js';
 import { AppError, errors, refusals, type HoldRefusal } from '../errors.js';
-import { holdIdempotencyKey, idempotencyClaimKey, productKeys, productScriptKeys } from '../redis/keys.js';
+import { idempotencyClaimKey, productKeys, productScriptKeys } from '../redis/keys.js';
 import type { RedisClock } from '../redis/clock.js';
-import { ScriptCode } from '../redis/scripts.js';
+import { createReserveBatches, type Reservation } from '../redis/reserve-batches.js';
+import { ScriptCode, type ReserveReply } from '../redis/scripts.js';
 import type { Hold, HoldStatus } from '../schemas/hold.js';
 import type { Catalogue } from './products.js';
 import type { SoldOutCache } from './sold-out-cache.js';
@@ -80,35 +81,43 @@ export function createHoldDesk(deps: {
   const idempotencyTtlMs = config.IDEMPOTENCY_TTL_SECONDS * 1000;
 
   const refusalLog = createRefusalLog(log);
+  const batches = createReserveBatches(redis, {
+    prefix,
+    ttlMs,
+    inlineExpiryLimit: INLINE_EXPIRY_LIMIT,
+    idempotencyTtlMs,
+    retainMs,
+    // Past this moment (Redis's clock) the callers have been answered 503, so the script must not hold anything.
+    deadline: () => Math.floor(clock.now()) + config.REDIS_COMMAND_TIMEOUT_MS,
+  });
 
   async function place(request: HoldRequest): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
     // A request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
-    if (idempotencyKey === undefined && soldOut.isSoldOut(productId)) {
+    if (idempotencyKey === undefined && soldOut.refuses(productId)) {
       refusalLog.insufficientStock(productId, 0, qty);
       return { refusal: refusals.insufficientStock(0, qty), replayed: false };
     }
-    const customerId = request.customerId ?? '';
-    let fingerprint = '';
+    const reservation: Reservation = { productId, holdId: newHoldId(productId), qty, customerId: request.customerId ?? '' };
     if (idempotencyKey !== undefined) {
-      fingerprint = requestFingerprint(request);
+      const fingerprint = requestFingerprint(request);
       await claimIdempotencyKey(idempotencyKey, fingerprint);
+      reservation.idempotency = { key: idempotencyKey, fingerprint };
     }
-    const keys = productScriptKeys(productKeys(prefix, productId));
-    const idempotencyRecord = holdIdempotencyKey(prefix, productId, idempotencyKey ?? '');
-    const holdId = newHoldId(productId);
-    // Past this moment (Redis's clock) the caller has been answered 503, so the script must not hold anything.
-    const deadline = () => Math.floor(clock.now()) + config.REDIS_COMMAND_TIMEOUT_MS;
-    const reserve = () =>
-      redis.reserveStock(
-        ...keys, idempotencyRecord, holdId, qty, customerId, ttlMs, INLINE_EXPIRY_LIMIT, fingerprint,
-        idempotencyTtlMs, retainMs, deadline(),
-      );
-    let reply = await reserve();
-    if (reply[0] === ScriptCode.ProductNotFound && (await catalogue.ensureLoaded(productId))) reply = await reserve();
-
+    let reply: ReserveReply;
+    try {
+      reply = await batches.reserve(reservation);
+      if (reply[0] === ScriptCode.ProductNotFound && (await catalogue.ensureLoaded(productId))) {
+        reply = await batches.reserve(reservation);
+      }
+    } catch (err) {
+      soldOut.forget(productId);
+      throw err;
+    }
     const [code, grantedId, a, b, replayedFlag] = reply;
     const replayed = replayedFlag === 1;
+    if (code === ScriptCode.InsufficientStock && a <= 0) soldOut.markSoldOut(productId);
+    else soldOut.forget(productId);
     switch (code) {
       case ScriptCode.Ok: {
         if (!replayed) log.info({ hold_id: grantedId, product_id: productId, qty }, 'hold created');
@@ -123,7 +132,6 @@ export function createHoldDesk(deps: {
         return { hold, replayed };
       }
       case ScriptCode.InsufficientStock:
-        if (a <= 0) soldOut.markSoldOut(productId);
         if (!replayed) refusalLog.insufficientStock(productId, a, b);
         return { refusal: refusals.insufficientStock(a, b), replayed };
       case ScriptCode.CustomerLimitExceeded:

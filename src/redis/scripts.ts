@@ -25,7 +25,7 @@ export enum ScriptCode {
 type ProductKeysArgs = [string, string, string, string, string];
 type ConversionKeysArgs = [...ProductKeysArgs, string];
 
-/** reserveStock reply: code, hold id, a, b, replayed (0|1). */
+/** reserveStock's answer to one request of its batch: code, hold id, a, b, replayed (0|1). */
 export type ReserveReply = [number, string, number, number, number];
 /** releaseHold / getHold reply: code, hold record JSON. */
 export type HoldRecordReply = [number, string];
@@ -42,10 +42,8 @@ export type LoadProductReply = [number, number];
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    reserveStock(
-      ...args: [...keys: ProductKeysArgs, idempotencyKey: string, holdId: string, qty: number, customerId: string,
-        ttlMs: number, inlineExpiryLimit: number, fingerprint: string, idempotencyTtlMs: number, retainMs: number, deadline: number]
-    ): Result<ReserveReply, Context>;
+    /** A batch of hold requests for one product: the key count, the keys, then the arguments (lua/reserveStock.lua). */
+    reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<(string | number)[], Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<HoldRecordReply, Context>;
     getHold(holdsKey: string, holdId: string): Result<HoldRecordReply, Context>;
     releaseExpiredHolds(
@@ -82,9 +80,12 @@ export function readScript(name: string): string {
   return source.replace(INCLUDE, (_line, include: string) => readScript(include).trimEnd());
 }
 
-/** The scripts, each file named `<command>-<number of keys>.lua`. */
+/**
+ * The scripts, each file named `<command>-<number of keys>.lua`; a file without the number takes a variable
+ * number of keys, given as the command's first argument.
+ */
 const SCRIPT_FILES = [
-  'reserveStock-6',
+  'reserveStock',
   'releaseHold-5',
   'getHold-1',
   'releaseExpiredHolds-6',
@@ -100,7 +101,7 @@ const SCRIPT_FILES = [
 /** Registers every script as a typed command; ioredis sends EVALSHA and falls back to EVAL after a NOSCRIPT. */
 export function defineScripts(redis: Redis): void {
   for (const file of SCRIPT_FILES) {
-    const [name, keyCount] = file.split('-') as [string, string];
-    redis.defineCommand(name, { lua: readScript(file), numberOfKeys: Number(keyCount) });
+    const [name, keyCount] = file.split('-') as [string, string | undefined];
+    redis.defineCommand(name, { lua: readScript(file), ...(keyCount ? { numberOfKeys: Number(keyCount) } : {}) });
   }
 }
