@@ -155,3 +155,27 @@ t.test('a malformed batch is refused whole before anything is written', async (t
   }
   t.same(await counters(service, product.id), { held: 0, sold: 0, recordUnits: 0, expiries: 0 }, 'nothing written');
 });
+
+t.test('a product seen sold out: when the cache time is up, one request asks Redis for all while the others are still refused', async (t) => {
+  const service = await buildTestApp(t, { SOLD_OUT_CACHE_MS: 50 });
+  const product = await createProduct(service.app, { stock: 0 });
+  const ask: HoldRequest = { productId: product.id, qty: 1, customerId: null };
+  const calls = countScriptCalls(service);
+
+  t.match(await service.app.holds.place(ask), { refusal: { code: 'INSUFFICIENT_STOCK' } }, 'sold out, seen through Redis');
+  t.equal(calls.requests, 1);
+  t.ok(service.app.holds.refusalWithoutRedis(ask), 'then refused without Redis');
+  t.equal(calls.requests, 1, 'no request reached Redis');
+
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  const probe = service.app.holds.refusalWithoutRedis(ask);
+  t.equal(probe, undefined, 'the first request after the cache time goes to Redis');
+  const others = Array.from({ length: 20 }, () => service.app.holds.refusalWithoutRedis(ask));
+  t.ok(others.every((refusal) => refusal?.code === 'INSUFFICIENT_STOCK'), 'the others meanwhile are refused at once');
+  await service.app.holds.place(ask);
+  t.equal(calls.requests, 2, 'one probe reached Redis');
+  t.ok(service.app.holds.refusalWithoutRedis(ask), 'its answer renewed the entry');
+
+  // An idempotent request is never answered from the cache: its answer must be the one Redis stores.
+  t.equal(service.app.holds.refusalWithoutRedis({ ...ask, idempotencyKey: 'k-1' }), undefined);
+});
