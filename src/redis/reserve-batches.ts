@@ -46,11 +46,38 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
 
   function flush(): void {
     flushScheduled = false;
-    for (const [productId, batch] of pending) send(productId, batch);
+    if (pending.size === 0) return; // its only batch was full and went already
+    if (pending.size === 1) {
+      for (const [productId, batch] of pending) send(productId, batch);
+    } else {
+      // Batches of several products go in one write, as one explicit pipeline.
+      const pipeline = redis.pipeline();
+      const batches = [...pending];
+      for (const [productId, batch] of batches) pipeline.reserveStock(...scriptArguments(productId, batch));
+      pipeline.exec().then(
+        (results) =>
+          batches.forEach(([, batch], i) => {
+            const [err, reply] = results?.[i] ?? [new Error('reserveStock: no reply in the pipeline')];
+            if (err) fail(batch, err);
+            else settle(batch, reply as (string | number)[]);
+          }),
+        (err: unknown) => {
+          for (const [, batch] of batches) fail(batch, err);
+        },
+      );
+    }
     pending.clear();
   }
 
   function send(productId: number, batch: Waiting[]): void {
+    redis.reserveStock(...scriptArguments(productId, batch)).then(
+      (reply) => settle(batch, reply),
+      (err: unknown) => fail(batch, err),
+    );
+  }
+
+  /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
+  function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
     const keys: string[] = productScriptKeys(productKeys(settings.prefix, productId));
     const args: (string | number)[] = [
       settings.ttlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.retainMs, settings.deadline(),
@@ -65,20 +92,19 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
       }
       args.push(reservation.holdId, reservation.qty, reservation.customerId, idempotency?.fingerprint ?? '', keyIndex);
     }
-    redis.reserveStock(keys.length, ...keys, ...args).then(
-      (reply) => {
-        if (reply.length !== batch.length * REPLY_WIDTH) {
-          const err = new Error(`reserveStock answered ${reply.length} values for ${batch.length} requests`);
-          for (const waiting of batch) waiting.reject(err);
-          return;
-        }
-        batch.forEach((waiting, i) =>
-          waiting.resolve(reply.slice(i * REPLY_WIDTH, (i + 1) * REPLY_WIDTH) as ReserveReply));
-      },
-      (err: unknown) => {
-        for (const waiting of batch) waiting.reject(err);
-      },
-    );
+    return [keys.length, ...keys, ...args];
+  }
+
+  function settle(batch: Waiting[], reply: (string | number)[]): void {
+    if (!Array.isArray(reply) || reply.length !== batch.length * REPLY_WIDTH) {
+      fail(batch, new Error(`reserveStock answered ${String(reply?.length)} values for ${batch.length} requests`));
+      return;
+    }
+    batch.forEach((waiting, i) => waiting.resolve(reply.slice(i * REPLY_WIDTH, (i + 1) * REPLY_WIDTH) as ReserveReply));
+  }
+
+  function fail(batch: Waiting[], err: unknown): void {
+    for (const waiting of batch) waiting.reject(err);
   }
 
   /** Reserves through the next batch of the request's product; the reply is this request's part of it. */
