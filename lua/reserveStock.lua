@@ -17,14 +17,17 @@ ARGV[2] most due holds to expire in place when stock looks short (count)
 ARGV[3] idempotency record time to live (ms)
 ARGV[4] how long an ended hold stays readable (ms)
 ARGV[5] deadline (ms, Redis clock): the callers have given up by then, so the script does nothing after it
-ARGV[6] number of requests n (1..MAX_BATCH), then 5 values per request, from ARGV[7]:
+ARGV[6] the requests (1..MAX_BATCH), one line each, in arrival order; a line is five tab-separated fields:
   hold id         made by the caller, so a command sent twice cannot reserve twice
   qty             units, integer >= 1
   customer id     or '' for none
   fingerprint     of the request, for its Idempotency-Key; '' when it has none
   key index       i of its idempotency record KEYS[i], or 0 when it has none
+(One string rather than five arguments a request: the service spent more time encoding arguments than Redis
+spends splitting lines.)
 
-Returns 5 values per request, in request order: code, hold id, a, b, replayed (0|1):
+Returns one string: a line per request, in request order, of five tab-separated fields:
+code, hold id ('' unless HELD), a, b, replayed (0|1)
    1  HELD                      a = expires_at (ms)
   -1  PRODUCT_NOT_FOUND
   -2  INSUFFICIENT_STOCK        a = available units, b = requested units
@@ -45,33 +48,37 @@ local inline_expiry_limit = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
 local retain_ms = tonumber(ARGV[4])
 local deadline = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-if not ttl_ms or ttl_ms < 1 or not retain_ms or not deadline or not n or n < 1 or n > MAX_BATCH
-    or #ARGV ~= 6 + 5 * n then
+if #ARGV ~= 6 or not ttl_ms or ttl_ms < 1 or not retain_ms or not deadline then
   return redis.error_reply('ERR reserveStock: invalid arguments')
 end
 -- Everything is checked before the first write: a script is never rolled back.
+local requests = {}
 local hold_ids = {}
-for i = 1, n do
-  local qty = tonumber(ARGV[5 * i + 3])
-  local key_index = tonumber(ARGV[5 * i + 6])
-  if not qty or qty < 1 or qty ~= math.floor(qty) or not key_index
-      or (key_index ~= 0 and (key_index < 6 or key_index > #KEYS)) then
+for line in string.gmatch(ARGV[6], '[^\n]+') do
+  local hold_id, qty, customer_id, fingerprint, key_index =
+    string.match(line, '^([^\t]+)\t(%d+)\t([^\t]*)\t([^\t]*)\t(%d+)$')
+  qty, key_index = tonumber(qty), tonumber(key_index)
+  if not hold_id or qty < 1 or (key_index ~= 0 and (key_index < 6 or key_index > #KEYS)) then
     return redis.error_reply('ERR reserveStock: invalid arguments')
   end
-  hold_ids[i] = ARGV[5 * i + 2]
+  local n = #requests + 1
+  requests[n] = {hold_id, qty, customer_id, fingerprint, key_index}
+  hold_ids[n] = hold_id
+end
+local n = #requests
+if n < 1 or n > MAX_BATCH then
+  return redis.error_reply('ERR reserveStock: invalid arguments')
 end
 
 local reply = {}
+local function answer(code, hold_id, a, b, replayed)
+  reply[#reply + 1] = string.format('%d\t%s\t%d\t%d\t%d', code, hold_id, a, b, replayed)
+end
 local function answer_all(code)
-  for i = 1, n do
-    table.insert(reply, code)
-    table.insert(reply, '')
-    table.insert(reply, 0)
-    table.insert(reply, 0)
-    table.insert(reply, 0)
+  for _ = 1, n do
+    answer(code, '', 0, 0, 0)
   end
-  return reply
+  return table.concat(reply, '\n')
 end
 
 local now = now_ms()
@@ -101,9 +108,7 @@ local new_records = {}
 local new_expiries = {}
 local units_granted = 0
 for i = 1, n do
-  local base = 5 * i + 2
-  local hold_id, qty, customer_id = ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2]
-  local fingerprint, key_index = ARGV[base + 3], tonumber(ARGV[base + 4])
+  local hold_id, qty, customer_id, fingerprint, key_index = unpack(requests[i])
   local code, a, b, replayed = 1, 0, 0, 0
   local decided = false
 
@@ -173,11 +178,7 @@ for i = 1, n do
     end
   end
 
-  table.insert(reply, code)
-  table.insert(reply, hold_id)
-  table.insert(reply, a)
-  table.insert(reply, b)
-  table.insert(reply, replayed)
+  answer(code, hold_id, a, b, replayed)
 end
 
 if units_granted > 0 then
@@ -185,4 +186,4 @@ if units_granted > 0 then
   redis.call('ZADD', KEYS[2], unpack(new_expiries))
   redis.call('HINCRBY', KEYS[1], 'held', units_granted)
 end
-return reply
+return table.concat(reply, '\n')

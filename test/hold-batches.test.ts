@@ -17,7 +17,7 @@ function countScriptCalls(service: TestApp): { calls: number; requests: number }
   redis.reserveStock = function (this: unknown, keyCount: number, ...rest: (string | number)[]) {
     if (this === redis) {
       counter.calls++;
-      counter.requests += Number(rest[keyCount + 5]); // ARGV[6], after the keys: the number of requests
+      counter.requests += String(rest[keyCount + 5]).split('\n').length; // ARGV[6]: a line per request
     }
     return original.call(this, keyCount, ...rest);
   } as typeof redis.reserveStock;
@@ -144,11 +144,13 @@ t.test('a malformed batch is refused whole before anything is written', async (t
   const [seconds] = await service.redis.time();
   const deadline = Number(seconds) * 1000 + 60_000;
   const header = [60_000, 100, 60_000, 60_000, deadline];
-  const good = [`${product.id}-AAAAAAAAAAAA`, 1, '', '', 0];
+  const good = `${product.id}-AAAAAAAAAAAA\t1\t\t\t0`;
   const cases: [string, (string | number)[]][] = [
-    ['a zero quantity in the second request', [...header, 2, ...good, `${product.id}-BBBBBBBBBBBB`, 0, '', '', 0]],
-    ['an idempotency key index past the keys', [...header, 2, ...good, `${product.id}-BBBBBBBBBBBB`, 1, '', 'f', 9]],
-    ['a count that does not match the values', [...header, 3, ...good]],
+    ['a zero quantity in the second request', [...header, `${good}\n${product.id}-BBBBBBBBBBBB\t0\t\t\t0`]],
+    ['an idempotency key index past the keys', [...header, `${good}\n${product.id}-BBBBBBBBBBBB\t1\t\tf\t9`]],
+    ['a request with four fields', [...header, `${good}\n${product.id}-BBBBBBBBBBBB\t1\t\t0`]],
+    ['no request at all', [...header, '']],
+    ['a seventh argument', [...header, good, 'extra']],
   ];
   for (const [what, args] of cases) {
     await t.rejects(service.app.redis.reserveStock(5, ...productKeyList, ...args), /invalid arguments/, what);

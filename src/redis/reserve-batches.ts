@@ -25,7 +25,6 @@ export interface ReserveBatchSettings {
 
 /** Most requests in one script call: bounds the time Redis spends on one call (~1 ms). */
 export const MAX_RESERVE_BATCH = 256;
-const REPLY_WIDTH = 5;
 
 interface Waiting {
   reservation: Reservation;
@@ -59,7 +58,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
           batches.forEach(([, batch], i) => {
             const [err, reply] = results?.[i] ?? [new Error('reserveStock: no reply in the pipeline')];
             if (err) fail(batch, err);
-            else settle(batch, reply as (string | number)[]);
+            else settle(batch, reply);
           }),
         (err: unknown) => {
           for (const [, batch] of batches) fail(batch, err);
@@ -79,10 +78,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
   function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
     const keys: string[] = productScriptKeys(productKeys(settings.prefix, productId));
-    const args: (string | number)[] = [
-      settings.ttlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.retainMs, settings.deadline(),
-      batch.length,
-    ];
+    const lines: string[] = [];
     for (const { reservation } of batch) {
       const { idempotency } = reservation;
       let keyIndex = 0;
@@ -90,17 +86,26 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         keys.push(holdIdempotencyKey(settings.prefix, productId, idempotency.key));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
-      args.push(reservation.holdId, reservation.qty, reservation.customerId, idempotency?.fingerprint ?? '', keyIndex);
+      // Tabs and newlines cannot occur in a field: ids and keys are visible ASCII (schemas/hold.ts).
+      lines.push(`${reservation.holdId}\t${reservation.qty}\t${reservation.customerId}\t${idempotency?.fingerprint ?? ''}\t${keyIndex}`);
     }
-    return [keys.length, ...keys, ...args];
+    return [
+      keys.length, ...keys,
+      settings.ttlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.retainMs, settings.deadline(),
+      lines.join('\n'),
+    ];
   }
 
-  function settle(batch: Waiting[], reply: (string | number)[]): void {
-    if (!Array.isArray(reply) || reply.length !== batch.length * REPLY_WIDTH) {
-      fail(batch, new Error(`reserveStock answered ${String(reply?.length)} values for ${batch.length} requests`));
+  function settle(batch: Waiting[], reply: unknown): void {
+    const lines = typeof reply === 'string' ? reply.split('\n') : [];
+    if (lines.length !== batch.length) {
+      fail(batch, new Error(`reserveStock answered ${lines.length} lines for ${batch.length} requests`));
       return;
     }
-    batch.forEach((waiting, i) => waiting.resolve(reply.slice(i * REPLY_WIDTH, (i + 1) * REPLY_WIDTH) as ReserveReply));
+    batch.forEach((waiting, i) => {
+      const [code, holdId, a, b, replayed] = lines[i]!.split('\t');
+      waiting.resolve([Number(code), holdId ?? '', Number(a), Number(b), Number(replayed)]);
+    });
   }
 
   function fail(batch: Waiting[], err: unknown): void {

@@ -43,7 +43,7 @@ export type LoadProductReply = [number, number];
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** A batch of hold requests for one product: the key count, the keys, then the arguments (lua/reserveStock.lua). */
-    reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<(string | number)[], Context>;
+    reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<string, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<HoldRecordReply, Context>;
     getHold(holdsKey: string, holdId: string): Result<HoldRecordReply, Context>;
     releaseExpiredHolds(
