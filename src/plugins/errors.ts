@@ -29,13 +29,13 @@ export default fp(
         return reply.code(400).send({ code: 'INVALID_JSON', message: err.message });
       }
       if (isStoreUnavailable(err)) {
-        request.log.warn({ err: err.message }, 'store unavailable');
+        request.log.warn({ req_id: request.id, err: err.message }, 'store unavailable');
         return reply.code(503).send({ code: 'SERVICE_UNAVAILABLE', message: 'a data store is unavailable; try again shortly (with the same Idempotency-Key, if the request had one)' });
       }
       if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
         return reply.code(fastifyError.statusCode).send({ code: 'BAD_REQUEST', message: fastifyError.message });
       }
-      request.log.error({ err }, 'unexpected error');
+      request.log.error({ req_id: request.id, err }, 'unexpected error');
       return reply.code(500).send({ code: 'INTERNAL_ERROR', message: 'internal error' });
     });
 

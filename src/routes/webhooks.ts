@@ -53,7 +53,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           const header = request.headers['x-signature'];
           const check = checkSignature(typeof header === 'string' ? header : undefined, raw, secrets);
           if (!check.valid) {
-            request.log.warn({ reason: check.reason }, 'webhook signature rejected');
+            request.log.warn({ req_id: request.id, reason: check.reason }, 'webhook signature rejected');
             throw errors.invalidSignature(check.reason);
           }
         }
