@@ -202,6 +202,43 @@ t.test('50 concurrent copies of one delivery: one processed, 49 replayed, identi
   t.equal(kept.filter((d) => d.replayed).length, 49);
 });
 
+t.test('a success and a failure for one order at the same moment: one is applied first, the other is judged against its result', async (t) => {
+  const service = await buildTestApp(t, { WEBHOOK_SECRET: SECRET, RECOVERY_INTERVAL_MS: 0 });
+  const base = await listen(service.app);
+  // Repeated: which one wins depends on timing; either order must leave a consistent result.
+  const winners = new Set<string>();
+  for (let round = 0; round < 6; round++) {
+    const { productId, orderId } = await pendingOrder(base, service.app, { stock: 5, qty: 2 });
+    const success = webhook({ idempotency_key: `evt_s_${round}`, order_id: orderId, event_type: 'success' });
+    const failure = webhook({ idempotency_key: `evt_f_${round}`, order_id: orderId, event_type: 'failure' });
+    // A few copies of each, so that the two events really meet at the order's row lock.
+    const sent = [success, failure, success, failure, success, failure];
+    const answers = await Promise.all(sent.map((body) => deliver(base, body, signed(body))));
+    const [s, f] = [answers[0]!, answers[1]!];
+    const order = await readOrder(base, orderId);
+    const product = await productState(base, productId);
+    if (s.body.status === 'paid') {
+      winners.add('success');
+      t.equal(s.status, 200, `round ${round}: success first: paid`);
+      t.match(f, { status: 409, body: { code: 'ORDER_ALREADY_FINAL' } }, 'then the failure is refused');
+      t.equal(order.status, 'paid');
+      t.match(product, { held: 0, sold: 2, available_stock: 3 }, 'the units stay sold');
+    } else {
+      winners.add('failure');
+      t.match(f, { status: 200, body: { status: 'cancelled' } }, `round ${round}: failure first: cancelled`);
+      t.match(s, { status: 200, body: { status: 'refund_required' } }, 'then the success needs a refund');
+      t.equal(order.status, 'refund_required');
+      t.match(product, { held: 0, sold: 0, available_stock: 5 }, 'the units went back on sale, once');
+    }
+    for (const [i, answer] of answers.entries()) {
+      t.same(answer.body, answers[i % 2]!.body, `copy ${i} answers as its first copy`);
+    }
+    const keys = (await processedKeys(service)).filter((k) => k.idempotency_key.endsWith(`_${round}`));
+    t.equal(keys.length, 2, 'each key recorded once');
+  }
+  t.comment(`applied first across the rounds: ${[...winners].join(', ')}`);
+});
+
 t.test('the same idempotency key with another body is refused with 422 and changes nothing', async (t) => {
   const service = await buildTestApp(t);
   const base = await listen(service.app);

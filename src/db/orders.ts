@@ -28,9 +28,9 @@ export async function findOrderByHold(db: Db, holdId: string): Promise<OrderWith
   return withItems(db, await db.selectFrom('orders').selectAll().where('hold_id', '=', holdId).executeTakeFirst());
 }
 
-/** The order row locked until the transaction ends: payment events for one order apply one at a time. */
-export async function lockOrder(trx: Transaction<Database>, id: number): Promise<OrderRow | undefined> {
-  return trx.selectFrom('orders').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+/** The order row alone, without its items. */
+export async function findOrderRow(db: Db, id: number): Promise<OrderRow | undefined> {
+  return db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 export interface NewOrder {

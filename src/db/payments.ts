@@ -9,6 +9,9 @@ export interface PaymentEvent {
   idempotencyKey: string;
   requestHash: string;
   orderId: number;
+  /** The order's state the event was judged against: nothing is written unless the order is still in it. */
+  expectedStatus: OrderStatus;
+  expectedPaymentStatus: PaymentStatus;
   eventType: string;
   /** The whole webhook body, kept as the payment's payload. */
   payload: unknown;
@@ -21,20 +24,34 @@ export interface PaymentEvent {
   responseBody: unknown;
 }
 
+export interface RecordedPaymentEvent {
+  /** The order was in the expected state (false: it changed meanwhile, and nothing was written). */
+  matched: boolean;
+  /** The idempotency key was new, and the event was applied and kept (false with matched: a key seen before). */
+  fresh: boolean;
+}
+
 /**
- * Records a delivery's idempotency key with its answer and, only if the key was new, applies its change to the
- * order and its payment and keeps the delivery: one statement, so one round trip. Returns whether the key was
- * new; if not, nothing was written and the stored answer is the one to give.
+ * Applies a payment event in one statement, so in one round trip and one commit: locks the order row if it is
+ * still in the state the event was judged against, records the delivery's idempotency key with its answer and,
+ * only if the key was new, applies the change to the order and its payment and keeps the delivery. A concurrent
+ * event that changed the order first makes the lock find nothing (Postgres re-checks the row once it gets the
+ * lock), so nothing is written and the caller judges the event again against the new state.
  */
-export async function recordPaymentEvent(trx: Transaction<Database>, event: PaymentEvent): Promise<boolean> {
+export async function recordPaymentEvent(db: Db, event: PaymentEvent): Promise<RecordedPaymentEvent> {
   const payload = JSON.stringify(event.payload);
   const responseBody = JSON.stringify(event.responseBody);
-  const { rows } = await sql<{ fresh: number }>`
-    WITH key AS (
+  const { rows } = await sql<{ matched: number; fresh: number }>`
+    WITH locked AS (
+      SELECT id FROM orders
+      WHERE id = ${event.orderId} AND status = ${event.expectedStatus} AND payment_status = ${event.expectedPaymentStatus}
+      FOR UPDATE
+    ), key AS (
       INSERT INTO processed_webhooks
         (idempotency_key, request_hash, order_id, event_type, payload, response_status, response_body)
-      VALUES (${event.idempotencyKey}, ${event.requestHash}, ${event.orderId}, ${event.eventType}, ${payload}::jsonb,
-              ${event.responseStatus}, ${responseBody}::jsonb)
+      SELECT ${event.idempotencyKey}, ${event.requestHash}, id, ${event.eventType}, ${payload}::jsonb,
+             ${event.responseStatus}, ${responseBody}::jsonb
+      FROM locked
       ON CONFLICT (idempotency_key) DO NOTHING
       RETURNING 1
     ), order_change AS (
@@ -50,8 +67,8 @@ export async function recordPaymentEvent(trx: Transaction<Database>, event: Paym
              ${event.responseStatus}, ${responseBody}::jsonb, false
       FROM key
     )
-    SELECT count(*)::int AS fresh FROM key`.execute(trx);
-  return (rows[0]?.fresh ?? 0) > 0;
+    SELECT (SELECT count(*) FROM locked)::int AS matched, (SELECT count(*) FROM key)::int AS fresh`.execute(db);
+  return { matched: (rows[0]?.matched ?? 0) > 0, fresh: (rows[0]?.fresh ?? 0) > 0 };
 }
 
 /** The stored answer to an idempotency key, with the fingerprint of the request that first used it. */

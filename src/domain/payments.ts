@@ -55,10 +55,13 @@ function transition(order: OrderRow, event: 'success' | 'failure'): Transition {
 
 export type PaymentDesk = ReturnType<typeof createPaymentDesk>;
 
+// Rounds of reading an order and applying an event to it before giving up (see handle).
+const MAX_JUDGEMENTS = 4;
+
 /**
- * Payment webhooks: each delivery's effect and answer are committed in one Postgres transaction, keyed by the
+ * Payment webhooks: each delivery's effect and answer are committed in one Postgres statement, keyed by the
  * provider's idempotency key, before anything is answered. A key seen before is answered from what was stored;
- * concurrent copies wait on the order's row lock and are answered the same way.
+ * concurrent copies queue on the order's row lock and are answered the same way.
  */
 export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDesk; log: Logger }) {
   const { db, orders, log } = deps;
@@ -69,13 +72,16 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
     let answer: PaymentAnswer;
     let recorded = false;
     let unitsToRelease: OrderRow | undefined;
-    try {
-      answer = await db.transaction().execute(async (trx) => {
-        // Copies of a delivery queue on the order's row lock; the key's row then tells the first from the rest.
-        // Unknown order (the webhook came first): nothing is written, so the key stays unused.
-        const order = await ordersRepo.lockOrder(trx, webhook.order_id);
+
+    // Judged against the order as read, applied only if the order is still so (one statement); an order that
+    // changed in between (a concurrent event, a cancellation) is read and judged again. An order changes state
+    // at most twice, so a few rounds always suffice.
+    const applyEvent = async (): Promise<PaymentAnswer> => {
+      for (let round = 0; round < MAX_JUDGEMENTS; round++) {
+        const order = await ordersRepo.findOrderRow(db, webhook.order_id);
         if (!order) {
-          const stored = await paymentsRepo.storedAnswer(trx, webhook.idempotency_key);
+          // Unknown order (the webhook came first): nothing is written, so the key stays unused.
+          const stored = await paymentsRepo.storedAnswer(db, webhook.idempotency_key);
           throw stored ? errors.idempotencyKeyReused() : errors.orderNotFound(webhook.order_id);
         }
         const next = transition(order, webhook.event_type);
@@ -83,10 +89,12 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           next.statusCode === 200
             ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus }
             : errorBody(errors.orderAlreadyFinal(order.id, order.status));
-        const fresh = await paymentsRepo.recordPaymentEvent(trx, {
+        const { matched, fresh } = await paymentsRepo.recordPaymentEvent(db, {
           idempotencyKey: webhook.idempotency_key,
           requestHash,
           orderId: order.id,
+          expectedStatus: order.status,
+          expectedPaymentStatus: order.payment_status,
           eventType: webhook.event_type,
           payload: webhook,
           signature: delivery.signature,
@@ -96,8 +104,10 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           responseStatus: next.statusCode,
           responseBody: body,
         });
+        if (!matched) continue;
         if (!fresh) {
-          const stored = await paymentsRepo.storedAnswer(trx, webhook.idempotency_key);
+          // Copies of a delivery: the key's row tells the first from the rest.
+          const stored = await paymentsRepo.storedAnswer(db, webhook.idempotency_key);
           if (!stored || stored.request_hash !== requestHash) throw errors.idempotencyKeyReused();
           return { statusCode: stored.response_status, body: stored.response_body as PaymentAnswer['body'], replayed: true };
         }
@@ -105,7 +115,12 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
         if (next.releasesUnits) unitsToRelease = order;
         logEvent(webhook, order, next);
         return { statusCode: next.statusCode, body, replayed: false };
-      });
+      }
+      throw errors.unavailable('the payment event (the order kept changing)');
+    };
+
+    try {
+      answer = await applyEvent();
     } catch (err) {
       if (!(err instanceof AppError) || err.statusCode >= 500) throw err;
       answer = { statusCode: err.statusCode, body: errorBody(err), replayed: false };
