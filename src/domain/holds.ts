@@ -107,6 +107,7 @@ export function createHoldDesk(deps: {
     return soldOutRefusals[qty] ?? refusals.insufficientStock(0, qty);
   }
 
+  /** Decides a hold in Redis, in the next batch of its product; callers ask `refusalWithoutRedis` first. */
   async function place(request: HoldRequest): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
     const reservation: Reservation = { productId, holdId: newHoldId(productId), qty, customerId: request.customerId ?? '' };
