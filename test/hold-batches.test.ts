@@ -199,3 +199,17 @@ t.test('requests for several products in one turn: each product is decided in it
     t.same(await counters(service, product.id), { held: i + 1, sold: 0, recordUnits: i + 1, expiries: i + 1 });
   }
 });
+
+t.test('a request whose customer id holds a tab fails alone; the batch it would have joined is decided as usual', async (t) => {
+  const service = await buildTestApp(t);
+  const product = await createProduct(service.app, { stock: 5 });
+  const settled = await Promise.allSettled(
+    [{ customerId: 'ann' }, { customerId: 'bad\tid' }, { customerId: 'bob' }].map(({ customerId }) =>
+      service.app.holds.place({ productId: product.id, qty: 1, customerId }),
+    ),
+  );
+  t.match(settled[0], { status: 'fulfilled', value: { hold: { customer_id: 'ann' } } });
+  t.match(settled[1], { status: 'rejected', reason: { message: /tab or a newline/ } });
+  t.match(settled[2], { status: 'fulfilled', value: { hold: { customer_id: 'bob' } } });
+  t.same(await counters(service, product.id), { held: 2, sold: 0, recordUnits: 2, expiries: 2 });
+});

@@ -23,6 +23,9 @@ export interface ReserveBatchSettings {
   deadline: () => number;
 }
 
+// Separators of the script's request lines (see lua/reserveStock.lua).
+const FIELD_BREAK = /[\t\n]/;
+
 /** Most requests in one script call: bounds the time Redis spends on one call (~1 ms). */
 export const MAX_RESERVE_BATCH = 256;
 
@@ -86,7 +89,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         keys.push(holdIdempotencyKey(settings.prefix, productId, idempotency.key));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
-      // Tabs and newlines cannot occur in a field: ids and keys are visible ASCII (schemas/hold.ts).
+      // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
       lines.push(`${reservation.holdId}\t${reservation.qty}\t${reservation.customerId}\t${idempotency?.fingerprint ?? ''}\t${keyIndex}`);
     }
     return [
@@ -115,6 +118,11 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   /** Reserves through the next batch of the request's product; the reply is this request's part of it. */
   function reserve(reservation: Reservation): Promise<ReserveReply> {
     return new Promise((resolve, reject) => {
+      // The HTTP schemas allow neither; a caller that let one through must not spoil its batch-mates' requests.
+      if (FIELD_BREAK.test(reservation.customerId)) {
+        reject(new Error('reserveStock: a customer id holds a tab or a newline'));
+        return;
+      }
       let batch = pending.get(reservation.productId);
       if (!batch) {
         batch = [];
