@@ -95,14 +95,21 @@ export function createHoldDesk(deps: {
   // Refusals of a sold-out product differ only by the quantity asked: made once each.
   const soldOutRefusals = Array.from({ length: config.MAX_QTY_PER_HOLD + 1 }, (_, qty) => refusals.insufficientStock(0, qty));
 
+  /**
+   * The refusal of a request for a product this instance saw sold out a moment ago, decided without a round
+   * trip (see SoldOutCache); undefined when the request must go to Redis (`place`).
+   */
+  function refusalWithoutRedis(request: HoldRequest): HoldRefusal | undefined {
+    const { productId, qty } = request;
+    // A request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
+    if (request.idempotencyKey !== undefined || !soldOut.refuses(productId)) return undefined;
+    refusalLog.insufficientStock(productId, 0, qty);
+    return soldOutRefusals[qty] ?? refusals.insufficientStock(0, qty);
+  }
+
+  /** Decides a hold in Redis, in the next batch of its product; callers ask `refusalWithoutRedis` first. */
   async function place(request: HoldRequest): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
-    // A product this instance saw sold out a moment ago is refused without a round trip (see SoldOutCache). A
-    // request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
-    if (idempotencyKey === undefined && soldOut.refuses(productId)) {
-      refusalLog.insufficientStock(productId, 0, qty);
-      return { refusal: soldOutRefusals[qty] ?? refusals.insufficientStock(0, qty), replayed: false };
-    }
     const reservation: Reservation = { productId, holdId: newHoldId(productId), qty, customerId: request.customerId ?? '' };
     if (idempotencyKey !== undefined) {
       const fingerprint = requestFingerprint(request);
@@ -176,7 +183,7 @@ export function createHoldDesk(deps: {
     return hold;
   }
 
-  return { place, find, release };
+  return { refusalWithoutRedis, place, find, release };
 }
 
 /**

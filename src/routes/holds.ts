@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import type { HoldRequest } from '../domain/holds.js';
 import { ErrorSchema } from '../schemas/error.js';
 import { HoldParamsSchema, HoldRefusalSchema, HoldSchema, IdempotencyKeySchema, newHoldSchema } from '../schemas/hold.js';
 
@@ -21,17 +22,26 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (request, reply) => {
+    (request, reply) => {
       const { product_id, qty, customer_id } = request.body;
-      const placed = await app.holds.place({
+      const hold: HoldRequest = {
         productId: product_id,
         qty,
         customerId: customer_id ?? null,
         idempotencyKey: request.headers['idempotency-key'],
-      });
-      if (placed.replayed) reply.header('idempotent-replayed', 'true');
-      if (placed.refusal) return reply.code(409).send(placed.refusal);
-      return reply.code(201).send(placed.hold);
+      };
+      // The sold-out tail of a sale is answered here, without a promise or a round trip.
+      const refusal = app.holds.refusalWithoutRedis(hold);
+      if (refusal) {
+        reply.code(409).send(refusal);
+        return;
+      }
+      return (async () => {
+        const placed = await app.holds.place(hold);
+        if (placed.replayed) reply.header('idempotent-replayed', 'true');
+        if (placed.refusal) return reply.code(409).send(placed.refusal);
+        return reply.code(201).send(placed.hold);
+      })();
     },
   );
 
