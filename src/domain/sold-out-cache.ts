@@ -18,25 +18,27 @@ interface Entry {
   probing: boolean;
 }
 
-export function createSoldOutCache(ttlMs: number): SoldOutCache {
+/** `now` is the clock the entries' times are read from, in ms (Date.now unless a test drives its own). */
+export function createSoldOutCache(ttlMs: number, options: { now?: () => number } = {}): SoldOutCache {
+  const now = options.now ?? Date.now;
   const entries = new Map<number, Entry>();
   return {
     refuses: (productId) => {
       const entry = entries.get(productId);
       if (entry === undefined) return false;
-      const now = Date.now();
-      if (now < entry.until) return true;
+      const time = now();
+      if (time < entry.until) return true;
       if (!entry.probing) {
         entry.probing = true;
         return false;
       }
-      if (now < entry.until + ttlMs) return true;
+      if (time < entry.until + ttlMs) return true;
       // The probe is slow or failed: stop guessing.
       entries.delete(productId);
       return false;
     },
     markSoldOut: (productId) => {
-      if (ttlMs > 0) entries.set(productId, { until: Date.now() + ttlMs, probing: false });
+      if (ttlMs > 0) entries.set(productId, { until: now() + ttlMs, probing: false });
     },
     forget: (productId) => {
       entries.delete(productId);
