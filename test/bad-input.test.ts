@@ -1,5 +1,5 @@
 import t from 'tap';
-import { buildTestApp, createProduct, admin } from './helper.js';
+import { buildTestApp, createProduct, admin } from './support/app.js';
 
 interface BadRequest {
   name: string;

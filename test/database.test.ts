@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { createDatabase } from '../src/db/connection.js';
-import { createTestDatabase } from './helper.js';
+import { createTestDatabase } from './support/app.js';
 
 t.test('statements with parameters run prepared, once per connection; statements without stay unprepared', async (t) => {
   const db = createDatabase({ url: await createTestDatabase(t), timeoutMs: 5_000, poolSize: 1 });

@@ -3,8 +3,11 @@ import pino from 'pino';
 import t from 'tap';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
 import { connectRedis } from '../src/redis/connection.js';
-import { productKeys } from '../src/redis/keys.js';
-import { buildTestApp, createProduct, TEST_REDIS_URL } from './helper.js';
+import { conversionScriptKeys } from '../src/redis/keys.js';
+import { buildTestApp, createProduct, TEST_REDIS_URL } from './support/app.js';
+import { waitPastOnRedisClock } from './support/clock.js';
+import { holdRecords, indexedHolds, keysOf } from './support/redis-state.js';
+import { poll } from './support/wait.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -14,28 +17,13 @@ interface HoldBody {
   expires_at: string;
 }
 
-/** Waits until Redis's clock has passed an ISO time (the service's expiry is decided by Redis's clock). */
-async function waitPast(iso: string): Promise<void> {
-  const redis = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 1000 });
-  try {
-    for (;;) {
-      const [seconds, micros] = await redis.time();
-      const remaining = Date.parse(iso) - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
-      if (remaining < 0) return;
-      await sleep(remaining + 5);
-    }
-  } finally {
-    redis.disconnect();
-  }
-}
-
 t.test('an expired hold frees its units and cannot be used after expires_at, even before the sweeper runs', async (t) => {
-  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0 });
+  const { app, redis } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0 });
   const product = await createProduct(app, { stock: 2 });
   const first = (await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 2 } })).json<HoldBody>();
   t.equal((await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 1 } })).statusCode, 409, 'sold out while held');
 
-  await waitPast(first.expires_at);
+  await waitPastOnRedisClock(redis, first.expires_at);
   const read = await app.inject({ method: 'GET', url: `/api/holds/${first.hold_id}` });
   t.equal(read.json<HoldBody>().status, 'expired', 'reads as expired the moment its time is up');
 
@@ -51,23 +39,20 @@ t.test('an expired hold frees its units and cannot be used after expires_at, eve
 });
 
 t.test('a hold past its expiry that nobody touches is released by the sweeper', async (t) => {
-  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
+  const { app, redis } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
   const product = await createProduct(app, { stock: 5 });
   const held = (await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 3 } })).json<HoldBody>();
   t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { held: 3, available_stock: 2 });
 
-  await waitPast(held.expires_at);
-  let state: { held?: number; available_stock?: number } = {};
-  for (let i = 0; i < 40 && state.held !== 0; i++) {
-    await sleep(50);
-    state = (await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json();
-  }
+  await waitPastOnRedisClock(redis, held.expires_at);
+  const readState = async () => (await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json<{ held: number; available_stock: number }>();
+  const state = await poll(readState, (s) => s.held === 0, 3000, 50);
   t.match(state, { held: 0, available_stock: 5 }, 'units back on sale within a few sweep intervals');
   t.equal((await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` })).json<HoldBody>().status, 'expired');
 });
 
 t.test('three sweepers at once release each expired hold exactly once', async (t) => {
-  const { app, config, redis } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0, SWEEP_BATCH_SIZE: 7 });
+  const { app, config, redis, prefix } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 0, SWEEP_BATCH_SIZE: 7 });
   const products = [await createProduct(app, { stock: 500 }), await createProduct(app, { stock: 500 }), await createProduct(app, { stock: 500 })];
   let lastExpiry = '';
   let units = 0;
@@ -79,7 +64,7 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
       units += qty;
     }
   }
-  await waitPast(lastExpiry);
+  await waitPastOnRedisClock(redis, lastExpiry);
 
   // Three instances' sweepers, each with its own connection, started together; small batches make them overlap.
   const sweepers = await Promise.all([1, 2, 3].map(() => connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 })));
@@ -97,9 +82,8 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
   for (const product of products) {
     const state = (await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json<{ held: number; available_stock: number }>();
     t.match(state, { held: 0, available_stock: 500 }, `product ${product.id} fully back on sale`);
-    const keys = productKeys(config.REDIS_KEY_PREFIX, product.id);
-    t.equal(await redis.zcard(keys.holdExpiries), 0, 'no hold left in the expiry index');
-    const records = (await redis.hvals(keys.holds)).map((r) => JSON.parse(r) as { status: string; qty: number });
+    t.equal(await indexedHolds({ redis, prefix }, product.id), 0, 'no hold left in the expiry index');
+    const records = await holdRecords({ redis, prefix }, product.id);
     t.ok(records.every((r) => r.status === 'expired'), 'every record says expired');
     releasedUnits += records.reduce((sum, r) => sum + r.qty, 0);
   }
@@ -111,12 +95,12 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
     const answer = await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty: 1 } });
     lastExpiry = answer.json<HoldBody>().expires_at;
   }
-  await waitPast(lastExpiry);
-  const keys = productKeys(config.REDIS_KEY_PREFIX, product.id);
+  await waitPastOnRedisClock(redis, lastExpiry);
+  const keys = conversionScriptKeys(keysOf({ redis, prefix }, product.id));
   const sweepProduct = async (connection: (typeof sweepers)[number]) => {
     let released = 0;
     for (;;) {
-      const [count] = await connection.releaseExpiredHolds(keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds, keys.conversions, 7, 60_000, 1000, 10_000);
+      const [count] = await connection.releaseExpiredHolds(...keys, 7, 60_000, 1000, 10_000);
       if (count === 0) return released;
       released += count;
     }
@@ -137,11 +121,8 @@ t.test('an ended hold stays readable for the retention period, then is purged', 
   const sweeper = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 });
   t.teardown(() => sweeper.disconnect());
   // The product's next sweep is scheduled at the purge time; sweep until it has come round.
-  let purged = 0;
-  for (let i = 0; i < 20 && purged === 0; i++) {
-    purged += (await releaseExpiredHolds(sweeper, config, silent)).purged;
-    if (purged === 0) await sleep(100);
-  }
+  const sweep = async () => (await releaseExpiredHolds(sweeper, config, silent)).purged;
+  const purged = await poll(sweep, (count) => count > 0, 3000, 100);
   t.equal(purged, 1);
   const gone = await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` });
   t.equal(gone.statusCode, 404);

@@ -1,8 +1,11 @@
 import t from 'tap';
-import { productKeys } from '../src/redis/keys.js';
+import { productScriptKeys } from '../src/redis/keys.js';
 import { MAX_RESERVE_BATCH } from '../src/redis/reserve-batches.js';
 import type { HoldRequest, PlacedHold } from '../src/domain/holds.js';
-import { buildTestApp, createProduct, pollUntil, type TestApp } from './helper.js';
+import { buildTestApp, createProduct, type TestApp } from './support/app.js';
+import { redisNow } from './support/clock.js';
+import { heldUnits, holdRecords, indexedHolds, inventory, keysOf } from './support/redis-state.js';
+import { poll } from './support/wait.js';
 
 // Requests placed in the same turn of the event loop reach Redis as one reserveStock call (src/redis/
 // reserve-batches.ts). These tests place them that way on purpose and check that a batch decides exactly as
@@ -29,13 +32,10 @@ function placeTogether(service: TestApp, requests: HoldRequest[]): Promise<Place
   return Promise.all(requests.map((r) => service.app.holds.place(r)));
 }
 
+/** The product's counters beside what its records and expiry index hold: they must agree. */
 async function counters(service: TestApp, productId: number) {
-  const keys = productKeys(service.config.REDIS_KEY_PREFIX, productId);
-  const [held, sold] = await service.redis.hmget(keys.inventory, 'held', 'sold');
-  const records = (await service.redis.hvals(keys.holds)).map((r) => JSON.parse(r) as { qty: number; status: string });
-  const recordUnits = records.filter((r) => r.status === 'held').reduce((sum, r) => sum + r.qty, 0);
-  const expiries = await service.redis.zcard(keys.holdExpiries);
-  return { held: Number(held), sold: Number(sold), recordUnits, expiries };
+  const { held, sold } = await inventory(service, productId);
+  return { held, sold, recordUnits: await heldUnits(service, productId), expiries: await indexedHolds(service, productId) };
 }
 
 t.test('a batch is decided in arrival order, in one script call: a request that does not fit is refused, a smaller one after it still fits', async (t) => {
@@ -72,7 +72,7 @@ t.test('a per-customer limit counts the holds granted earlier in the same batch'
   t.match(answers[3]?.refusal, { code: 'CUSTOMER_LIMIT_EXCEEDED', customer_units: 2, per_customer_limit: 2 }, "ann's third is refused");
   t.match(settled[4], { status: 'rejected', reason: { code: 'CUSTOMER_ID_REQUIRED' } }, 'a request without a customer is refused alone');
   t.same(await counters(service, product.id), { held: 3, sold: 0, recordUnits: 3, expiries: 3 });
-  const customerUnits = await service.redis.hgetall(productKeys(service.config.REDIS_KEY_PREFIX, product.id).customerUnits);
+  const customerUnits = await service.redis.hgetall(keysOf(service, product.id).customerUnits);
   t.same(customerUnits, { ann: '2', bob: '1' }, 'customer units as granted');
 });
 
@@ -98,23 +98,16 @@ t.test('a batch that finds the stock short releases due holds first, once, and g
   const ask = (): HoldRequest => ({ productId: product.id, qty: 1, customerId: null });
   const first = await placeTogether(service, [ask(), ask()]);
   t.ok(first.every((a) => a.hold), 'both units held');
-  const keys = productKeys(service.config.REDIS_KEY_PREFIX, product.id);
+  const keys = keysOf(service, product.id);
   // Due by Redis's clock; the sweeper is off in tests, so only the batch can release them.
-  const due = await pollUntil(
-    async () => {
-      const [seconds] = await service.redis.time();
-      return service.redis.zcount(keys.holdExpiries, '-inf', Number(seconds) * 1000);
-    },
-    (count) => count === 2,
-    5_000,
-  );
+  const due = await poll(async () => service.redis.zcount(keys.holdExpiries, '-inf', await redisNow(service.redis)), (count) => count === 2, 5_000);
   t.equal(due, 2, 'both holds are due');
 
   const second = await placeTogether(service, [ask(), ask(), ask()]);
   t.equal(second.filter((a) => a.hold).length, 2, 'two granted from the expired holds');
   t.match(second[2]!.refusal, { code: 'INSUFFICIENT_STOCK', available_stock: 0 }, 'the third is refused');
   t.same(await counters(service, product.id), { held: 2, sold: 0, recordUnits: 2, expiries: 2 }, 'counters equal the records');
-  const statuses = (await service.redis.hvals(keys.holds)).map((r) => (JSON.parse(r) as { status: string }).status).sort();
+  const statuses = (await holdRecords(service, product.id)).map((r) => r.status).sort();
   t.same(statuses, ['expired', 'expired', 'held', 'held'], 'the old holds read expired');
 });
 
@@ -139,10 +132,8 @@ t.test(`more requests in one turn than a batch takes (${MAX_RESERVE_BATCH}) go i
 t.test('a malformed batch is refused whole before anything is written', async (t) => {
   const service = await buildTestApp(t);
   const product = await createProduct(service.app, { stock: 10 });
-  const keys = productKeys(service.config.REDIS_KEY_PREFIX, product.id);
-  const productKeyList = [keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds];
-  const [seconds] = await service.redis.time();
-  const deadline = Number(seconds) * 1000 + 60_000;
+  const productKeyList = productScriptKeys(keysOf(service, product.id));
+  const deadline = (await redisNow(service.redis)) + 60_000;
   const header = [60_000, 100, 60_000, 60_000, deadline];
   const good = `${product.id}-AAAAAAAAAAAA\t1\t\t\t0`;
   const cases: [string, (string | number)[]][] = [

@@ -1,6 +1,8 @@
 import t from 'tap';
-import { productKeys } from '../src/redis/keys.js';
-import { buildTestApp, createProduct, listen, request, tally, type TestApp } from './helper.js';
+import { productState } from './support/api.js';
+import { admin, buildTestApp, createProduct, listen } from './support/app.js';
+import { request, tally } from './support/http.js';
+import { heldUnits } from './support/redis-state.js';
 
 interface HoldBody {
   hold_id: string;
@@ -13,25 +15,13 @@ interface HoldBody {
 const hold = (base: string, body: Record<string, unknown>, headers: Record<string, string> = {}) =>
   request<HoldBody>(base, 'POST', '/api/holds', body, headers);
 
-async function productState(base: string, id: number) {
-  return (await request<{ stock: number; available_stock: number; held: number; sold: number }>(base, 'GET', `/api/products/${id}`)).body;
-}
-
-/** The hold records Redis keeps for a product, read directly: the counters must agree with them. */
-async function activeHoldUnits({ redis, config }: TestApp, productId: number): Promise<number> {
-  const records = await redis.hvals(productKeys(config.REDIS_KEY_PREFIX, productId).holds);
-  return records.map((r) => JSON.parse(r) as { qty: number; status: string })
-    .filter((r) => r.status === 'held')
-    .reduce((sum, r) => sum + r.qty, 0);
-}
-
 t.test('two buyers race for the last unit: exactly one wins', async (t) => {
   const service = await buildTestApp(t);
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 1 });
   // Repeated a few times: one lucky interleaving would prove little.
   for (let round = 0; round < 5; round++) {
-    if (round > 0) await request(base, 'PUT', `/api/products/${product.id}/stock`, { stock: round + 1 }, { authorization: 'Bearer test-admin-token' });
+    if (round > 0) await request(base, 'PUT', `/api/products/${product.id}/stock`, { stock: round + 1 }, admin);
     const answers = await Promise.all([1, 2].map((buyer) => hold(base, { product_id: product.id, qty: 1, customer_id: `buyer-${buyer}` })));
     const statuses = answers.map((a) => a.status).sort();
     t.same(statuses, [201, 409], `round ${round}: one hold granted, one refused`);
@@ -55,7 +45,7 @@ t.test('stock 100, 1,000 concurrent holds of one unit: exactly 100 granted, and 
   t.equal(statuses.get(409), 900, '900 refused as insufficient stock');
   t.equal(statuses.size, 2, 'no other answer');
   t.match(await productState(base, product.id), { stock: 100, available_stock: 0, held: 100, sold: 0 });
-  t.equal(await activeHoldUnits(service, product.id), 100, 'hold records agree with the counters');
+  t.equal(await heldUnits(service, product.id), 100, 'hold records agree with the counters');
 
   const granted = answers.filter((a) => a.status === 201).map((a) => a.body.hold_id);
   t.equal(new Set(granted).size, 100, 'every granted hold has its own id');
@@ -86,7 +76,7 @@ t.test('random quantities racing across two service instances never grant more t
   const state = await productState(bases[1]!, product.id);
   t.equal(state.held, grantedUnits, 'held counter equals the units granted');
   t.equal(state.available_stock, stock - grantedUnits);
-  t.equal(await activeHoldUnits(first, product.id), grantedUnits, 'hold records sum to the held counter');
+  t.equal(await heldUnits(first, product.id), grantedUnits, 'hold records sum to the held counter');
 });
 
 t.test("per-customer limit holds under one customer's concurrent requests", async (t) => {
@@ -141,7 +131,7 @@ t.test('Idempotency-Key: 50 concurrent copies reserve once; another body with th
   await hold(base, { product_id: other.id, qty: 10 });
   const refusal = await hold(base, { product_id: other.id, qty: 5 }, { 'idempotency-key': 'late-buyer' });
   t.equal(refusal.status, 409);
-  await request(base, 'PUT', `/api/products/${other.id}/stock`, { stock: 100 }, { authorization: 'Bearer test-admin-token' });
+  await request(base, 'PUT', `/api/products/${other.id}/stock`, { stock: 100 }, admin);
   const retried = await hold(base, { product_id: other.id, qty: 5 }, { 'idempotency-key': 'late-buyer' });
   t.equal(retried.status, 409);
   t.equal(retried.headers.get('idempotent-replayed'), 'true');

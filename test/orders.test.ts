@@ -1,6 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { buildTestApp, createProduct, listen, pollUntil, request, tally, type TestApp } from './helper.js';
+import { placeHold, productState } from './support/api.js';
+import { buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
+import { waitPastOnRedisClock } from './support/clock.js';
+import { request, tally } from './support/http.js';
+import { poll } from './support/wait.js';
 
 interface OrderItem {
   product_id: number;
@@ -29,45 +32,18 @@ interface HoldBody {
   customer_units?: number;
 }
 
-interface ProductState {
-  stock: number;
-  available_stock: number;
-  held: number;
-  sold: number;
-}
-
 interface PaymentOutcome {
   order_id: number;
   status: string;
   payment_status: string;
 }
 
-async function placeHold(base: string, body: { product_id: number; qty: number; customer_id?: string }): Promise<HoldBody> {
-  const answer = await request<HoldBody>(base, 'POST', '/api/holds', body);
-  if (answer.status !== 201) throw new Error(`hold answered ${answer.status}: ${JSON.stringify(answer.body)}`);
-  return answer.body;
-}
-
 const placeOrder = (base: string, body: Record<string, unknown>) => request<OrderBody>(base, 'POST', '/api/orders', body);
-
-async function productState(base: string, id: number): Promise<ProductState> {
-  return (await request<ProductState>(base, 'GET', `/api/products/${id}`)).body;
-}
 
 /** Orders Postgres has for a hold: the one source of truth for "no second order, ever". */
 async function ordersOfHold({ app }: TestApp, holdId: string): Promise<number[]> {
   const rows = await app.db.selectFrom('orders').select('id').where('hold_id', '=', holdId).execute();
   return rows.map((r) => r.id);
-}
-
-/** Waits until Redis's clock has passed an ISO time: hold expiry is decided by Redis's clock, not ours. */
-async function waitPastOnRedisClock({ redis }: TestApp, iso: string): Promise<void> {
-  for (;;) {
-    const [seconds, micros] = await redis.time();
-    const remaining = Date.parse(iso) - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000));
-    if (remaining < 0) return;
-    await sleep(remaining + 5);
-  }
 }
 
 t.test('cannot create order from expired hold', async (t) => {
@@ -77,7 +53,7 @@ t.test('cannot create order from expired hold', async (t) => {
   const held = await placeHold(base, { product_id: product.id, qty: 2 });
   t.match(await productState(base, product.id), { held: 2, available_stock: 1 });
 
-  await waitPastOnRedisClock(service, held.expires_at);
+  await waitPastOnRedisClock(service.redis, held.expires_at);
   // The sweeper is off: the order request itself must notice the hold is over.
   const late = await placeOrder(base, { hold_id: held.hold_id });
   t.equal(late.status, 410);
@@ -261,9 +237,9 @@ t.test('payment deadline cancels unpaid orders by itself and returns their units
   t.match(await productState(base, product.id), { held: 0, sold: 4, available_stock: 1 });
 
   const readOrder = async (id: number) => (await request<OrderBody>(base, 'GET', `/api/orders/${id}`)).body;
-  const cancelled = await pollUntil(() => readOrder(unpaid.body.order_id), (o) => o.status !== 'pending_payment', 5000);
+  const cancelled = await poll(() => readOrder(unpaid.body.order_id), (o) => o.status !== 'pending_payment', 5000);
   t.match(cancelled, { status: 'cancelled', payment_status: 'failed' }, 'the unpaid order was cancelled by the service');
-  const state = await pollUntil(() => productState(base, product.id), (s) => s.sold !== 4, 3000);
+  const state = await poll(() => productState(base, product.id), (s) => s.sold !== 4, 3000);
   t.match(state, { held: 0, sold: 1, available_stock: 4 }, "the cancelled order's units are for sale again");
   t.match(await readOrder(paid.body.order_id), { status: 'paid', payment_status: 'completed' }, 'the paid order is untouched');
 

@@ -4,17 +4,13 @@
  * in front of Postgres that refuses, swallows or stalls connections. Requests go over real HTTP with a client-side
  * deadline, so a hang fails the test instead of stalling the run.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
-import { admin, buildTestApp, createProduct, createTestDatabase, listen, request, type HttpAnswer } from './helper.js';
-import { startTcpProxy } from './support/tcp-proxy.js';
+import { admin, buildTestApp, createProduct, createTestDatabase, listen } from './support/app.js';
+import { client, type Client, type HttpAnswer } from './support/http.js';
+import { privateRedis } from './support/private-redis.js';
+import { proxyInFrontOf } from './support/tcp-proxy.js';
+import { poll } from './support/wait.js';
 
 // What "fast" means here: the stores' timeouts are 500 ms; the rest is room for a busy CI machine.
 const REDIS_OUTAGE_ANSWER_MS = 1500;
@@ -24,84 +20,14 @@ const CLIENT_DEADLINE_MS = 5000;
 
 type Answer = HttpAnswer<unknown>;
 
-type Call = (method: string, path: string, payload?: object, headers?: Record<string, string>) => Promise<Answer>;
-
 /** Serves the app on a real port and returns a timed HTTP client for it. */
-async function serve(app: FastifyInstance): Promise<Call> {
-  const base = await listen(app);
-  return (method, path, payload, headers = {}) => request<unknown>(base, method, path, payload, headers, CLIENT_DEADLINE_MS);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-/** A redis-server of this test's own, without persistence: a restart comes back empty, as in production. */
-async function privateRedis(t: Test, port: number) {
-  const dir = await mkdtemp(join(tmpdir(), 'flashsale-redis-'));
-  let child: ChildProcess | undefined;
-
-  const start = async () => {
-    child = spawn(
-      '/usr/bin/redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
-      { stdio: 'ignore' },
-    );
-    await waitForPing(`redis://127.0.0.1:${port}`);
-  };
-  // A frozen process keeps its connections open and answers nothing: the "hang" case.
-  const freeze = () => child?.kill('SIGSTOP');
-  const thaw = () => child?.kill('SIGCONT');
-  const kill = async () => {
-    const running = child;
-    child = undefined;
-    if (!running || running.exitCode !== null || running.signalCode !== null) return;
-    const exited = new Promise((resolve) => running.once('exit', resolve));
-    running.kill('SIGKILL');
-    await exited;
-  };
-
-  t.teardown(async () => {
-    await kill();
-    await rm(dir, { recursive: true, force: true });
-  });
-  await start();
-  return { url: `redis://127.0.0.1:${port}`, start, kill, freeze, thaw };
-}
-
-async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const client = new Redis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      await client.ping();
-      return;
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`redis at ${url} did not start`, { cause: err });
-      await sleep(50);
-    } finally {
-      client.disconnect();
-    }
-  }
+async function serve(app: FastifyInstance): Promise<Client<unknown>> {
+  return client<unknown>(await listen(app), CLIENT_DEADLINE_MS);
 }
 
 /** Polls /readyz until the app says both stores answer again. */
-async function waitUntilReady(call: Call, timeoutMs = 10_000): Promise<Answer> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const answer = await call('GET', '/readyz');
-    if (answer.status === 200 || Date.now() > deadline) return answer;
-    await sleep(100);
-  }
+function waitUntilReady(call: Client<unknown>, timeoutMs = 10_000): Promise<Answer> {
+  return poll(() => call('GET', '/readyz'), (answer) => answer.status === 200, timeoutMs, 100);
 }
 
 function productCount(answer: Answer): number {
@@ -120,7 +46,7 @@ function holdIdOf(answer: Answer): string {
 const unavailable = { code: 'SERVICE_UNAVAILABLE' };
 
 t.test('when Redis dies, requests that need it get a fast 503, and the service recovers by itself', async (t) => {
-  const redisServer = await privateRedis(t, await freePort());
+  const redisServer = await privateRedis(t);
   const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url });
   const call = await serve(app);
 
@@ -169,7 +95,7 @@ t.test('when Redis dies, requests that need it get a fast 503, and the service r
 });
 
 t.test('when Redis freezes, requests that need it get a 503 after the command timeout, not a hang', async (t) => {
-  const redisServer = await privateRedis(t, await freePort());
+  const redisServer = await privateRedis(t);
   const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url, REDIS_COMMAND_TIMEOUT_MS: 500 });
   const call = await serve(app);
   const product = await createProduct(app, { stock: 5 });
@@ -199,12 +125,8 @@ t.test('when Redis freezes, requests that need it get a 503 after the command ti
 
 /** The app on its own database, reached through a proxy the test can cut; Postgres timeouts of 500 ms. */
 async function appBehindPostgresProxy(t: Test) {
-  const databaseUrl = new URL(await createTestDatabase(t));
-  const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
-  t.teardown(() => proxy.close());
-  const proxiedUrl = new URL(databaseUrl);
-  proxiedUrl.port = String(proxy.port);
-  const { app } = await buildTestApp(t, { DATABASE_URL: proxiedUrl.toString(), DATABASE_TIMEOUT_MS: 500 });
+  const { proxy, url } = await proxyInFrontOf(t, await createTestDatabase(t));
+  const { app } = await buildTestApp(t, { DATABASE_URL: url, DATABASE_TIMEOUT_MS: 500 });
   return { app, proxy };
 }
 

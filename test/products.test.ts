@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { productKeys } from '../src/redis/keys.js';
-import { admin, buildTestApp, createProduct } from './helper.js';
+import { admin, buildTestApp, createProduct } from './support/app.js';
 
 interface ProductBody {
   id: number;

@@ -6,9 +6,22 @@ import { manualClock } from './support/clock.js';
 const TTL_MS = 50;
 const PRODUCT = 7;
 
-t.test('a product seen sold out is refused for the cache time, and only then', async (t) => {
+/** A cache of `ttlMs` on a clock that moves only when the test says. */
+function cacheOnManualClock(ttlMs = TTL_MS) {
   const clock = manualClock();
-  const cache = createSoldOutCache(TTL_MS, { now: clock.now });
+  return { clock, cache: createSoldOutCache(ttlMs, { now: clock.now }) };
+}
+
+/** A cache that saw PRODUCT sold out one cache time ago, and whether it refused the request after (the probe). */
+function cacheTimeUp() {
+  const { clock, cache } = cacheOnManualClock();
+  cache.markSoldOut(PRODUCT);
+  clock.advance(TTL_MS);
+  return { clock, cache, probeRefused: cache.refuses(PRODUCT) };
+}
+
+t.test('a product seen sold out is refused for the cache time, and only then', async (t) => {
+  const { clock, cache } = cacheOnManualClock();
   t.notOk(cache.refuses(PRODUCT), 'a product never seen sold out is not refused');
   cache.markSoldOut(PRODUCT);
   t.ok(cache.refuses(PRODUCT), 'refused once seen sold out');
@@ -18,11 +31,8 @@ t.test('a product seen sold out is refused for the cache time, and only then', a
 });
 
 t.test('when the time is up, one request probes Redis while the others are refused; the probe renews the entry', async (t) => {
-  const clock = manualClock();
-  const cache = createSoldOutCache(TTL_MS, { now: clock.now });
-  cache.markSoldOut(PRODUCT);
-  clock.advance(TTL_MS);
-  t.notOk(cache.refuses(PRODUCT), 'the first request after the cache time goes to Redis');
+  const { clock, cache, probeRefused } = cacheTimeUp();
+  t.notOk(probeRefused, 'the first request after the cache time goes to Redis');
   t.ok(Array.from({ length: 20 }, () => cache.refuses(PRODUCT)).every(Boolean), 'the others meanwhile are refused at once');
   clock.advance(TTL_MS - 1);
   t.ok(cache.refuses(PRODUCT), 'for at most the cache time again');
@@ -32,23 +42,19 @@ t.test('when the time is up, one request probes Redis while the others are refus
 });
 
 t.test('a probe that never answers: after twice the cache time nothing is refused any more', async (t) => {
-  const clock = manualClock();
-  const cache = createSoldOutCache(TTL_MS, { now: clock.now });
-  cache.markSoldOut(PRODUCT);
-  clock.advance(TTL_MS);
-  t.notOk(cache.refuses(PRODUCT), 'the probe goes to Redis');
+  const { clock, cache, probeRefused } = cacheTimeUp();
+  t.notOk(probeRefused, 'the probe goes to Redis');
   clock.advance(TTL_MS);
   t.notOk(cache.refuses(PRODUCT), 'twice the cache time after the product was seen sold out, requests go to Redis');
   t.notOk(cache.refuses(PRODUCT), 'all of them: the entry is gone');
 });
 
 t.test('units that come back through this instance clear the entry at once; a cache time of 0 refuses nothing', async (t) => {
-  const clock = manualClock();
-  const cache = createSoldOutCache(TTL_MS, { now: clock.now });
+  const { cache } = cacheOnManualClock();
   cache.markSoldOut(PRODUCT);
   cache.forget(PRODUCT);
   t.notOk(cache.refuses(PRODUCT), 'forgotten: not refused');
-  const off = createSoldOutCache(0, { now: clock.now });
+  const off = cacheOnManualClock(0).cache;
   off.markSoldOut(PRODUCT);
   t.notOk(off.refuses(PRODUCT), 'SOLD_OUT_CACHE_MS=0: never refused');
 });

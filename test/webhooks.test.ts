@@ -3,7 +3,10 @@ import { createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { checkSignature, signPayload } from '../src/domain/signatures.js';
-import { buildTestApp, createProduct, listen, pollUntil, request, tally, type HttpAnswer, type TestApp } from './helper.js';
+import { productState } from './support/api.js';
+import { buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
+import { request, sendRaw, tally, type HttpAnswer } from './support/http.js';
+import { poll } from './support/wait.js';
 
 interface WebhookAnswer {
   order_id?: number;
@@ -20,25 +23,13 @@ interface OrderBody {
   payment_due_at: string;
 }
 
-interface ProductState {
-  available_stock: number;
-  held: number;
-  sold: number;
-}
-
 const SECRET = 'whsec_4f9a1c0e7b';
 const now = () => Math.floor(Date.now() / 1000);
 
 /** Posts a webhook body exactly as given: signatures are over these bytes, so nothing may re-serialise them. */
 async function deliver(base: string, rawBody: string, headers: Record<string, string> = {}): Promise<HttpAnswer<WebhookAnswer>> {
-  const started = performance.now();
-  const response = await fetch(`${base}/api/webhooks/payment`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: rawBody,
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text ? JSON.parse(text) : {}) as WebhookAnswer, headers: response.headers, ms: performance.now() - started };
+  const answer = await sendRaw<WebhookAnswer | null>(base, 'POST', '/api/webhooks/payment', rawBody, { 'content-type': 'application/json', ...headers });
+  return { ...answer, body: answer.body ?? {} };
 }
 
 /** An X-Signature header for a raw body, signed now (or at `timestamp`). */
@@ -54,10 +45,6 @@ async function pendingOrder(base: string, app: TestApp['app'], opts: { stock?: n
   const order = await request<OrderBody>(base, 'POST', '/api/orders', { hold_id: hold.body.hold_id });
   if (order.status !== 201) throw new Error(`order answered ${order.status}: ${JSON.stringify(order.body)}`);
   return { productId: product.id, orderId: order.body.order_id };
-}
-
-async function productState(base: string, id: number): Promise<ProductState> {
-  return (await request<ProductState>(base, 'GET', `/api/products/${id}`)).body;
 }
 
 async function readOrder(base: string, id: number): Promise<OrderBody> {
@@ -276,9 +263,9 @@ t.test('a payment that arrives after the deadline cancelled the order needs a re
   const base = await listen(service.app);
   const { productId, orderId } = await pendingOrder(base, service.app, { stock: 3, qty: 3 });
 
-  const cancelled = await pollUntil(() => readOrder(base, orderId), (o) => o.status !== 'pending_payment', 5000);
+  const cancelled = await poll(() => readOrder(base, orderId), (o) => o.status !== 'pending_payment', 5000);
   t.match(cancelled, { status: 'cancelled', payment_status: 'failed' }, 'cancelled by the deadline');
-  t.match(await pollUntil(() => productState(base, productId), (s) => s.sold === 0, 3000), { sold: 0, available_stock: 3 });
+  t.match(await poll(() => productState(base, productId), (s) => s.sold === 0, 3000), { sold: 0, available_stock: 3 });
   // Someone else takes the freed units before the late payment arrives.
   const resold = await request<{ hold_id: string }>(base, 'POST', '/api/holds', { product_id: productId, qty: 3 });
   t.equal(resold.status, 201);

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type { Test } from 'tap';
 
 /**
  * How the proxy treats connections:
@@ -100,4 +101,14 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       await stopListening();
     },
   };
+}
+
+/** A proxy in front of the server of a database URL, closed when the test ends, and the URL that goes through it. */
+export async function proxyInFrontOf(t: Test, databaseUrl: string): Promise<{ proxy: TcpProxy; url: string }> {
+  const direct = new URL(databaseUrl);
+  const proxy = await startTcpProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
+  t.teardown(() => proxy.close());
+  const proxied = new URL(direct);
+  proxied.port = String(proxy.port);
+  return { proxy, url: proxied.toString() };
 }

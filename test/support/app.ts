@@ -1,18 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Test } from 'tap';
-import { buildApp } from '../src/app.js';
-import { loadConfig, type Config } from '../src/config.js';
-import { createDatabase } from '../src/db/connection.js';
-import { migrateToLatest } from '../src/db/migrate.js';
+import { buildApp } from '../../src/app.js';
+import { loadConfig, type Config } from '../../src/config.js';
+import { createDatabase } from '../../src/db/connection.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
 
 /** The servers tests run against: CI has both at their default local ports. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 export const TEST_PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+/** The admin token every test service is configured with. */
 export const ADMIN_TOKEN = 'test-admin-token';
+/** The headers of an admin request. */
 export const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
 function databaseUrl(name: string): string {
@@ -41,13 +42,19 @@ export async function createTestDatabase(t: Test): Promise<string> {
   return url;
 }
 
+/** A key prefix no other test uses; the caller deletes its keys (`deleteKeys`) when done with them. */
+export function newKeyPrefix(): string {
+  return `test:${randomBytes(6).toString('hex')}:`;
+}
+
 /** A key prefix of this test's own; its keys are deleted when the test ends (never FLUSHALL). */
 export function createKeyPrefix(t: Test): string {
-  const prefix = `test:${randomBytes(6).toString('hex')}:`;
+  const prefix = newKeyPrefix();
   t.teardown(() => deleteKeys(prefix));
   return prefix;
 }
 
+/** Deletes every key under a prefix, with SCAN: other tests' keys are left alone. */
 export async function deleteKeys(prefix: string): Promise<void> {
   const redis = new Redis(TEST_REDIS_URL);
   try {
@@ -62,11 +69,14 @@ export async function deleteKeys(prefix: string): Promise<void> {
   }
 }
 
+/** The service under test, in this process, and a client to look at its keys. */
 export interface TestApp {
   app: FastifyInstance;
   config: Config;
   /** A plain Redis client for looking at the test's keys. */
   redis: Redis;
+  /** The app's key prefix, so that a TestApp is a scope for the helpers of ./redis-state.ts. */
+  prefix: string;
 }
 
 /**
@@ -90,19 +100,22 @@ export async function buildTestApp(t: Test, overrides: Partial<Config> = {}): Pr
   t.teardown(() => app.close());
   const redis = new Redis(TEST_REDIS_URL);
   t.teardown(() => redis.disconnect());
-  return { app, config, redis };
+  return { app, config, redis, prefix: config.REDIS_KEY_PREFIX };
 }
 
+/** The fields of a product that tests leave to a default. */
+export const PRODUCT_DEFAULTS = { name: 'Test product', price_cents: 1000 };
+
+/** What creating a product takes: its stock, and anything else the test cares about. */
+export type ProductFields = { name?: string; price_cents?: number; stock: number; per_customer_limit?: number };
+
 /** Creates a product through the admin API and returns it. */
-export async function createProduct(
-  app: FastifyInstance,
-  product: { name?: string; price_cents?: number; stock: number; per_customer_limit?: number },
-): Promise<{ id: number; [field: string]: unknown }> {
+export async function createProduct(app: FastifyInstance, product: ProductFields): Promise<{ id: number; [field: string]: unknown }> {
   const response = await app.inject({
     method: 'POST',
     url: '/api/products',
     headers: admin,
-    payload: { name: 'Test product', price_cents: 1000, ...product },
+    payload: { ...PRODUCT_DEFAULTS, ...product },
   });
   if (response.statusCode !== 201) throw new Error(`product creation answered ${response.statusCode}: ${response.body}`);
   return response.json();
@@ -111,53 +124,4 @@ export async function createProduct(
 /** Serves the app on a free port of 127.0.0.1 and returns its base URL, for tests that need real HTTP. */
 export async function listen(app: FastifyInstance): Promise<string> {
   return app.listen({ port: 0, host: '127.0.0.1' });
-}
-
-export interface HttpAnswer<T = Record<string, unknown>> {
-  status: number;
-  body: T;
-  headers: Headers;
-  /** Milliseconds from sending the request to having the whole answer. */
-  ms: number;
-}
-
-/** Past this a request still unanswered fails the test: a hang must not stall the run. */
-export const CLIENT_DEADLINE_MS = 30_000;
-
-/** One real HTTP request with a JSON body (or none); an empty answer body reads as null. */
-export async function request<T = Record<string, unknown>>(
-  baseUrl: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-  deadlineMs: number = CLIENT_DEADLINE_MS,
-): Promise<HttpAnswer<T>> {
-  const started = performance.now();
-  const response = await fetch(`${baseUrl}${path}`, {
-    method,
-    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(deadlineMs),
-  });
-  const text = await response.text();
-  return { status: response.status, body: (text ? JSON.parse(text) : null) as T, headers: response.headers, ms: performance.now() - started };
-}
-
-/** Counts of each value in a list, e.g. of status codes. */
-export function tally<T>(values: T[]): Map<T, number> {
-  const counts = new Map<T, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return counts;
-}
-
-/** Polls until `done` accepts the value or the time is up; returns the last value read. */
-export async function pollUntil<T>(read: () => Promise<T>, done: (value: T) => boolean, timeoutMs: number): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let value = await read();
-  while (!done(value) && Date.now() < until) {
-    await sleep(50);
-    value = await read();
-  }
-  return value;
 }

@@ -1,0 +1,59 @@
+/** What the service keeps in Postgres about orders and conversions, read with plain SQL. */
+import type pg from 'pg';
+
+/** A connection pool of the test's own database (a ServiceWorld is one). */
+export interface PostgresScope {
+  db: Pick<pg.Pool, 'query'>;
+}
+
+/** An order of a hold with its one item. */
+export interface OrderOfHold {
+  id: number;
+  hold_id: string;
+  status: string;
+  payment_status: string;
+  units_released_at: Date | null;
+  qty: number;
+  product_id: number;
+}
+
+/** The orders of a hold, oldest first: exactly-once conversion means at most one. */
+export async function ordersOfHold({ db }: PostgresScope, holdId: string): Promise<OrderOfHold[]> {
+  const { rows } = await db.query<OrderOfHold>(
+    `SELECT o.id::int AS id, o.hold_id, o.status, o.payment_status, o.units_released_at, i.qty, i.product_id
+       FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.hold_id = $1 ORDER BY o.id`,
+    [holdId],
+  );
+  return rows;
+}
+
+/** How many orders a hold has. */
+export async function orderCount({ db }: PostgresScope, holdId: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM orders WHERE hold_id = $1', [holdId]);
+  return rows[0]!.n;
+}
+
+/** The recorded outcomes of a hold's conversion claims, oldest first. */
+export async function claimsOfHold({ db }: PostgresScope, holdId: string): Promise<{ claim_id: string; outcome: string }[]> {
+  const { rows } = await db.query<{ claim_id: string; outcome: string }>(
+    'SELECT claim_id, outcome FROM hold_claims WHERE hold_id = $1 ORDER BY created_at',
+    [holdId],
+  );
+  return rows;
+}
+
+/** Units of the product's orders that are not cancelled: what Redis must count as sold. */
+export async function unitsOrdered({ db }: PostgresScope, productId: number): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT coalesce(sum(i.qty), 0)::int AS n FROM order_items i JOIN orders o ON o.id = i.order_id
+      WHERE i.product_id = $1 AND o.status <> 'cancelled'`,
+    [productId],
+  );
+  return rows[0]!.n;
+}
+
+/** Whether the hold's order is past its payment deadline (by Postgres's clock). */
+export async function isPastPaymentDeadline({ db }: PostgresScope, holdId: string): Promise<boolean> {
+  const { rows } = await db.query('SELECT 1 FROM orders WHERE hold_id = $1 AND payment_due_at <= now()', [holdId]);
+  return rows.length > 0;
+}
