@@ -3,7 +3,7 @@ import { productScriptKeys } from '../src/redis/keys.js';
 import { MAX_RESERVE_BATCH } from '../src/redis/reserve-batches.js';
 import type { HoldRequest, PlacedHold } from '../src/domain/holds.js';
 import { buildTestApp, createProduct, type TestApp } from './support/app.js';
-import { redisNow } from './support/clock.js';
+import { manualClock, redisNow } from './support/clock.js';
 import { heldUnits, holdRecords, indexedHolds, inventory, keysOf } from './support/redis-state.js';
 import { poll } from './support/wait.js';
 
@@ -150,7 +150,9 @@ t.test('a malformed batch is refused whole before anything is written', async (t
 });
 
 t.test('a product seen sold out: when the cache time is up, one request asks Redis for all while the others are still refused', async (t) => {
-  const service = await buildTestApp(t, { SOLD_OUT_CACHE_MS: 50 });
+  // The app's sold-out cache reads a clock the test moves: "the cache time is up" is a step, not a sleep.
+  const clock = manualClock();
+  const service = await buildTestApp(t, { SOLD_OUT_CACHE_MS: 50 }, { soldOutClock: clock });
   const product = await createProduct(service.app, { stock: 0 });
   const ask: HoldRequest = { productId: product.id, qty: 1, customerId: null };
   const calls = countScriptCalls(service);
@@ -160,7 +162,7 @@ t.test('a product seen sold out: when the cache time is up, one request asks Red
   t.ok(service.app.holds.refusalWithoutRedis(ask), 'then refused without Redis');
   t.equal(calls.requests, 1, 'no request reached Redis');
 
-  await new Promise((resolve) => setTimeout(resolve, 60));
+  clock.advance(50);
   const probe = service.app.holds.refusalWithoutRedis(ask);
   t.equal(probe, undefined, 'the first request after the cache time goes to Redis');
   const others = Array.from({ length: 20 }, () => service.app.holds.refusalWithoutRedis(ask));

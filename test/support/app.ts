@@ -7,6 +7,8 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createDatabase } from '../../src/db/connection.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
+import * as soldOutCache from '../../src/domain/sold-out-cache.js';
+import type { Clock } from './clock.js';
 
 /** The servers tests run against: CI has both at their default local ports. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -79,11 +81,17 @@ export interface TestApp {
   prefix: string;
 }
 
+/** What a test may give the app besides configuration. */
+export interface TestAppOptions {
+  /** The clock the app's sold-out cache reads instead of Date.now, for a test that moves time itself. */
+  soldOutClock?: Clock;
+}
+
 /**
  * The whole service on its own database and key prefix, closed when the test ends. The sweeper is off unless
  * the test turns it on, so tests decide when expired holds are released.
  */
-export async function buildTestApp(t: Test, overrides: Partial<Config> = {}): Promise<TestApp> {
+export async function buildTestApp(t: Test, overrides: Partial<Config> = {}, options: TestAppOptions = {}): Promise<TestApp> {
   const config = loadConfig(
     {},
     {
@@ -96,11 +104,38 @@ export async function buildTestApp(t: Test, overrides: Partial<Config> = {}): Pr
       ...overrides,
     },
   );
-  const app = await buildApp(config);
+  const build = options.soldOutClock ? await buildAppWithSoldOutClock(t, options.soldOutClock) : buildApp;
+  const app = await build(config);
   t.teardown(() => app.close());
   const redis = new Redis(TEST_REDIS_URL);
   t.teardown(() => redis.disconnect());
   return { app, config, redis, prefix: config.REDIS_KEY_PREFIX };
+}
+
+/**
+ * `buildApp` whose sold-out cache reads `clock`. buildApp takes no clock, so this loads a copy of the app (tap's
+ * module mocks) whose domain plugin gets a createSoldOutCache bound to it, and makes sure the copy used it.
+ */
+async function buildAppWithSoldOutClock(t: Test, clock: Clock): Promise<typeof buildApp> {
+  let injected = false;
+  const createSoldOutCache: typeof soldOutCache.createSoldOutCache = (ttlMs, options) => {
+    injected = true;
+    return soldOutCache.createSoldOutCache(ttlMs, { ...options, now: clock.now });
+  };
+  // Two steps, as the mock loader cannot follow a `.js` import to its `.ts` file: the copy of app.ts gets a mocked
+  // domain plugin, and that plugin gets the mocked cache.
+  const domain: unknown = await t.mockImport('../../src/plugins/domain.js', {
+    '../../src/domain/sold-out-cache.js': t.createMock(soldOutCache, { createSoldOutCache }),
+  });
+  const copy = await t.mockImport<typeof import('../../src/app.js')>('../../src/app.js', { '../../src/plugins/domain.js': domain });
+  return async (config) => {
+    const app = await copy.buildApp(config);
+    if (!injected) {
+      await app.close();
+      throw new Error('the sold-out clock was not injected: src/plugins/domain.ts no longer calls createSoldOutCache');
+    }
+    return app;
+  };
 }
 
 /** The fields of a product that tests leave to a default. */
