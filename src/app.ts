@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
+import background from './plugins/background.js';
 import domain from './plugins/domain.js';
 import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
@@ -30,7 +31,7 @@ function canResolve(specifier: string): boolean {
   }
 }
 
-/** The whole service as one Fastify instance: stores first, then the rules, then the routes. */
+/** The whole service as one Fastify instance: stores first, then the rules and their loops, then the routes. */
 export async function buildApp(config: Config): Promise<FastifyInstance> {
   const log = pino(loggerOptions(config));
   const app = Fastify({
@@ -56,6 +57,7 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
   await app.register(errorHandling);
   await app.register(adminAuth);
   await app.register(domain);
+  await app.register(background);
   await app.register(healthRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });

@@ -5,13 +5,17 @@ import type { Config } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import type { Database } from '../db/schema.js';
 import { createRedisClock, type RedisClock } from '../redis/clock.js';
+import { commandSettings, createRedisCommands, type RedisCommands } from '../redis/commands.js';
 import { connectRedis } from '../redis/connection.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
+    /** The raw connection: for probes only; everything else goes through `redisCommands`. */
     redis: Redis;
     redisClock: RedisClock;
+    /** Every script and command the service sends to Redis, typed and decoded (src/redis/commands.ts). */
+    redisCommands: RedisCommands;
     db: Kysely<Database>;
   }
 }
@@ -34,6 +38,7 @@ export default fp<{ config: Config }>(
     app.decorate('redis', redis);
     const clock = await createRedisClock(redis);
     app.decorate('redisClock', clock);
+    app.decorate('redisCommands', createRedisCommands(redis, commandSettings(config, clock)));
     const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
     const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: config.DATABASE_POOL_SIZE });
