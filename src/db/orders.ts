@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, OrderRow } from './schema.js';
+import { RETURNED_ORDER_STATUSES, type Database, type OrderRow } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -129,12 +129,12 @@ export async function cancelOrders(trx: Transaction<Database>, ids: number[]): P
     .execute();
 }
 
-/** Cancelled orders whose units are not yet back on sale in Redis. */
+/** Orders whose units go back on sale (cancelled, refund_required) and are not back yet in Redis. */
 export async function ordersWithUnitsToRelease(db: Db, limit: number): Promise<{ id: number; hold_id: string }[]> {
   return db
     .selectFrom('orders')
     .select(['id', 'hold_id'])
-    .where('status', 'in', ['cancelled', 'refund_required'])
+    .where('status', 'in', RETURNED_ORDER_STATUSES)
     .where('units_released_at', 'is', null)
     .orderBy('id')
     .limit(limit)

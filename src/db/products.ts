@@ -1,5 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, NewProductRow, ProductRow } from './schema.js';
+import { SOLD_ORDER_STATUSES, type Database, type NewProductRow, type ProductRow } from './schema.js';
 
 type Db = Kysely<Database> | Transaction<Database>;
 
@@ -39,7 +39,7 @@ export async function listProducts(db: Db, page: { limit: number; afterId: numbe
     .execute();
 }
 
-/** Units sold per product: the items of orders that are not cancelled. */
+/** Units sold per product: the items of orders whose units count as sold (SOLD_ORDER_STATUSES). */
 export async function soldUnits(db: Db, productIds: number[]): Promise<Map<number, number>> {
   if (productIds.length === 0) return new Map();
   const rows = await db
@@ -47,7 +47,7 @@ export async function soldUnits(db: Db, productIds: number[]): Promise<Map<numbe
     .innerJoin('orders', 'orders.id', 'order_items.order_id')
     .select(['order_items.product_id', sql<number>`sum(order_items.qty)::int`.as('units')])
     .where('order_items.product_id', 'in', productIds)
-    .where('orders.status', 'in', ['pending_payment', 'paid'])
+    .where('orders.status', 'in', SOLD_ORDER_STATUSES)
     .groupBy('order_items.product_id')
     .execute();
   return new Map(rows.map((r) => [r.product_id, r.units]));

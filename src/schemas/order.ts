@@ -1,10 +1,26 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ProductIdSchema } from './product.js';
 
-export const OrderStatusSchema = Type.Union(
-  ['pending_payment', 'paid', 'cancelled', 'refund_required'].map((s) => Type.Literal(s)),
-);
-export const PaymentStatusSchema = Type.Union(['pending', 'processing', 'completed', 'failed'].map((s) => Type.Literal(s)));
+/**
+ * An order's status; src/db/schema.ts says which count as sold. The orders table's CHECK lists the same. Spelled
+ * out, not mapped from a list: a mapped list would type the status as any string.
+ */
+export const OrderStatusSchema = Type.Union([
+  Type.Literal('pending_payment'),
+  Type.Literal('paid'),
+  Type.Literal('cancelled'),
+  Type.Literal('refund_required'),
+]);
+export type OrderStatus = Static<typeof OrderStatusSchema>;
+
+/** The status of an order's payment (orders.payment_status, payments.status). */
+export const PaymentStatusSchema = Type.Union([
+  Type.Literal('pending'),
+  Type.Literal('processing'),
+  Type.Literal('completed'),
+  Type.Literal('failed'),
+]);
+export type PaymentStatus = Static<typeof PaymentStatusSchema>;
 
 /**
  * An order id, in a path's `:id` (read as a number by readUrlIntegers), a webhook's `order_id` and every answer.
