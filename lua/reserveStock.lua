@@ -43,8 +43,8 @@ With replayed = 1 the answer is the stored decision of the key's first request (
 --- @include "includes/nowMs"
 --- @include "includes/endHold"
 
--- The service sends at most MAX_HOLD_BATCH (src/config.ts) requests a call; this bounds the script's own work.
-local MAX_BATCH = 1000
+-- The same bound as MAX_HOLD_BATCH in src/settings.ts (test/settings.test.ts checks): ~1 ms of Redis a call.
+local MAX_BATCH = 256
 local ttl_ms = tonumber(ARGV[1])
 local inline_expiry_limit = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])

@@ -148,24 +148,3 @@ function accepts(schema: TSchema): string {
   return `a value of kind ${String(schema[Kind])}`;
 }
 
-// PROVISIONAL(settings): replaced by the settings object of src/config.ts when merged.
-export interface Settings {
-  holdTtlMs: number;
-  holdRetainMs: number;
-  idempotencyTtlMs: number;
-  orderPaymentTtlMs: number;
-  convertedHoldRetainMs: number;
-  inlineExpiryLimit: number;
-}
-export function settingsFrom(config: Config): Settings {
-  const holdRetainMs = config.HOLD_RETAIN_SECONDS * 1000;
-  const orderPaymentTtlMs = config.ORDER_PAYMENT_TTL_SECONDS * 1000;
-  return {
-    holdTtlMs: config.HOLD_TTL_SECONDS * 1000,
-    holdRetainMs,
-    idempotencyTtlMs: config.IDEMPOTENCY_TTL_SECONDS * 1000,
-    orderPaymentTtlMs,
-    convertedHoldRetainMs: Math.max(holdRetainMs, 2 * orderPaymentTtlMs),
-    inlineExpiryLimit: 100,
-  };
-}

@@ -2,7 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import t from 'tap';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
-import { commandSettings, createRedisCommands } from '../src/redis/commands.js';
+import { createRedisCommands } from '../src/redis/commands.js';
+import { settingsFrom } from '../src/settings.js';
 import { connectRedis } from '../src/redis/connection.js';
 import { productKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct, TEST_REDIS_URL } from './helper.js';
@@ -87,7 +88,7 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
   t.teardown(() => sweepers.forEach((s) => s.disconnect()));
   let expired = 0;
   for (let round = 0; round < 100; round++) {
-    const passes = await Promise.all(sweepers.map((s) => releaseExpiredHolds(createRedisCommands(s, commandSettings(config)), config, silent)));
+    const passes = await Promise.all(sweepers.map((s) => releaseExpiredHolds(createRedisCommands(s, settingsFrom(config)), settingsFrom(config), silent)));
     const found = passes.reduce((sum, p) => sum + p.expired, 0);
     expired += found;
     if (found === 0 && passes.every((p) => !p.more)) break;
@@ -116,7 +117,7 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
   const sweepProduct = async (connection: (typeof sweepers)[number]) => {
     let released = 0;
     for (;;) {
-      const { expired: count } = await createRedisCommands(connection, commandSettings(config)).releaseExpiredHolds(product.id, 7);
+      const { expired: count } = await createRedisCommands(connection, settingsFrom(config)).releaseExpiredHolds(product.id, 7);
       if (count === 0) return released;
       released += count;
     }
@@ -139,7 +140,7 @@ t.test('an ended hold stays readable for the retention period, then is purged', 
   // The product's next sweep is scheduled at the purge time; sweep until it has come round.
   let purged = 0;
   for (let i = 0; i < 20 && purged === 0; i++) {
-    purged += (await releaseExpiredHolds(createRedisCommands(sweeper, commandSettings(config)), config, silent)).purged;
+    purged += (await releaseExpiredHolds(createRedisCommands(sweeper, settingsFrom(config)), settingsFrom(config), silent)).purged;
     if (purged === 0) await sleep(100);
   }
   t.equal(purged, 1);

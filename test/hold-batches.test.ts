@@ -1,6 +1,6 @@
 import t from 'tap';
 import { productKeys } from '../src/redis/keys.js';
-import { MAX_RESERVE_BATCH } from '../src/redis/reserve-batches.js';
+import { MAX_HOLD_BATCH as MAX_RESERVE_BATCH } from '../src/settings.js';
 import type { HoldRequest, PlacedHold } from '../src/domain/holds.js';
 import { buildTestApp, createProduct, pollUntil, type TestApp } from './helper.js';
 

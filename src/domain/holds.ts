@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
-import type { Config } from '../config.js';
 import { errors, refusals, type HoldRefusal } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RedisCommands, Reservation } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { HoldRecord } from '../redis/hold-record.js';
 import type { Hold } from '../schemas/hold.js';
+import type { Settings } from '../settings.js';
 import { newHoldId, productOfHold } from './hold-ids.js';
 import type { Catalogue } from './products.js';
 import { createRefusalLog } from './refusal-log.js';
@@ -29,16 +29,16 @@ export type HoldDesk = ReturnType<typeof createHoldDesk>;
 /** Holds: placing, reading and releasing them. Every decision is made inside a Redis script. */
 export function createHoldDesk(deps: {
   commands: RedisCommands;
-  config: Config;
+  settings: Settings;
   catalogue: Catalogue;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { commands, config, catalogue, soldOut, log } = deps;
+  const { commands, settings, catalogue, soldOut, log } = deps;
   const refusalLog = createRefusalLog(log);
 
   // Refusals of a sold-out product differ only by the quantity asked: made once each.
-  const soldOutRefusals = Array.from({ length: config.MAX_QTY_PER_HOLD + 1 }, (_, qty) =>
+  const soldOutRefusals = Array.from({ length: settings.maxQtyPerHold + 1 }, (_, qty) =>
     refusals.insufficientStock(0, qty),
   );
 

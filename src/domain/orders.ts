@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { Config } from '../config.js';
 import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
@@ -9,12 +8,10 @@ import type { RedisClock } from '../redis/clock.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { Order } from '../schemas/order.js';
+import type { Settings } from '../settings.js';
 import { crashPoint } from './faults.js';
 import { productOfHold } from './hold-ids.js';
 import type { SoldOutCache } from './sold-out-cache.js';
-
-// Orders one settlement step cancels, or releases the units of.
-const SETTLE_BATCH = 100;
 
 export interface PlacedOrder {
   order: Order;
@@ -38,11 +35,11 @@ export function createOrderDesk(deps: {
   db: Kysely<Database>;
   commands: RedisCommands;
   clock: RedisClock;
-  config: Config;
+  settings: Settings;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { db, commands, clock, config, soldOut, log } = deps;
+  const { db, commands, clock, settings, soldOut, log } = deps;
 
   async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
     const productId = productOfHold(holdId);
@@ -52,7 +49,7 @@ export function createOrderDesk(deps: {
       // The sweeper hands a stale claim to recovery when it next looks at the product: make that no later than
       // the lease (the schedule lives outside the product's slot, so the script cannot do it).
       const [, claim] = await Promise.all([
-        commands.scheduleSweep(productId, Math.ceil(clock.now()) + config.CONVERSION_LEASE_MS, 'LT'),
+        commands.scheduleSweep(productId, Math.ceil(clock.now()) + settings.conversionLeaseMs, 'LT'),
         commands.claimHold(productId, holdId, randomUUID()),
       ]);
       if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
@@ -68,7 +65,7 @@ export function createOrderDesk(deps: {
         qty: hold.qty,
         unitPriceCents: hold.price_cents,
         paymentMethod,
-        paymentTtlSeconds: config.ORDER_PAYMENT_TTL_SECONDS,
+        paymentTtlSeconds: settings.orderPaymentTtlMs / 1000,
       });
       if (!order) {
         // The claim has an outcome already: a copy of this request committed the order (perhaps before a crash
@@ -151,17 +148,17 @@ export function createOrderDesk(deps: {
    * finishes returning units of cancelled orders that a crash or an outage interrupted.
    */
   async function settleOverdue(): Promise<{ cancelled: number; released: number; more: boolean }> {
-    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, SETTLE_BATCH));
+    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, settings.settleBatch));
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
     if (cancelled.length > 0) crashPoint('after-cancel-commit');
     let released = 0;
-    for (const order of await ordersRepo.ordersWithUnitsToRelease(db, SETTLE_BATCH)) {
+    for (const order of await ordersRepo.ordersWithUnitsToRelease(db, settings.settleBatch)) {
       await releaseUnits(order);
       released++;
     }
-    return { cancelled: cancelled.length, released, more: cancelled.length === SETTLE_BATCH || released === SETTLE_BATCH };
+    return { cancelled: cancelled.length, released, more: cancelled.length === settings.settleBatch || released === settings.settleBatch };
   }
 
   return { place, find, recoverClaim, releaseUnits, settleOverdue };

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import type { Inventory, RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { NewProduct, Product } from '../schemas/product.js';
+import { PRODUCT_LOAD_BATCH } from '../settings.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
 export type Catalogue = ReturnType<typeof createCatalogue>;
@@ -101,7 +102,7 @@ export function createCatalogue(deps: {
     let loaded = 0;
     let resynced = 0;
     for (let afterId = 0; ; ) {
-      const rows = await productsRepo.listProducts(db, { limit: 500, afterId });
+      const rows = await productsRepo.listProducts(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
       const sold = await productsRepo.soldUnits(
         db,

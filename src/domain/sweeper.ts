@@ -1,13 +1,8 @@
-import type { Config } from '../config.js';
+import type { Settings } from '../settings.js';
 import type { Logger } from '../log.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { runPeriodically, type Loop } from './loop.js';
 
-// Products one claim hands out, and how long they stay leased to this instance.
-const CLAIM_SIZE = 50;
-const LEASE_MS = 10_000;
-// A pass keeps claiming while work is due, but yields the event loop after this long.
-const PASS_BUDGET_MS = 200;
 
 /** Decides a conversion claim whose lease ran out (see OrderDesk.recoverClaim). */
 export type StaleClaimHandler = (productId: number, holdId: string, claimId: string) => Promise<void>;
@@ -30,22 +25,22 @@ export interface SweepResult {
  */
 export async function releaseExpiredHolds(
   commands: RedisCommands,
-  config: Config,
+  settings: Settings,
   log: Logger,
   onStaleClaim?: StaleClaimHandler,
 ): Promise<SweepResult> {
   const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false };
   const started = Date.now();
   for (;;) {
-    if (Date.now() - started >= PASS_BUDGET_MS) {
+    if (Date.now() - started >= settings.sweepPassBudgetMs) {
       result.more = true;
       break;
     }
-    const productIds = await commands.claimDueProducts(CLAIM_SIZE, LEASE_MS);
+    const productIds = await commands.claimDueProducts(settings.sweepClaimSize, settings.sweepLeaseMs);
     if (productIds.length === 0) break;
     const steps = await Promise.all(
       productIds.map(async (productId) => {
-        const step = await commands.releaseExpiredHolds(productId, config.SWEEP_BATCH_SIZE);
+        const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize);
         await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
         if (step.expired > 0) log.info({ product_id: productId, count: step.expired }, 'holds expired');
         for (const { holdId, claimId } of step.staleClaims) {
@@ -68,12 +63,12 @@ export async function releaseExpiredHolds(
   return result;
 }
 
-/** Runs sweeper passes every `SWEEP_INTERVAL_MS`, at once again while expired holds are waiting. */
-export function startSweeper(commands: RedisCommands, config: Config, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
+/** Runs sweeper passes every `sweepIntervalMs`, at once again while expired holds are waiting. */
+export function startSweeper(commands: RedisCommands, settings: Settings, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
   return runPeriodically(
     'sweeper',
-    config.SWEEP_INTERVAL_MS,
-    () => releaseExpiredHolds(commands, config, log, onStaleClaim),
+    settings.sweepIntervalMs,
+    () => releaseExpiredHolds(commands, settings, log, onStaleClaim),
     log,
   );
 }

@@ -10,14 +10,14 @@ import { startSweeper } from '../domain/sweeper.js';
  */
 export default fp(
   async (app) => {
-    const { redisCommands, config, log, catalogue, orders } = app;
+    const { redisCommands, settings, log, catalogue, orders } = app;
     await catalogue.loadAll();
 
     const loops: Loop[] = [];
     app.addHook('onReady', async () => {
-      if (config.SWEEP_INTERVAL_MS > 0) loops.push(startSweeper(redisCommands, config, log, orders.recoverClaim));
-      if (config.RECOVERY_INTERVAL_MS > 0) {
-        loops.push(runPeriodically('order settlement', config.RECOVERY_INTERVAL_MS, orders.settleOverdue, log));
+      if (settings.sweepIntervalMs > 0) loops.push(startSweeper(redisCommands, settings, log, orders.recoverClaim));
+      if (settings.recoveryIntervalMs > 0) {
+        loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
       }
     });
     // Registered after the stores plugin, so it runs before Redis and Postgres are closed.

@@ -17,12 +17,12 @@ declare module 'fastify' {
 /** The rules: the catalogue and the hold, order and payment desks, wired to the stores. */
 export default fp(
   async (app) => {
-    const { redisCommands: commands, redisClock: clock, db, config, log } = app;
-    const soldOut = createSoldOutCache(config.SOLD_OUT_CACHE_MS);
+    const { redisCommands: commands, redisClock: clock, db, settings, log } = app;
+    const soldOut = createSoldOutCache(settings.soldOutCacheMs);
     const catalogue = createCatalogue({ db, commands, log, soldOut });
-    const orders = createOrderDesk({ db, commands, clock, config, soldOut, log });
+    const orders = createOrderDesk({ db, commands, clock, settings, soldOut, log });
     app.decorate('catalogue', catalogue);
-    app.decorate('holds', createHoldDesk({ commands, config, catalogue, soldOut, log }));
+    app.decorate('holds', createHoldDesk({ commands, settings, catalogue, soldOut, log }));
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log }));
   },

@@ -1,6 +1,5 @@
 import type { Redis } from 'ioredis';
-import { settingsFrom, type Config } from '../config.js';
-import type { RedisClock } from './clock.js';
+import type { Settings } from '../settings.js';
 import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
@@ -84,45 +83,20 @@ export interface SweepStep {
   staleClaims: { holdId: string; claimId: string }[];
 }
 
-export interface CommandSettings {
-  prefix: string;
-  holdTtlMs: number;
-  holdRetainMs: number;
-  /** A converted hold's record is kept at least until its order can no longer be cancelled. */
-  convertedHoldRetainMs: number;
-  idempotencyTtlMs: number;
-  inlineExpiryLimit: number;
-  conversionLeaseMs: number;
-  /** The moment (ms, Redis's clock) past which callers of a hold batch sent now have been answered 503. */
-  reserveDeadline: () => number;
-}
-
 const INVENTORY_FIELDS = ['name', 'price_cents', 'stock', 'held', 'sold', 'per_customer_limit'] as const;
-
-/** The command settings of a configuration; hold batches get deadlines on `clock` (Redis's clock). */
-export function commandSettings(config: Config, clock?: RedisClock): CommandSettings {
-  const settings = settingsFrom(config);
-  const now = clock ? () => clock.now() : Date.now;
-  return {
-    prefix: config.REDIS_KEY_PREFIX,
-    holdTtlMs: settings.holdTtlMs,
-    holdRetainMs: settings.holdRetainMs,
-    convertedHoldRetainMs: settings.convertedHoldRetainMs,
-    idempotencyTtlMs: settings.idempotencyTtlMs,
-    inlineExpiryLimit: settings.inlineExpiryLimit,
-    conversionLeaseMs: config.CONVERSION_LEASE_MS,
-    // Past this moment the callers have been answered 503, so the script must not hold anything.
-    reserveDeadline: () => Math.floor(now()) + config.REDIS_COMMAND_TIMEOUT_MS,
-  };
-}
 
 export type RedisCommands = ReturnType<typeof createRedisCommands>;
 
-export function createRedisCommands(redis: Redis, settings: CommandSettings) {
-  const { prefix } = settings;
+/** `now`: Redis's clock as this process sees it (src/redis/clock.ts); hold batches get their deadlines on it. */
+export function createRedisCommands(redis: Redis, settings: Settings, now: () => number = Date.now) {
+  const prefix = settings.redisKeyPrefix;
   const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
   const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
-  const batches = createReserveBatches(redis, settings);
+  const batches = createReserveBatches(redis, {
+    ...settings,
+    // Past this moment the callers have been answered 503, so the script must not hold anything.
+    reserveDeadline: () => Math.floor(now()) + settings.redisCommandTimeoutMs,
+  });
 
   return {
     /** Decides one hold request in its product's next batch (lua/reserveStock.lua). */

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { redisFailure, ScriptReplyError } from './errors.js';
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
+import type { Settings } from '../settings.js';
 import { ScriptCode } from './script-codes.js';
 
 /** One hold request as lua/reserveStock.lua takes it. */
@@ -24,21 +25,14 @@ export type ReserveOutcome =
   | { kind: 'customerIdRequired' }
   | { kind: 'deadlinePassed' };
 
-export interface ReserveBatchSettings {
-  prefix: string;
-  holdTtlMs: number;
-  inlineExpiryLimit: number;
-  idempotencyTtlMs: number;
-  holdRetainMs: number;
+export interface ReserveBatchSettings
+  extends Pick<Settings, 'redisKeyPrefix' | 'holdTtlMs' | 'inlineExpiryLimit' | 'idempotencyTtlMs' | 'holdRetainMs' | 'maxHoldBatch'> {
   /** The moment (ms, Redis's clock) past which the callers of a batch sent now have been answered 503. */
   reserveDeadline: () => number;
 }
 
 // Separators of the script's request lines (see lua/reserveStock.lua).
 const FIELD_BREAK = /[\t\n]/;
-
-/** Most requests in one script call: bounds the time Redis spends on one call (~1 ms). */
-export const MAX_RESERVE_BATCH = 256;
 
 interface Waiting {
   reservation: Reservation;
@@ -91,13 +85,13 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
 
   /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
   function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
-    const keys: string[] = productScriptKeys(productKeys(settings.prefix, productId));
+    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId));
     const lines: string[] = [];
     for (const { reservation } of batch) {
       const { idempotency } = reservation;
       let keyIndex = 0;
       if (idempotency) {
-        keys.push(holdIdempotencyKey(settings.prefix, productId, idempotency.key));
+        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
       // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
@@ -141,7 +135,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         pending.set(reservation.productId, batch);
       }
       batch.push({ reservation, resolve, reject });
-      if (batch.length >= MAX_RESERVE_BATCH) {
+      if (batch.length >= settings.maxHoldBatch) {
         pending.delete(reservation.productId);
         send(reservation.productId, batch);
       } else if (!flushScheduled) {
