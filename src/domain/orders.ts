@@ -49,7 +49,7 @@ export function createOrderDesk(deps: {
       // The sweeper hands a stale claim to recovery when it next looks at the product: make that no later than
       // the lease (the schedule lives outside the product's slot, so the script cannot do it).
       const [, claim] = await Promise.all([
-        commands.scheduleSweep(productId, Math.ceil(clock.now()) + settings.conversionLeaseMs, 'LT'),
+        commands.scheduleSweep(productId, Math.ceil(clock.now()) + settings.conversionLeaseMs, 'sooner'),
         commands.claimHold(productId, holdId, randomUUID()),
       ]);
       if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };

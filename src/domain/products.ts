@@ -27,7 +27,7 @@ export function createCatalogue(deps: {
   async function loadIntoRedis(row: ProductRow, sold: number): Promise<{ loaded: boolean; inSync: boolean }> {
     const { loaded, version } = await commands.loadProduct({ ...row, sold });
     // A product the sweeper has never seen is looked at on its next pass, then on its own schedule.
-    await commands.scheduleSweep(row.id, 0, 'NX');
+    await commands.scheduleSweep(row.id, 0, 'new');
     return { loaded, inSync: version === row.stock_version };
   }
 

@@ -223,13 +223,19 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     },
 
     /**
-     * Puts a product on the sweep schedule at `at` (ms, Redis's clock): `NX` only if it is not on it, `LT` only
-     * if that is sooner than planned, `always` in any case.
+     * Puts a product on the sweep schedule at `at` (ms, Redis's clock): `new` only if it is not on it yet (a
+     * product loaded), `sooner` only if it is on it and `at` is sooner than planned (never adds a member, so a
+     * request naming a product that does not exist cannot grow the schedule), `always` in any case.
      */
-    async scheduleSweep(productId: number, at: number, when: 'NX' | 'LT' | 'always'): Promise<void> {
+    async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always'): Promise<void> {
       const key = sweepScheduleKey(prefix);
       const member = String(productId);
-      const added = when === 'always' ? redis.zadd(key, at, member) : redis.zadd(key, when, at, member);
+      const added =
+        when === 'new'
+          ? redis.zadd(key, 'NX', at, member)
+          : when === 'sooner'
+            ? redis.zadd(key, 'XX', 'LT', at, member)
+            : redis.zadd(key, at, member);
       await added.catch(rethrowRedisFailure);
     },
 
