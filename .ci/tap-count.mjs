@@ -1,115 +1,41 @@
-// Counts tests in the TAP stream of `tap --reporter=tap` (tap 21) and prints "PASSED FAILED SKIPPED".
-//
-// The stream nests with 4 spaces a level:
-//   # Subtest: test/x.test.ts          <- level 0: one test file
-//       # Subtest: reserves stock      <- level 1: a named t.test()/test() in that file
-//           ok 1 - should be equal     <- level 2: its assertions (not counted)
-//       ok 1 - reserves stock # time=3ms
-//   ok 1 - test/x.test.ts # time=40ms
-// A "test" is a level-1 named subtest. Also counted as failed: a level-1 `not ok` that is not a
-// subtest (uncaught error, failing top-level assertion), a file whose own line is `not ok` with no
-// failure inside it (crash, exit code, timeout, "no tests found"), a level-0 `not ok` that is not a
-// file, a Bail out!, and files the plan promised but that never reported. A file without subtests
-// counts as one test. Diagnostics blocks (`---` ... `...`) are skipped: they quote source code.
+// Counts tests in the TAP log of `tap --reporter=tap` and prints "PASSED FAILED SKIPPED", with tap-parser (tap's own
+// parser). Level 0 has one subtest per test file; a "test" is a level-1 subtest (a named t.test()), and a file without
+// subtests counts as one. Also failed: a failing level-1 assertion outside subtests, a file failed with no failing
+// subtest (crash, exit code, timeout), a failing runner-level point, a Bail out!, files the plan promised that never
+// reported, and a stream tap-parser finds not ok although nothing above failed.
 import { readFileSync } from 'node:fs';
+import { Parser } from 'tap-parser';
 
-const lines = readFileSync(process.argv[2] ?? '/dev/stdin', 'utf8').split(/\r?\n/);
-const point = /^(not )?ok\b(?:\s+\d+)?(?:\s*-)?\s*(.*)$/;
-const directive = (desc) => /(?:^|[^\\])#\s*(skip|todo)\b/i.exec(desc)?.[1]?.toLowerCase();
-
-let passed = 0, failed = 0, skipped = 0;
+const total = { pass: 0, fail: 0, skip: 0 };
 const failures = [];
-let file = null; // { name, pass, fail, skip, pending: the next level-1 point closes a subtest }
-let plan = null;
-let filePoints = 0;
-let yamlEnd = null; // the line that closes the diagnostics block being skipped
-let lastWasPoint = -1; // indent of the previous line if it was a test point
-
-for (const raw of lines) {
-  if (yamlEnd !== null) {
-    if (raw === yamlEnd) yamlEnd = null;
-    continue;
-  }
-  const indent = raw.length - raw.trimStart().length;
-  const line = raw.trim();
-  if (line === '---' && indent === lastWasPoint + 2) {
-    yamlEnd = ' '.repeat(indent) + '...';
-    continue;
-  }
-  lastWasPoint = -1;
-  if (line === '' || indent % 4 !== 0) continue;
-  const level = indent / 4;
-
-  if (/^Bail out!/.test(line)) {
-    failed++;
-    failures.push(line);
-    continue;
-  }
-  if (level === 0 && /^1\.\.\d+/.test(line)) {
-    plan = Number(line.slice(3).split(/\D/)[0]);
-    continue;
-  }
-  // A subtest is a level-1 point with a body: a "# Subtest" header (absent for unnamed ones) or deeper lines.
-  if (level >= 2 && file) file.pending = true;
-  const sub = /^# Subtest(?::\s*(.*))?$/.exec(line);
-  if (sub) {
-    if (level === 0) file = { name: sub[1] ?? '(unnamed file)', pass: 0, fail: 0, skip: 0, pending: false };
-    else if (level === 1 && file) file.pending = true;
-    continue;
-  }
-  const m = point.exec(line);
-  if (!m) continue;
-  lastWasPoint = indent;
-  const ok = !m[1];
-  const desc = m[2];
-  const dir = directive(desc);
-  const name = desc.replace(/\s+#\s.*$/, '').replace(/\\#/g, '#');
-
-  if (level === 1 && file) {
-    // Skipped and todo subtests never ran, so they have no body.
-    const isSubtest = file.pending || dir !== undefined;
-    file.pending = false;
-    if (isSubtest) {
-      if (dir) file.skip++;
-      else if (ok) file.pass++;
-      else {
-        file.fail++;
-        failures.push(`${file.name} > ${name}`);
-      }
-    } else if (!ok && !dir) {
-      file.fail++;
-      failures.push(`${file.name} > ${name} (outside any subtest)`);
-    }
-  } else if (level === 0) {
-    filePoints++;
-    if (!file) {
-      // A runner-level point such as "not ok 5 - timeout!".
-      if (!ok && !dir) {
-        failed++;
-        failures.push(name);
-      }
-      continue;
-    }
-    let { pass, fail, skip } = file;
-    if (pass + fail + skip === 0) {
-      // No named subtests: the file itself is the test.
-      if (dir) skip = 1;
-      else if (ok) pass = 1;
-    }
-    if (!ok && !dir && fail === 0) {
-      fail = 1;
-      failures.push(`${file.name} (file failed: crash, exit code, timeout or no tests)`);
-    }
-    passed += pass;
-    failed += fail;
-    skipped += skip;
-    file = null;
-  }
-}
-
-if (plan !== null && filePoints < plan) {
-  failed += plan - filePoints;
-  failures.push(`${plan - filePoints} test file(s) never reported`);
-}
-for (const f of failures) process.stderr.write(`FAILED: ${f}\n`);
-process.stdout.write(`${passed} ${failed} ${skipped}\n`);
+const fail = (what, n = 1) => void ((total.fail += n), failures.push(what));
+const parser = new Parser();
+parser.on('child', (file) => {
+  const own = { pass: 0, fail: 0, skip: 0, failures: [] };
+  const failed = (what) => void (own.fail++, own.failures.push(what));
+  file.on('assert', (a) => {
+    // A point that closes a body is a subtest; a skipped or todo subtest never ran, so it has none.
+    if (a.skip || a.todo) own.skip++;
+    else if (!a.ok) failed(a.closingTestPoint ? a.fullname : `${a.fullname} (outside any subtest)`);
+    else if (a.closingTestPoint) own.pass++;
+  });
+  file.on('complete', () => {
+    const end = file.closingTestPoint; // the file's own point: without one, the plan counts the file as missing
+    if (!end) return;
+    const directive = end.skip || end.todo;
+    if (own.pass + own.fail + own.skip === 0 && (directive || end.ok)) own[directive ? 'skip' : 'pass'] = 1;
+    if (!end.ok && !directive && own.fail === 0) failed(`${file.name} (file failed: crash, exit code, timeout)`);
+    for (const k of ['pass', 'fail', 'skip']) total[k] += own[k];
+    failures.push(...own.failures);
+  });
+});
+parser.on('assert', (a) => a.closingTestPoint || a.ok || a.skip || a.todo || fail(a.name));
+parser.on('bailout', (reason) => fail(`Bail out! ${reason || ''}`));
+parser.on('complete', (results) => {
+  const missing = (results.plan.end ?? 0) - results.count;
+  if (missing > 0) fail(`${missing} test file(s) never reported`, missing);
+  if (!results.ok && total.fail === 0) fail(`TAP stream not ok: ${JSON.stringify(results.failures)}`);
+  for (const f of failures) process.stderr.write(`FAILED: ${f}\n`);
+  process.stdout.write(`${total.pass} ${total.fail} ${total.skip}\n`);
+});
+parser.end(readFileSync(process.argv[2] ?? '/dev/stdin', 'utf8'));

@@ -15,13 +15,14 @@ ARGV[2] claim id
 ARGV[3] how long an ended hold stays readable (ms)
 
 Returns {code, hold status after the call}:
-   1  ABANDONED          status held or expired
+   7  CLAIM_ABANDONED    status held or expired
    0  UNCHANGED          the hold is not under this claim (any more)
   -4  HOLD_NOT_FOUND
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]
@@ -31,11 +32,11 @@ if ARGV[2] == '' or not retain_ms then
 end
 local raw = redis.call('HGET', KEYS[3], hold_id)
 if not raw then
-  return {-4, ''}
+  return {CODE.HOLD_NOT_FOUND, ''}
 end
 local hold = cjson.decode(raw)
 if hold.status ~= 'converting' or hold.claim_id ~= ARGV[2] then
-  return {0, hold.status}
+  return {CODE.UNCHANGED, hold.status}
 end
 
 local now = now_ms()
@@ -45,7 +46,7 @@ hold.claim_id = nil
 if hold.expires_at > now then
   redis.call('HSET', KEYS[3], hold_id, cjson.encode(hold))
   redis.call('ZADD', KEYS[2], hold.expires_at, hold_id)
-  return {1, 'held'}
+  return {CODE.CLAIM_ABANDONED, 'held'}
 end
-end_hold({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, hold_id, hold, 'expired', now, retain_ms)
-return {1, 'expired'}
+end_hold(PRODUCT_KEYS, hold_id, hold, 'expired', now, retain_ms)
+return {CODE.CLAIM_ABANDONED, 'expired'}

@@ -16,16 +16,17 @@ ARGV[3] claim lease (ms): after it, recovery decides the claim's fate from Postg
 ARGV[4] how long an ended hold stays readable (ms)
 
 Returns {code, claim id, hold record JSON}:
-   1  CLAIMED            a new claim, with ARGV[2]
+   3  CLAIMED            a new claim, with ARGV[2]
    2  CLAIM_JOINED       a claim was already in progress: its id
   -4  HOLD_NOT_FOUND
   -5  HOLD_CONVERTED     already an order (claim id of the conversion)
  -10  HOLD_EXPIRED       (ended now if it was still counted as active)
  -11  HOLD_RELEASED
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]
@@ -37,23 +38,23 @@ end
 
 local raw = redis.call('HGET', KEYS[3], hold_id)
 if not raw then
-  return {-4, '', ''}
+  return {CODE.HOLD_NOT_FOUND, '', ''}
 end
 local hold = cjson.decode(raw)
 if hold.status == 'converting' then
-  return {2, hold.claim_id, raw}
+  return {CODE.CLAIM_JOINED, hold.claim_id, raw}
 elseif hold.status == 'converted' then
-  return {-5, hold.claim_id or '', raw}
+  return {CODE.HOLD_CONVERTED, hold.claim_id or '', raw}
 elseif hold.status == 'released' then
-  return {-11, '', raw}
+  return {CODE.HOLD_RELEASED, '', raw}
 elseif hold.status == 'expired' then
-  return {-10, '', raw}
+  return {CODE.HOLD_EXPIRED, '', raw}
 end
 
 local now = now_ms()
 if hold.expires_at <= now then
-  end_hold({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, hold_id, hold, 'expired', now, retain_ms)
-  return {-10, '', cjson.encode(hold)}
+  end_hold(PRODUCT_KEYS, hold_id, hold, 'expired', now, retain_ms)
+  return {CODE.HOLD_EXPIRED, '', cjson.encode(hold)}
 end
 hold.status = 'converting'
 hold.claim_id = ARGV[2]
@@ -61,4 +62,4 @@ local encoded = cjson.encode(hold)
 redis.call('HSET', KEYS[3], hold_id, encoded)
 redis.call('ZREM', KEYS[2], hold_id)
 redis.call('ZADD', KEYS[6], now + lease_ms, hold_id)
-return {1, ARGV[2], encoded}
+return {CODE.CLAIMED, ARGV[2], encoded}

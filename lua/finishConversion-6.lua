@@ -14,12 +14,14 @@ ARGV[2] order id
 ARGV[3] how long the converted hold's record stays readable (ms)
 
 Returns {code, hold status}:
-   1  CONVERTED
+   6  CONVERTED
    0  UNCHANGED          it was already converted
   -4  HOLD_NOT_FOUND
- -13  NOT_CONVERTING     the hold is in another state (returned as the second element); nothing changed
+ -13  WRONG_HOLD_STATE   the hold is not being converted (its status is the second element); nothing changed
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
 
 local hold_id = ARGV[1]
@@ -29,13 +31,13 @@ if ARGV[2] == '' or not retain_ms then
 end
 local raw = redis.call('HGET', KEYS[3], hold_id)
 if not raw then
-  return {-4, ''}
+  return {CODE.HOLD_NOT_FOUND, ''}
 end
 local hold = cjson.decode(raw)
 if hold.status == 'converted' then
-  return {0, 'converted'}
+  return {CODE.UNCHANGED, 'converted'}
 elseif hold.status ~= 'converting' then
-  return {-13, hold.status}
+  return {CODE.WRONG_HOLD_STATE, hold.status}
 end
 
 local now = now_ms()
@@ -47,4 +49,4 @@ hold.order_id = ARGV[2]
 hold.ended_at = now
 redis.call('HSET', KEYS[3], hold_id, cjson.encode(hold))
 redis.call('ZADD', KEYS[5], now + retain_ms, hold_id)
-return {1, 'converted'}
+return {CODE.CONVERTED, 'converted'}

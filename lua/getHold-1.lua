@@ -7,19 +7,21 @@ KEYS[1] holds   hash   hold id -> hold record (JSON)
 ARGV[1] hold id
 
 Returns {code, hold record JSON}:
-   1  FOUND
+   4  HOLD_FOUND
   -4  HOLD_NOT_FOUND
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
 
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
-  return {-4, ''}
+  return {CODE.HOLD_NOT_FOUND, ''}
 end
 local hold = cjson.decode(raw)
 if hold.status == 'held' and hold.expires_at <= now_ms() then
   hold.status = 'expired'
-  return {1, cjson.encode(hold)}
+  return {CODE.HOLD_FOUND, cjson.encode(hold)}
 end
-return {1, raw}
+return {CODE.HOLD_FOUND, raw}

@@ -11,8 +11,13 @@ ARGV[4] name
 ARGV[5] stock version
 ARGV[6] units already sold (from Postgres's orders)
 
-Returns {loaded (1) or already present (0), stock version in Redis}
+Returns {code, stock version in Redis}:
+  10  PRODUCT_LOADED
+   0  UNCHANGED          the product was there already (its live counters are left as they are)
+(Codes: lua/includes/codes.lua.)
 ]]
+
+--- @include "includes/codes"
 
 local stock = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -24,8 +29,8 @@ if not stock or stock < 0 or not limit or limit < 0 or not price or price < 0 or
 end
 local current = redis.call('HGET', KEYS[1], 'stock_version')
 if current then
-  return {0, tonumber(current)}
+  return {CODE.UNCHANGED, tonumber(current)}
 end
 redis.call('HSET', KEYS[1], 'stock', stock, 'held', 0, 'sold', sold, 'per_customer_limit', limit,
   'price_cents', price, 'name', ARGV[4], 'stock_version', version)
-return {1, version}
+return {CODE.PRODUCT_LOADED, version}

@@ -22,7 +22,6 @@ the pairs are the claims whose lease ran out.
 ]]
 
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local batch = tonumber(ARGV[1])
@@ -34,7 +33,7 @@ if not batch or batch < 1 or not retain_ms or not max_wait_ms or not lease_ms th
 end
 
 local now = now_ms()
-local expired = expire_due_holds({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, now, batch, retain_ms)
+local expired = expire_due_holds(PRODUCT_KEYS, now, batch, retain_ms)
 
 local purgeable = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, batch)
 if #purgeable > 0 then

@@ -12,14 +12,16 @@ ARGV[1] hold id
 ARGV[2] how long an ended hold stays readable (ms)
 
 Returns {code, hold record JSON}:
-   1  ENDED            the record now (status released, or expired when its time had already run out)
+   5  HOLD_ENDED       ended now: the record (status released, or expired when its time had already run out)
+   4  HOLD_FOUND       it had ended before: its record, unchanged
   -4  HOLD_NOT_FOUND
+(Codes: lua/includes/codes.lua.)
   -5  HOLD_CONVERTED   the hold became an order; record attached
  -12  HOLD_CONVERTING  the hold is being turned into an order; record attached
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local hold_id = ARGV[1]
@@ -30,13 +32,13 @@ end
 
 local raw = redis.call('HGET', KEYS[3], hold_id)
 if not raw then
-  return {-4, ''}
+  return {CODE.HOLD_NOT_FOUND, ''}
 end
 local hold = cjson.decode(raw)
 if hold.status == 'converted' then
-  return {-5, raw}
+  return {CODE.HOLD_CONVERTED, raw}
 elseif hold.status == 'converting' then
-  return {-12, raw}
+  return {CODE.HOLD_CONVERTING, raw}
 end
 if hold.status == 'held' then
   local now = now_ms()
@@ -44,7 +46,7 @@ if hold.status == 'held' then
   if hold.expires_at <= now then
     status = 'expired'
   end
-  end_hold({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, hold_id, hold, status, now, retain_ms)
-  return {1, cjson.encode(hold)}
+  end_hold(PRODUCT_KEYS, hold_id, hold, status, now, retain_ms)
+  return {CODE.HOLD_ENDED, cjson.encode(hold)}
 end
-return {1, raw}
+return {CODE.HOLD_FOUND, raw}

@@ -36,13 +36,15 @@ code, hold id ('' unless HELD), a, b, replayed (0|1)
   -8  CUSTOMER_ID_REQUIRED
   -9  DEADLINE_PASSED           the command reached Redis after its callers timed out; nothing was done
 With replayed = 1 the answer is the stored decision of the key's first request (HELD, -2 or -3).
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
-local MAX_BATCH = 1000
+-- The same bound as MAX_HOLD_BATCH in src/settings.ts (test/settings.test.ts checks): ~1 ms of Redis a call.
+local MAX_BATCH = 256
 local ttl_ms = tonumber(ARGV[1])
 local inline_expiry_limit = tonumber(ARGV[2])
 local idempotency_ttl_ms = tonumber(ARGV[3])
@@ -85,19 +87,18 @@ local now = now_ms()
 -- A command delayed past its callers' timeout (Redis paused, a slow network) must not hold units nobody
 -- was told about.
 if now > deadline then
-  return answer_all(-9)
+  return answer_all(CODE.DEADLINE_PASSED)
 end
 
 local inventory = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'per_customer_limit', 'price_cents')
 if not inventory[1] then
-  return answer_all(-1)
+  return answer_all(CODE.PRODUCT_NOT_FOUND)
 end
 local stock = tonumber(inventory[1])
 local held = tonumber(inventory[2])
 local sold = tonumber(inventory[3])
 local limit = tonumber(inventory[4])
 local price_cents = tonumber(inventory[5])
-local keys = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}
 local expires_at = now + ttl_ms
 local expired_in_place = false
 
@@ -109,7 +110,7 @@ local new_expiries = {}
 local units_granted = 0
 for i = 1, n do
   local hold_id, qty, customer_id, fingerprint, key_index = unpack(requests[i])
-  local code, a, b, replayed = 1, 0, 0, 0
+  local code, a, b, replayed = CODE.HELD, 0, 0, 0
   local decided = false
 
   if key_index ~= 0 then
@@ -118,7 +119,7 @@ for i = 1, n do
       local decision = cjson.decode(stored)
       decided = true
       if decision.fingerprint ~= fingerprint then
-        code, hold_id = -7, ''
+        code, hold_id = CODE.IDEMPOTENCY_KEY_REUSED, ''
       else
         code, hold_id, a, b, replayed = decision.code, decision.hold_id, decision.a, decision.b, 1
       end
@@ -130,7 +131,7 @@ for i = 1, n do
   end
   if not decided and limit > 0 and customer_id == '' then
     decided = true
-    code, hold_id = -8, ''
+    code, hold_id = CODE.CUSTOMER_ID_REQUIRED, ''
   end
 
   if not decided then
@@ -138,7 +139,7 @@ for i = 1, n do
       -- Holds past their expiry give their units back now rather than when the sweeper comes by. The holds
       -- granted earlier in this batch are not written yet and not due, so they are not touched.
       expired_in_place = true
-      if expire_due_holds(keys, now, inline_expiry_limit, retain_ms) > 0 then
+      if expire_due_holds(PRODUCT_KEYS, now, inline_expiry_limit, retain_ms) > 0 then
         held = tonumber(redis.call('HGET', KEYS[1], 'held')) + units_granted
       end
     end
@@ -148,9 +149,9 @@ for i = 1, n do
       customer_units = tonumber(redis.call('HGET', KEYS[4], customer_id) or '0')
     end
     if available < qty then
-      code, a, b = -2, available, qty
+      code, a, b = CODE.INSUFFICIENT_STOCK, available, qty
     elseif limit > 0 and customer_units + qty > limit then
-      code, a, b = -3, customer_units, limit
+      code, a, b = CODE.CUSTOMER_LIMIT_EXCEEDED, customer_units, limit
     else
       -- Only what is needed, and empty fields left out: this record is most of a hold's memory.
       local hold = {qty = qty, status = 'held', price_cents = price_cents, expires_at = expires_at}
@@ -169,7 +170,7 @@ for i = 1, n do
       units_granted = units_granted + qty
       a = expires_at
     end
-    if code ~= 1 then
+    if code ~= CODE.HELD then
       hold_id = ''
     end
     if key_index ~= 0 then

@@ -15,14 +15,15 @@ ARGV[3] most due holds to expire first (count)
 ARGV[4] how long an ended hold stays readable (ms)
 
 Returns {code, stock, held, sold} as they stand after the call:
-   1  STOCK_SET
-   0  STALE_VERSION            Redis already has this version or a newer one; nothing changed
+   9  STOCK_SET
+   0  UNCHANGED                Redis already has this version or a newer one; nothing changed
   -1  PRODUCT_NOT_FOUND
   -6  STOCK_BELOW_COMMITTED    nothing changed
+(Codes: lua/includes/codes.lua.)
 ]]
 
+--- @include "includes/codes"
 --- @include "includes/nowMs"
---- @include "includes/customerUnits"
 --- @include "includes/endHold"
 
 local stock = tonumber(ARGV[1])
@@ -33,19 +34,19 @@ if not stock or stock < 0 or stock ~= math.floor(stock) or not version or not in
   return redis.error_reply('ERR setStock: invalid arguments')
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {-1, 0, 0, 0}
+  return {CODE.PRODUCT_NOT_FOUND, 0, 0, 0}
 end
 -- Units of holds already past their expiry are not committed any more.
-expire_due_holds({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]}, now_ms(), inline_expiry_limit, retain_ms)
+expire_due_holds(PRODUCT_KEYS, now_ms(), inline_expiry_limit, retain_ms)
 
 local inventory = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'stock_version')
 local held = tonumber(inventory[2])
 local sold = tonumber(inventory[3])
 if tonumber(inventory[4]) >= version then
-  return {0, tonumber(inventory[1]), held, sold}
+  return {CODE.UNCHANGED, tonumber(inventory[1]), held, sold}
 end
 if stock < held + sold then
-  return {-6, tonumber(inventory[1]), held, sold}
+  return {CODE.STOCK_BELOW_COMMITTED, tonumber(inventory[1]), held, sold}
 end
 redis.call('HSET', KEYS[1], 'stock', stock, 'stock_version', version)
-return {1, stock, held, sold}
+return {CODE.STOCK_SET, stock, held, sold}

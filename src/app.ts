@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
+import background from './plugins/background.js';
 import domain from './plugins/domain.js';
 import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
@@ -30,8 +31,13 @@ function canResolve(specifier: string): boolean {
   }
 }
 
-/** The whole service as one Fastify instance: stores first, then the rules, then the routes. */
-export async function buildApp(config: Config): Promise<FastifyInstance> {
+/** The whole service as one Fastify instance: stores first, then the rules and their loops, then the routes. */
+export interface AppOptions {
+  /** The local clock the sold-out cache reads (Date.now unless a test moves time itself). */
+  now?: () => number;
+}
+
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = pino(loggerOptions(config));
   const app = Fastify({
     // The service logs one line per domain event, none per request. Fastify given a logger of its own would
@@ -55,7 +61,8 @@ export async function buildApp(config: Config): Promise<FastifyInstance> {
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(adminAuth);
-  await app.register(domain);
+  await app.register(domain, { now: options.now });
+  await app.register(background);
   await app.register(healthRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });

@@ -1,6 +1,17 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Kind, KindGuard, Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { parseIntegerText } from './schemas/integer-text.js';
 
+// The longest delay a Node.js timer keeps: a longer one fires after 1 ms instead (with a TimeoutOverflowWarning).
+const TIMER_MAX_MS = 2_147_483_647;
+// Durations in seconds: at most a year, which keeps every figure in milliseconds derived from them exact.
+const MAX_SECONDS = 365 * 86_400;
+
+const Seconds = (defaultValue: number, description: string) =>
+  Type.Integer({ minimum: 1, maximum: MAX_SECONDS, default: defaultValue, description });
+/** A duration in milliseconds; with `minimum: 0`, 0 turns the feature off. */
+const Milliseconds = (minimum: 0 | 1, defaultValue: number, description: string) =>
+  Type.Integer({ minimum, maximum: TIMER_MAX_MS, default: defaultValue, description });
 const PositiveInt = (defaultValue: number, description: string) =>
   Type.Integer({ minimum: 1, default: defaultValue, description });
 
@@ -8,9 +19,10 @@ const PositiveInt = (defaultValue: number, description: string) =>
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'HTTP port' }),
   HOST: Type.String({ default: '0.0.0.0', description: 'HTTP listen address' }),
-  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis connection URL' }),
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://', description: 'Redis connection URL' }),
   DATABASE_URL: Type.String({
     default: 'postgres://postgres@127.0.0.1:5432/flashsale',
+    pattern: '^postgres(ql)?://',
     description: 'PostgreSQL connection URL (the database is created when missing)',
   }),
   REDIS_KEY_PREFIX: Type.String({
@@ -18,57 +30,121 @@ export const ConfigSchema = Type.Object({
     pattern: '^[A-Za-z0-9_:.-]*$',
     description: 'prefix of every Redis key, so several deployments or test runs can share one Redis',
   }),
-  HOLD_TTL_SECONDS: PositiveInt(120, 'how long a hold reserves its units'),
-  HOLD_RETAIN_SECONDS: PositiveInt(86_400, 'how long an ended hold stays readable'),
-  MAX_QTY_PER_HOLD: PositiveInt(10, 'most units in one hold'),
-  IDEMPOTENCY_TTL_SECONDS: PositiveInt(86_400, 'how long an Idempotency-Key is remembered'),
-  SOLD_OUT_CACHE_MS: Type.Integer({
-    minimum: 0,
-    default: 20,
-    description: 'an instance refuses holds on a product it saw sold out for this long without asking Redis, then while one request asks (at most as long again; 0: off)',
-  }),
-  SWEEP_INTERVAL_MS: Type.Integer({
-    minimum: 0,
-    default: 250,
-    description: 'pause between sweeps that release expired holds (0 turns the sweeper off)',
-  }),
+  HOLD_TTL_SECONDS: Seconds(120, 'how long a hold reserves its units'),
+  HOLD_RETAIN_SECONDS: Seconds(86_400, 'how long an ended hold stays readable'),
+  // At most 10000: the hold desk makes one sold-out refusal per quantity at start, and qty × price_cents (at most
+  // 10^10) must stay an exact integer.
+  MAX_QTY_PER_HOLD: Type.Integer({ minimum: 1, maximum: 10_000, default: 10, description: 'most units in one hold' }),
+  IDEMPOTENCY_TTL_SECONDS: Seconds(86_400, 'how long an Idempotency-Key is remembered'),
+  SOLD_OUT_CACHE_MS: Milliseconds(
+    0,
+    20,
+    'an instance refuses holds on a product it saw sold out for this long without asking Redis, then while one request asks (at most as long again; 0: off)',
+  ),
+  SWEEP_INTERVAL_MS: Milliseconds(0, 250, 'pause between sweeps that release expired holds (0 turns the sweeper off)'),
   // At most 2000: a step unpacks two values a hold into one command, and Lua's unpack stops near 8000.
   SWEEP_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 2000, default: 1000, description: 'most holds one sweep step releases for one product' }),
-  ORDER_PAYMENT_TTL_SECONDS: PositiveInt(900, 'an order unpaid this long after its creation is cancelled'),
+  ORDER_PAYMENT_TTL_SECONDS: Seconds(900, 'an order unpaid this long after its creation is cancelled'),
   WEBHOOK_SECRET: Type.String({
     default: '',
     description: 'payment webhook signing secrets, comma-separated (several during rotation); empty accepts unsigned',
   }),
-  CONVERSION_LEASE_MS: PositiveInt(10_000, 'after this, recovery decides a hold conversion whose process went away'),
-  RECOVERY_INTERVAL_MS: Type.Integer({
-    minimum: 0,
-    default: 1000,
-    description: 'pause between passes cancelling overdue orders and finishing interrupted work (0 turns it off)',
-  }),
+  CONVERSION_LEASE_MS: Milliseconds(1, 10_000, 'after this, recovery decides a hold conversion whose process went away'),
+  RECOVERY_INTERVAL_MS: Milliseconds(
+    0,
+    1000,
+    'pause between passes cancelling overdue orders and finishing interrupted work (0 turns it off)',
+  ),
   ADMIN_TOKEN: Type.String({ default: '', description: 'bearer token for admin routes; empty disables them' }),
+  // Spelled out, not mapped from a list: a mapped list would type the level as any string.
   LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    [
+      Type.Literal('fatal'),
+      Type.Literal('error'),
+      Type.Literal('warn'),
+      Type.Literal('info'),
+      Type.Literal('debug'),
+      Type.Literal('trace'),
+      Type.Literal('silent'),
+    ],
     { default: 'info', description: 'pino log level' },
   ),
-  REDIS_COMMAND_TIMEOUT_MS: PositiveInt(500, 'a Redis command unanswered after this fails with 503'),
-  DATABASE_TIMEOUT_MS: PositiveInt(2000, 'a Postgres connect or query unanswered after this fails with 503'),
+  REDIS_COMMAND_TIMEOUT_MS: Milliseconds(1, 500, 'a Redis command unanswered after this fails with 503'),
+  // At most a fifth of the timer limit: idle_in_transaction_session_timeout is five times this, and Postgres
+  // refuses a timeout past 2^31 - 1 ms (every connection would then fail).
+  DATABASE_TIMEOUT_MS: Type.Integer({
+    minimum: 1,
+    maximum: Math.floor(TIMER_MAX_MS / 5),
+    default: 2000,
+    description: 'a Postgres connect or query unanswered after this fails with 503',
+  }),
   DATABASE_POOL_SIZE: PositiveInt(20, 'Postgres connections per instance'),
   BODY_LIMIT_BYTES: PositiveInt(16_384, 'largest request body accepted'),
 });
 
 export type Config = Static<typeof ConfigSchema>;
+type ConfigName = keyof Config;
 
-/** Reads the configuration from environment variables, applying defaults; throws listing every bad value. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
-  const raw: Record<string, unknown> = {};
-  for (const key of Object.keys(ConfigSchema.properties)) {
-    const value = env[key];
-    if (value !== undefined && value !== '') raw[key] = value;
+/** The configuration could not be read: `problems` has one line per bad variable, naming it. */
+export class InvalidConfigError extends Error {
+  override readonly name = 'InvalidConfigError';
+
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration: ${problems.join('; ')}`);
   }
-  const config = Value.Convert(ConfigSchema, Value.Default(ConfigSchema, { ...raw, ...overrides }));
-  if (!Value.Check(ConfigSchema, config)) {
-    const problems = [...Value.Errors(ConfigSchema, config)].map((e) => `${e.path.slice(1)}: ${e.message}`);
-    throw new Error(`invalid configuration: ${problems.join('; ')}`);
-  }
-  return config;
 }
+
+/**
+ * Reads the configuration from environment variables (an unset or empty one takes its default) and `overrides`
+ * (values already typed, which win). Nothing is coerced or rounded: an integer setting must be written in decimal
+ * digits, and a level must be one of those listed. Throws InvalidConfigError naming every bad variable and what
+ * it accepts.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const values: Record<string, unknown> = {};
+  const problems = new Map<ConfigName, string>();
+  for (const name of Object.keys(ConfigSchema.properties) as ConfigName[]) {
+    const text = env[name];
+    if (text === undefined || text === '') continue;
+    const value = fromText(ConfigSchema.properties[name], text);
+    if (value === undefined) problems.set(name, problem(name, text));
+    else values[name] = value;
+  }
+  const config: unknown = Value.Default(ConfigSchema, { ...values, ...overrides });
+  for (const error of Value.Errors(ConfigSchema, config)) {
+    const name = error.path.split('/')[1] as ConfigName;
+    if (!problems.has(name)) problems.set(name, problem(name, error.value));
+  }
+  if (problems.size > 0) {
+    const order = Object.keys(ConfigSchema.properties);
+    throw new InvalidConfigError([...problems].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b)).map(([, line]) => line));
+  }
+  return config as Config;
+}
+
+/** The typed value of a variable's text, or undefined when the text is not of the setting's kind. */
+function fromText(schema: TSchema, text: string): unknown {
+  if (KindGuard.IsInteger(schema)) return parseIntegerText(text);
+  if (KindGuard.IsBoolean(schema)) return text === 'true' ? true : text === 'false' ? false : undefined;
+  return text; // strings and unions of literal strings: checked against the schema as they are
+}
+
+/** One line of InvalidConfigError: the variable, its value unless it is text (a URL or token may be secret), what it accepts. */
+function problem(name: ConfigName, value: unknown): string {
+  const schema: TSchema = ConfigSchema.properties[name];
+  const shown = KindGuard.IsString(schema) ? '' : `=${JSON.stringify(value)}`;
+  return `${name}${shown}: expected ${accepts(schema)} (${schema.description})`;
+}
+
+/** What a setting's schema accepts, in words. */
+function accepts(schema: TSchema): string {
+  if (KindGuard.IsInteger(schema)) {
+    const range = schema.maximum === undefined ? `of at least ${schema.minimum}` : `from ${schema.minimum} to ${schema.maximum}`;
+    return `an integer ${range}, in decimal digits`;
+  }
+  if (KindGuard.IsBoolean(schema)) return 'true or false';
+  if (KindGuard.IsUnion(schema)) return `one of ${schema.anyOf.map((option) => String(option.const)).join(', ')}`;
+  if (KindGuard.IsString(schema)) return schema.pattern === undefined ? 'text' : `text matching ${schema.pattern}`;
+  return `a value of kind ${String(schema[Kind])}`;
+}
+

@@ -1,23 +1,23 @@
-/** Every error the API answers with: a stable code, its HTTP status, and a message made in one place. */
+/** Every error the API answers with: a stable code and its HTTP status. */
 export const ErrorCodes = {
   VALIDATION_ERROR: 400,
   INVALID_JSON: 400,
   CUSTOMER_ID_REQUIRED: 400,
+  BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
+  INVALID_SIGNATURE: 401,
+  NOT_FOUND: 404,
   PRODUCT_NOT_FOUND: 404,
   HOLD_NOT_FOUND: 404,
-  NOT_FOUND: 404,
   ORDER_NOT_FOUND: 404,
-  INVALID_SIGNATURE: 401,
-  HOLD_EXPIRED: 410,
-  HOLD_RELEASED: 409,
-  HOLD_CONVERTING: 409,
-  ORDER_ALREADY_FINAL: 409,
-  BAD_REQUEST: 400,
   INSUFFICIENT_STOCK: 409,
   CUSTOMER_LIMIT_EXCEEDED: 409,
   STOCK_BELOW_COMMITTED: 409,
   HOLD_CONVERTED: 409,
+  HOLD_CONVERTING: 409,
+  HOLD_RELEASED: 409,
+  ORDER_ALREADY_FINAL: 409,
+  HOLD_EXPIRED: 410,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   IDEMPOTENCY_KEY_REUSED: 422,
@@ -26,6 +26,13 @@ export const ErrorCodes = {
 } as const;
 
 export type ErrorCode = keyof typeof ErrorCodes;
+
+/** The body of every error answer: `{code, message, ...details}`. The one place such a body is made. */
+export type ErrorBody<C extends ErrorCode = ErrorCode> = { code: C; message: string } & Record<string, unknown>;
+
+export function errorBody<C extends ErrorCode>(code: C, message: string, details?: Record<string, unknown>): ErrorBody<C> {
+  return details ? { code, message, ...details } : { code, message };
+}
 
 /** A failure the client is told about as `{code, message, ...details}` with the code's status. */
 export class AppError extends Error {
@@ -36,10 +43,29 @@ export class AppError extends Error {
     readonly code: ErrorCode,
     message: string,
     /** Extra fields of the answer body, e.g. available_stock. */
-    readonly details: Record<string, unknown> = {},
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
     this.statusCode = ErrorCodes[code];
+  }
+
+  body(): ErrorBody {
+    return errorBody(this.code, this.message, this.details);
+  }
+}
+
+/**
+ * Redis or Postgres could not be reached, or did not answer in time (503). Made only where a store's client
+ * errors are classified (src/redis/errors.ts, src/db/errors.ts), so everything else that escapes is a bug (500).
+ */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+
+  constructor(
+    readonly store: 'redis' | 'postgres',
+    cause: unknown,
+  ) {
+    super(`${store} is unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
 }
 
@@ -50,7 +76,6 @@ export const errors = {
   productNotFound: (productId: number | string) =>
     new AppError('PRODUCT_NOT_FOUND', `product ${productId} does not exist`),
   holdNotFound: (holdId: string) => new AppError('HOLD_NOT_FOUND', `hold ${holdId} does not exist`),
-
   customerIdRequired: (productId: number) =>
     new AppError('CUSTOMER_ID_REQUIRED', `product ${productId} has a per-customer limit: customer_id is required`),
   stockBelowCommitted: (stock: number, held: number, sold: number) =>
@@ -62,69 +87,40 @@ export const errors = {
     new AppError('HOLD_CONVERTED', `hold ${holdId} already became an order and cannot be released`),
   holdConverting: (holdId: string) =>
     new AppError('HOLD_CONVERTING', `hold ${holdId} is being turned into an order and cannot be released`),
-  holdExpired: (holdId: string) => new AppError('HOLD_EXPIRED', `hold ${holdId} has expired; its units are for sale again`),
-  holdReleased: (holdId: string) => new AppError('HOLD_RELEASED', `hold ${holdId} was released; its units are for sale again`),
+  holdExpired: (holdId: string) =>
+    new AppError('HOLD_EXPIRED', `hold ${holdId} has expired; its units are for sale again`),
+  holdReleased: (holdId: string) =>
+    new AppError('HOLD_RELEASED', `hold ${holdId} was released; its units are for sale again`),
   orderNotFound: (orderId: number | string) => new AppError('ORDER_NOT_FOUND', `order ${orderId} does not exist`),
   invalidSignature: (why: string) => new AppError('INVALID_SIGNATURE', `webhook signature rejected: ${why}`),
   orderAlreadyFinal: (orderId: number, status: string) =>
     new AppError('ORDER_ALREADY_FINAL', `order ${orderId} is already ${status}`, { order_id: orderId, status }),
   idempotencyKeyReused: () =>
     new AppError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'),
-  unavailable: (what: string) =>
-    new AppError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`),
+  unavailable: (what: string) => new AppError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`),
 };
 
 /**
- * A hold refused for want of units: the answer a flash sale gives most, so it is a plain body, not an error
- * thrown through the error handler (that path cost as much CPU as granting a hold).
+ * A hold refused for want of units: the answer a flash sale gives most, so it is a plain body answered 409, not
+ * an error thrown through the error handler (that path cost as much CPU as granting a hold).
  */
-export interface HoldRefusal {
-  code: 'INSUFFICIENT_STOCK' | 'CUSTOMER_LIMIT_EXCEEDED';
-  message: string;
-  available_stock?: number;
+export type HoldRefusal = ErrorBody<'INSUFFICIENT_STOCK' | 'CUSTOMER_LIMIT_EXCEEDED'> & {
   requested: number;
+  available_stock?: number;
   per_customer_limit?: number;
   customer_units?: number;
-}
-
-export const refusals = {
-  insufficientStock: (available: number, requested: number): HoldRefusal => ({
-    code: 'INSUFFICIENT_STOCK',
-    message: `only ${available} units available, ${requested} requested`,
-    available_stock: available,
-    requested,
-  }),
-  customerLimitExceeded: (alreadyHas: number, limit: number, requested: number): HoldRefusal => ({
-    code: 'CUSTOMER_LIMIT_EXCEEDED',
-    message: `this customer already has ${alreadyHas} of at most ${limit} units; ${requested} more would exceed the limit`,
-    per_customer_limit: limit,
-    customer_units: alreadyHas,
-    requested,
-  }),
 };
 
-const NETWORK_ERROR_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
-]);
-// Redis replies that mean "not now" rather than "wrong request".
-const REDIS_TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY)\b/;
-const CLIENT_UNAVAILABLE_MESSAGE =
-  /Command timed out|enableOfflineQueue|Connection is closed|Connection terminated|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|the database system is (starting up|shutting down)|terminating connection|not queryable|Client was closed/i;
-
-/**
- * Whether an error from ioredis or pg means the store could not be reached in time (answer 503),
- * as opposed to a bug or a rejected command (answer 500).
- */
-export function isStoreUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: unknown }).code;
-  if (typeof code === 'string') {
-    if (NETWORK_ERROR_CODES.has(code)) return true;
-    // Postgres SQLSTATE classes 08 (connection exception) and 57P (operator intervention: shutdown, crash).
-    // 57014: the server's statement_timeout cancelled the query (a lock wait, an overloaded server).
-    if (/^(08|57P)/.test(code) || code === '53300' || code === '57014') return true;
-  }
-  if (err.name === 'MaxRetriesPerRequestError') return true;
-  if (err.name === 'ReplyError') return REDIS_TRANSIENT_REPLY.test(err.message);
-  return CLIENT_UNAVAILABLE_MESSAGE.test(err.message);
-}
+export const refusals = {
+  insufficientStock: (available: number, requested: number): HoldRefusal =>
+    errorBody('INSUFFICIENT_STOCK', `only ${available} units available, ${requested} requested`, {
+      available_stock: available,
+      requested,
+    }) as HoldRefusal,
+  customerLimitExceeded: (alreadyHas: number, limit: number, requested: number): HoldRefusal =>
+    errorBody(
+      'CUSTOMER_LIMIT_EXCEEDED',
+      `this customer already has ${alreadyHas} of at most ${limit} units; ${requested} more would exceed the limit`,
+      { per_customer_limit: limit, customer_units: alreadyHas, requested },
+    ) as HoldRefusal,
+};

@@ -7,7 +7,8 @@ import { migrateToLatest } from './db/migrate.js';
 
 /** Starts the service: stores (private ones when none are configured or running), migrations, then HTTP. */
 async function main(): Promise<void> {
-  const bootLog = pino({ level: process.env.LOG_LEVEL || 'info' });
+  // Read before anything starts: a bad variable stops the start here, with a message naming it.
+  const bootLog = pino({ level: loadConfig(process.env).LOG_LEVEL });
   const services = await ensureLocalServices(process.env, bootLog);
   try {
     await serve(services, bootLog);

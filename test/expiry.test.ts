@@ -2,6 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import t from 'tap';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
+import { createRedisCommands } from '../src/redis/commands.js';
+import { settingsFrom } from '../src/settings.js';
 import { connectRedis } from '../src/redis/connection.js';
 import { conversionScriptKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct, TEST_REDIS_URL } from './support/app.js';
@@ -71,7 +73,7 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
   t.teardown(() => sweepers.forEach((s) => s.disconnect()));
   let expired = 0;
   for (let round = 0; round < 100; round++) {
-    const passes = await Promise.all(sweepers.map((s) => releaseExpiredHolds(s, config, silent)));
+    const passes = await Promise.all(sweepers.map((s) => releaseExpiredHolds(createRedisCommands(s, settingsFrom(config)), settingsFrom(config), silent)));
     const found = passes.reduce((sum, p) => sum + p.expired, 0);
     expired += found;
     if (found === 0 && passes.every((p) => !p.more)) break;
@@ -96,11 +98,10 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
     lastExpiry = answer.json<HoldBody>().expires_at;
   }
   await waitPastOnRedisClock(redis, lastExpiry);
-  const keys = conversionScriptKeys(keysOf({ redis, prefix }, product.id));
   const sweepProduct = async (connection: (typeof sweepers)[number]) => {
     let released = 0;
     for (;;) {
-      const [count] = await connection.releaseExpiredHolds(...keys, 7, 60_000, 1000, 10_000);
+      const { expired: count } = await createRedisCommands(connection, settingsFrom(config)).releaseExpiredHolds(product.id, 7);
       if (count === 0) return released;
       released += count;
     }
@@ -121,7 +122,8 @@ t.test('an ended hold stays readable for the retention period, then is purged', 
   const sweeper = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 });
   t.teardown(() => sweeper.disconnect());
   // The product's next sweep is scheduled at the purge time; sweep until it has come round.
-  const sweep = async () => (await releaseExpiredHolds(sweeper, config, silent)).purged;
+  const settings = settingsFrom(config);
+  const sweep = async () => (await releaseExpiredHolds(createRedisCommands(sweeper, settings), settings, silent)).purged;
   const purged = await poll(sweep, (count) => count > 0, 3000, 100);
   t.equal(purged, 1);
   const gone = await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` });

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { productScriptKeys } from '../src/redis/keys.js';
-import { MAX_RESERVE_BATCH } from '../src/redis/reserve-batches.js';
+import { MAX_HOLD_BATCH } from '../src/settings.js';
 import type { HoldRequest, PlacedHold } from '../src/domain/holds.js';
 import { buildTestApp, createProduct, type TestApp } from './support/app.js';
 import { manualClock, redisNow } from './support/clock.js';
@@ -111,10 +111,10 @@ t.test('a batch that finds the stock short releases due holds first, once, and g
   t.same(statuses, ['expired', 'expired', 'held', 'held'], 'the old holds read expired');
 });
 
-t.test(`more requests in one turn than a batch takes (${MAX_RESERVE_BATCH}) go in several calls, each decided in full`, async (t) => {
+t.test(`more requests in one turn than a batch takes (${MAX_HOLD_BATCH}) go in several calls, each decided in full`, async (t) => {
   const service = await buildTestApp(t);
-  const total = MAX_RESERVE_BATCH + 44;
-  const stock = MAX_RESERVE_BATCH + 10;
+  const total = MAX_HOLD_BATCH + 44;
+  const stock = MAX_HOLD_BATCH + 10;
   const product = await createProduct(service.app, { stock });
   const calls = countScriptCalls(service);
 

@@ -5,12 +5,14 @@
  * - Redis's counters equal the hold records: `held` = Σ qty of the records in the product's `holds` hash whose
  *   status is `held` or `converting`;
  * - stock − held − sold ≥ 0;
- * - `sold` equals Postgres's orders: Σ order_items.qty of the product's live orders (`pending_payment`, `paid`;
- *   a `cancelled` order's units went back on sale, and `refund_required` is only reached from `cancelled`).
+ * - `sold` equals Postgres's orders: Σ order_items.qty of the product's orders whose units count as sold
+ *   (SOLD_ORDER_STATUSES, src/db/schema.ts: `pending_payment`, `paid`; a `cancelled` order's units went back on
+ *   sale, and `refund_required` is only reached from `cancelled`).
  *
  * The reads are not one atomic snapshot, so the check looks at the settled state: it is repeated for a few
  * seconds while work that was in flight when the load stopped (an order being written, say) finishes.
  */
+import { SOLD_ORDER_STATUSES } from '../../src/db/schema.js';
 import { productKeys } from '../../src/redis/keys.js';
 import { getProduct } from './api.js';
 import type { Deployment, Stores } from './environment.js';
@@ -104,9 +106,9 @@ async function postgresSold(stores: Stores, ids: number[]): Promise<Map<number, 
   const { rows } = await stores.db.query<{ product_id: number; units: number }>(
     `SELECT oi.product_id, SUM(oi.qty)::int AS units
        FROM order_items oi JOIN orders o ON o.id = oi.order_id
-      WHERE oi.product_id = ANY($1) AND o.status IN ('pending_payment', 'paid')
+      WHERE oi.product_id = ANY($1) AND o.status = ANY($2)
       GROUP BY oi.product_id`,
-    [ids],
+    [ids, SOLD_ORDER_STATUSES],
   );
   return new Map(rows.map((row) => [Number(row.product_id), Number(row.units)]));
 }

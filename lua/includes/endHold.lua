@@ -1,6 +1,9 @@
+--- @include "includes/customerUnits"
+--- @include "includes/productKeys"
+
 -- Ends an active hold: its units go back to sale (and to the customer's allowance), its record stays readable
 -- until `retain_ms` from now, then the sweeper purges it. The caller has checked that the hold is active.
--- keys: {inventory, expiries, holds, customer_units, ended}. Needs includes/customerUnits.
+-- keys: PRODUCT_KEYS (or the same five keys in that order).
 local function end_hold(keys, hold_id, hold, status, now, retain_ms)
   redis.call('HINCRBY', keys[1], 'held', -hold.qty)
   redis.call('ZREM', keys[2], hold_id)

@@ -3,7 +3,9 @@ import { loadConfig } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { createCatalogue } from '../domain/products.js';
+import { createRedisCommands } from '../redis/commands.js';
 import { connectRedis } from '../redis/connection.js';
+import { settingsFrom } from '../settings.js';
 import { ensureDatabase, ensureLocalServices } from './local-services.js';
 
 /** `npm run seed`: adds demo products (those not already present by name), without needing ADMIN_TOKEN. */
@@ -23,7 +25,7 @@ try {
   const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: 2000 });
   try {
     await migrateToLatest(db);
-    const catalogue = createCatalogue({ db, redis, config, log });
+    const catalogue = createCatalogue({ db, commands: createRedisCommands(redis, settingsFrom(config)), log });
     const existing = new Set((await db.selectFrom('products').select('name').execute()).map((p) => p.name));
     for (const product of DEMO_PRODUCTS) {
       if (existing.has(product.name)) {

@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { isStoreUnavailable } from '../errors.js';
+import { StoreUnavailableError } from '../errors.js';
+import { databaseFailure } from './errors.js';
 import type { Database } from './schema.js';
 
 // int8 (bigint ids, cents, counts) as JavaScript numbers: every value this service stores fits in 2^53.
@@ -52,8 +53,9 @@ class DisposableClient extends pg.Client {
         const result = query(...prepared(args));
         if (!(result instanceof Promise)) return result;
         return result.catch((err: unknown) => {
-          if (isStoreUnavailable(err)) this.end().catch(() => {});
-          throw err;
+          const failure = databaseFailure(err);
+          if (failure instanceof StoreUnavailableError) this.end().catch(() => {});
+          throw failure;
         });
       },
     });
@@ -74,5 +76,14 @@ export function createDatabase(options: DatabaseOptions): Kysely<Database> {
   });
   // A dropped idle connection is reported here; the pool replaces it on the next checkout.
   pool.on('error', () => {});
+  // A connection the pool cannot hand out (refused, timed out, pool ended) reads as Postgres unavailable.
+  // Kysely asks for connections with the promise form only.
+  const connect = pool.connect.bind(pool) as () => Promise<pg.PoolClient>;
+  Object.assign(pool, {
+    connect: () =>
+      connect().catch((err: unknown) => {
+        throw databaseFailure(err);
+      }),
+  });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

@@ -1,15 +1,17 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, OrderRow } from './schema.js';
+import { RETURNED_ORDER_STATUSES, type Database, type OrderRow } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
-
-/** Repository of orders, their items and payments. Functions take `db` or a transaction: the caller owns it. */
+/**
+ * Repository of orders, their items and payments. Each function takes a `Kysely<Database>` first: the app's
+ * handle or a transaction (which is one), so the caller owns the transaction. Those that lock rows, or must run
+ * under such a lock, take a Transaction: a lock outside one would end with its statement.
+ */
 
 export interface OrderWithItems extends OrderRow {
   items: { product_id: number; qty: number; unit_price_cents: number; subtotal_cents: number }[];
 }
 
-async function withItems(db: Db, order: OrderRow | undefined): Promise<OrderWithItems | undefined> {
+async function withItems(db: Kysely<Database>, order: OrderRow | undefined): Promise<OrderWithItems | undefined> {
   if (!order) return undefined;
   const items = await db
     .selectFrom('order_items')
@@ -20,16 +22,16 @@ async function withItems(db: Db, order: OrderRow | undefined): Promise<OrderWith
   return { ...order, items };
 }
 
-export async function findOrder(db: Db, id: number): Promise<OrderWithItems | undefined> {
+export async function findOrder(db: Kysely<Database>, id: number): Promise<OrderWithItems | undefined> {
   return withItems(db, await db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst());
 }
 
-export async function findOrderByHold(db: Db, holdId: string): Promise<OrderWithItems | undefined> {
+export async function findOrderByHold(db: Kysely<Database>, holdId: string): Promise<OrderWithItems | undefined> {
   return withItems(db, await db.selectFrom('orders').selectAll().where('hold_id', '=', holdId).executeTakeFirst());
 }
 
 /** The order row alone, without its items. */
-export async function findOrderRow(db: Db, id: number): Promise<OrderRow | undefined> {
+export async function findOrderRow(db: Kysely<Database>, id: number): Promise<OrderRow | undefined> {
   return db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
@@ -50,7 +52,7 @@ export interface NewOrder {
  * nothing, when the claim already has an outcome: then `claimOutcome` says which. The payment is due
  * `paymentTtlSeconds` from now, by Postgres's clock.
  */
-export async function insertOrderForClaim(db: Db, order: NewOrder): Promise<OrderWithItems | undefined> {
+export async function insertOrderForClaim(db: Kysely<Database>, order: NewOrder): Promise<OrderWithItems | undefined> {
   const total = order.qty * order.unitPriceCents;
   const { rows } = await sql<OrderRow>`
     WITH claim AS (
@@ -78,7 +80,7 @@ export async function insertOrderForClaim(db: Db, order: NewOrder): Promise<Orde
 }
 
 /** The outcome recorded for a conversion claim, if any. */
-export async function claimOutcome(db: Db, claimId: string): Promise<'ordered' | 'abandoned' | undefined> {
+export async function claimOutcome(db: Kysely<Database>, claimId: string): Promise<'ordered' | 'abandoned' | undefined> {
   const row = await db.selectFrom('hold_claims').select('outcome').where('claim_id', '=', claimId).executeTakeFirst();
   return row?.outcome;
 }
@@ -87,7 +89,7 @@ export async function claimOutcome(db: Db, claimId: string): Promise<'ordered' |
  * Records a claim as abandoned unless it has an outcome already, and returns the outcome recorded. Waits for a
  * transaction writing the same claim, so of 'ordered' and 'abandoned' exactly one is ever recorded.
  */
-export async function abandonClaim(db: Db, claim: { claimId: string; holdId: string }): Promise<'ordered' | 'abandoned'> {
+export async function abandonClaim(db: Kysely<Database>, claim: { claimId: string; holdId: string }): Promise<'ordered' | 'abandoned'> {
   await db
     .insertInto('hold_claims')
     .values({ claim_id: claim.claimId, hold_id: claim.holdId, outcome: 'abandoned' })
@@ -129,18 +131,18 @@ export async function cancelOrders(trx: Transaction<Database>, ids: number[]): P
     .execute();
 }
 
-/** Cancelled orders whose units are not yet back on sale in Redis. */
-export async function ordersWithUnitsToRelease(db: Db, limit: number): Promise<{ id: number; hold_id: string }[]> {
+/** Orders whose units go back on sale (cancelled, refund_required) and are not back yet in Redis. */
+export async function ordersWithUnitsToRelease(db: Kysely<Database>, limit: number): Promise<{ id: number; hold_id: string }[]> {
   return db
     .selectFrom('orders')
     .select(['id', 'hold_id'])
-    .where('status', 'in', ['cancelled', 'refund_required'])
+    .where('status', 'in', RETURNED_ORDER_STATUSES)
     .where('units_released_at', 'is', null)
     .orderBy('id')
     .limit(limit)
     .execute();
 }
 
-export async function markUnitsReleased(db: Db, id: number): Promise<void> {
+export async function markUnitsReleased(db: Kysely<Database>, id: number): Promise<void> {
   await sql`UPDATE orders SET units_released_at = now() WHERE id = ${id} AND units_released_at IS NULL`.execute(db);
 }

@@ -1,9 +1,10 @@
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database, OrderStatus, PaymentStatus } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
-
-/** Repository of payment webhook deliveries. Functions take `db` or a transaction: the caller owns it. */
+/**
+ * Repository of payment webhook deliveries. Each function takes a `Kysely<Database>` first: the app's handle or a
+ * transaction (which is one), so the caller owns the transaction.
+ */
 
 export interface PaymentEvent {
   idempotencyKey: string;
@@ -38,7 +39,7 @@ export interface RecordedPaymentEvent {
  * event that changed the order first makes the lock find nothing (Postgres re-checks the row once it gets the
  * lock), so nothing is written and the caller judges the event again against the new state.
  */
-export async function recordPaymentEvent(db: Db, event: PaymentEvent): Promise<RecordedPaymentEvent> {
+export async function recordPaymentEvent(db: Kysely<Database>, event: PaymentEvent): Promise<RecordedPaymentEvent> {
   const payload = JSON.stringify(event.payload);
   const responseBody = JSON.stringify(event.responseBody);
   const { rows } = await sql<{ matched: number; fresh: number }>`
@@ -72,7 +73,7 @@ export async function recordPaymentEvent(db: Db, event: PaymentEvent): Promise<R
 }
 
 /** The stored answer to an idempotency key, with the fingerprint of the request that first used it. */
-export async function storedAnswer(db: Db, idempotencyKey: string) {
+export async function storedAnswer(db: Kysely<Database>, idempotencyKey: string) {
   return db
     .selectFrom('processed_webhooks')
     .select(['request_hash', 'response_status', 'response_body'])
@@ -82,7 +83,7 @@ export async function storedAnswer(db: Db, idempotencyKey: string) {
 
 /** Keeps a delivery that changed nothing (a replay, a refusal), with its answer. */
 export async function recordDelivery(
-  db: Db,
+  db: Kysely<Database>,
   delivery: { idempotencyKey: string; orderId: number; eventType: string; payload: unknown; signature: 'valid' | 'unsigned'; responseStatus: number; responseBody: unknown; replayed: boolean },
 ): Promise<void> {
   await db

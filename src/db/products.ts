@@ -1,15 +1,17 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database, NewProductRow, ProductRow } from './schema.js';
+import { SOLD_ORDER_STATUSES, type Database, type NewProductRow, type ProductRow } from './schema.js';
 
-type Db = Kysely<Database> | Transaction<Database>;
+/**
+ * Repository of products. Each function takes a `Kysely<Database>` first: the app's handle or a transaction
+ * (which is one), so the caller owns the transaction. Those that lock the row, or must run under that lock, take
+ * a Transaction: a lock outside one would end with its statement.
+ */
 
-/** Repository of products. Each function takes `db` or a transaction, so the caller owns the transaction. */
-
-export async function insertProduct(db: Db, product: NewProductRow): Promise<ProductRow> {
+export async function insertProduct(db: Kysely<Database>, product: NewProductRow): Promise<ProductRow> {
   return db.insertInto('products').values(product).returningAll().executeTakeFirstOrThrow();
 }
 
-export async function findProduct(db: Db, id: number): Promise<ProductRow | undefined> {
+export async function findProduct(db: Kysely<Database>, id: number): Promise<ProductRow | undefined> {
   return db.selectFrom('products').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
@@ -29,7 +31,7 @@ export async function updateStock(trx: Transaction<Database>, id: number, stock:
 }
 
 /** One page of products in id order, after `afterId`. */
-export async function listProducts(db: Db, page: { limit: number; afterId: number }): Promise<ProductRow[]> {
+export async function listProducts(db: Kysely<Database>, page: { limit: number; afterId: number }): Promise<ProductRow[]> {
   return db
     .selectFrom('products')
     .selectAll()
@@ -39,15 +41,15 @@ export async function listProducts(db: Db, page: { limit: number; afterId: numbe
     .execute();
 }
 
-/** Units sold per product: the items of orders that are not cancelled. */
-export async function soldUnits(db: Db, productIds: number[]): Promise<Map<number, number>> {
+/** Units sold per product: the items of orders whose units count as sold (SOLD_ORDER_STATUSES). */
+export async function soldUnits(db: Kysely<Database>, productIds: number[]): Promise<Map<number, number>> {
   if (productIds.length === 0) return new Map();
   const rows = await db
     .selectFrom('order_items')
     .innerJoin('orders', 'orders.id', 'order_items.order_id')
     .select(['order_items.product_id', sql<number>`sum(order_items.qty)::int`.as('units')])
     .where('order_items.product_id', 'in', productIds)
-    .where('orders.status', 'in', ['pending_payment', 'paid'])
+    .where('orders.status', 'in', SOLD_ORDER_STATUSES)
     .groupBy('order_items.product_id')
     .execute();
   return new Map(rows.map((r) => [r.product_id, r.units]));

@@ -1,4 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { OrderStatus, PaymentStatus } from '../schemas/order.js';
+
+export type { OrderStatus, PaymentStatus };
 
 /** The Postgres model, as the migrations in migrations/ create it. */
 export interface Database {
@@ -27,8 +30,25 @@ export interface ProductTable {
 export type ProductRow = Selectable<ProductTable>;
 export type NewProductRow = Insertable<ProductTable>;
 
-export type OrderStatus = 'pending_payment' | 'paid' | 'cancelled' | 'refund_required';
-export type PaymentStatus = 'pending' | 'processing' | 'completed' | 'failed';
+/**
+ * The statuses of orders whose units count as sold: Redis's `sold` counter of a product is the sum of their
+ * items' qty (once work in flight settles). Read by the repositories and by the bench's invariant check.
+ */
+export const SOLD_ORDER_STATUSES = ['pending_payment', 'paid'] as const satisfies readonly OrderStatus[];
+
+/**
+ * The other statuses: the units of such an order go back on sale (once: `units_released_at`). `refund_required`
+ * is reached only from `cancelled` (a payment that came after the deadline), so its units went back on sale too.
+ * The partial index orders_units_to_release_idx lists the same two.
+ */
+export const RETURNED_ORDER_STATUSES = ['cancelled', 'refund_required'] as const satisfies readonly OrderStatus[];
+
+/** Compiles only when T is never. */
+type None<T extends never> = T;
+// Every status is in one of the two lists: a new status does not compile until it is placed in one.
+type UnplacedOrderStatus = None<
+  Exclude<OrderStatus, (typeof SOLD_ORDER_STATUSES)[number] | (typeof RETURNED_ORDER_STATUSES)[number]>
+>;
 
 export interface OrderTable {
   id: Generated<number>;

@@ -1,33 +1,22 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
-import type { Config } from '../config.js';
 import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RedisClock } from '../redis/clock.js';
-import { conversionScriptKeys, productKeys, sweepScheduleKey } from '../redis/keys.js';
-import { ScriptCode } from '../redis/scripts.js';
+import type { RedisCommands } from '../redis/commands.js';
+import { refusalError } from '../redis/finished-errors.js';
 import type { Order } from '../schemas/order.js';
+import type { Settings } from '../settings.js';
 import { crashPoint } from './faults.js';
-import { productOfHold } from './holds.js';
+import { productOfHold } from './hold-ids.js';
 import type { SoldOutCache } from './sold-out-cache.js';
-
-// Orders one settlement step cancels, or releases the units of.
-const SETTLE_BATCH = 100;
 
 export interface PlacedOrder {
   order: Order;
   /** False when the hold had already become this order (a retry, or a concurrent copy of the request). */
   created: boolean;
-}
-
-/** What a conversion needs of the hold record the claim script returns. */
-interface ClaimedHold {
-  qty: number;
-  customer_id?: string;
-  price_cents: number;
 }
 
 export type OrderDesk = ReturnType<typeof createOrderDesk>;
@@ -44,18 +33,13 @@ export type OrderDesk = ReturnType<typeof createOrderDesk>;
  */
 export function createOrderDesk(deps: {
   db: Kysely<Database>;
-  redis: Redis;
+  commands: RedisCommands;
   clock: RedisClock;
-  config: Config;
+  settings: Settings;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { db, redis, clock, config, soldOut, log } = deps;
-  const prefix = config.REDIS_KEY_PREFIX;
-  const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
-  // A converted hold's record is kept at least until its order can no longer be cancelled.
-  const convertedRetainMs = Math.max(retainMs, config.ORDER_PAYMENT_TTL_SECONDS * 2000);
-  const keysOf = (productId: number) => conversionScriptKeys(productKeys(prefix, productId));
+  const { db, commands, clock, settings, soldOut, log } = deps;
 
   async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
     const productId = productOfHold(holdId);
@@ -64,28 +48,15 @@ export function createOrderDesk(deps: {
     for (let attempt = 0; attempt < 2; attempt++) {
       // The sweeper hands a stale claim to recovery when it next looks at the product: make that no later than
       // the lease (the schedule lives outside the product's slot, so the script cannot do it).
-      const [, [code, claimId, record]] = await Promise.all([
-        redis.zadd(sweepScheduleKey(prefix), 'LT', Math.ceil(clock.now()) + config.CONVERSION_LEASE_MS, String(productId)),
-        redis.claimHold(...keysOf(productId), holdId, randomUUID(), config.CONVERSION_LEASE_MS, retainMs),
+      const [, claim] = await Promise.all([
+        commands.scheduleSweep(productId, Math.ceil(clock.now()) + settings.conversionLeaseMs, 'sooner'),
+        commands.claimHold(productId, holdId, randomUUID()),
       ]);
-      switch (code) {
-        case ScriptCode.Ok:
-        case ScriptCode.ClaimJoined:
-          break;
-        case ScriptCode.HoldConverted:
-          return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
-        case ScriptCode.HoldNotFound:
-          throw errors.holdNotFound(holdId);
-        case ScriptCode.HoldExpired:
-          throw errors.holdExpired(holdId);
-        case ScriptCode.HoldReleased:
-          throw errors.holdReleased(holdId);
-        default:
-          throw new Error(`claimHold answered ${code} for ${holdId}`);
-      }
+      if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
+      if (claim.kind !== 'claimed' && claim.kind !== 'joined') throw refusalError(claim, { holdId });
+      const { claimId, record: hold } = claim;
       crashPoint('after-claim');
 
-      const hold = JSON.parse(record) as ClaimedHold;
       const order = await ordersRepo.insertOrderForClaim(db, {
         claimId,
         holdId,
@@ -94,7 +65,7 @@ export function createOrderDesk(deps: {
         qty: hold.qty,
         unitPriceCents: hold.price_cents,
         paymentMethod,
-        paymentTtlSeconds: config.ORDER_PAYMENT_TTL_SECONDS,
+        paymentTtlSeconds: settings.orderPaymentTtlMs / 1000,
       });
       if (!order) {
         // The claim has an outcome already: a copy of this request committed the order (perhaps before a crash
@@ -125,10 +96,10 @@ export function createOrderDesk(deps: {
   }
 
   async function finishConversion(productId: number, holdId: string, orderId: number): Promise<void> {
-    const [code, status] = await redis.finishConversion(...keysOf(productId), holdId, String(orderId), convertedRetainMs);
-    if (code < 0) {
+    const step = await commands.finishConversion(productId, holdId, orderId);
+    if (step.kind === 'holdNotFound' || step.kind === 'wrongHoldState') {
       // Redis lost the hold (data loss) or it is in a state no committed order allows: say so loudly.
-      log.error({ hold_id: holdId, order_id: orderId, code, status }, 'committed order whose hold cannot be converted');
+      log.error({ hold_id: holdId, order_id: orderId, outcome: step }, 'committed order whose hold cannot be converted');
     }
   }
 
@@ -141,7 +112,8 @@ export function createOrderDesk(deps: {
       log.warn({ hold_id: holdId, order_id: order.id, claim_id: claimId }, 'recovery: order was committed; conversion finished');
       return;
     }
-    const [, status] = await redis.abandonClaim(...keysOf(productId), holdId, claimId, retainMs);
+    const step = await commands.abandonClaim(productId, holdId, claimId);
+    const status = step.kind === 'holdNotFound' ? undefined : step.status;
     log.warn({ hold_id: holdId, claim_id: claimId, status }, 'recovery: conversion never committed; claim abandoned');
   }
 
@@ -155,19 +127,17 @@ export function createOrderDesk(deps: {
   async function releaseUnits(order: { id: number; hold_id: string }): Promise<void> {
     const productId = productOfHold(order.hold_id);
     if (productId !== null) {
-      const keys = productKeys(prefix, productId);
-      const returnUnits = () => redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, order.hold_id);
-      let [code, status] = await returnUnits();
-      if (code === ScriptCode.WrongHoldState && status === 'converting') {
+      let step = await commands.returnSoldUnits(productId, order.hold_id);
+      if (step.kind === 'wrongHoldState' && step.status === 'converting') {
         // A crash left the conversion half done (its units still held): finish it, then return the units.
         await finishConversion(productId, order.hold_id, order.id);
-        [code, status] = await returnUnits();
+        step = await commands.returnSoldUnits(productId, order.hold_id);
       }
-      if (code === ScriptCode.Ok) {
+      if (step.kind === 'done') {
         soldOut.forget(productId);
         log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
-      } else if (code < 0) {
-        log.error({ order_id: order.id, hold_id: order.hold_id, code, status }, 'cancelled order whose units cannot be returned');
+      } else if (step.kind !== 'unchanged') {
+        log.error({ order_id: order.id, hold_id: order.hold_id, outcome: step }, 'cancelled order whose units cannot be returned');
       }
     }
     await ordersRepo.markUnitsReleased(db, order.id);
@@ -178,17 +148,17 @@ export function createOrderDesk(deps: {
    * finishes returning units of cancelled orders that a crash or an outage interrupted.
    */
   async function settleOverdue(): Promise<{ cancelled: number; released: number; more: boolean }> {
-    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, SETTLE_BATCH));
+    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, settings.settleBatch));
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
     if (cancelled.length > 0) crashPoint('after-cancel-commit');
     let released = 0;
-    for (const order of await ordersRepo.ordersWithUnitsToRelease(db, SETTLE_BATCH)) {
+    for (const order of await ordersRepo.ordersWithUnitsToRelease(db, settings.settleBatch)) {
       await releaseUnits(order);
       released++;
     }
-    return { cancelled: cancelled.length, released, more: cancelled.length === SETTLE_BATCH || released === SETTLE_BATCH };
+    return { cancelled: cancelled.length, released, more: cancelled.length === settings.settleBatch || released === settings.settleBatch };
   }
 
   return { place, find, recoverClaim, releaseUnits, settleOverdue };

@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import * as ordersRepo from '../db/orders.js';
 import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
-import { AppError, errors } from '../errors.js';
+import { AppError, errors, type ErrorBody } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { PaymentOutcome, PaymentWebhook } from '../schemas/order.js';
 import type { OrderDesk } from './orders.js';
@@ -15,7 +15,7 @@ export interface PaymentDelivery {
 
 export interface PaymentAnswer {
   statusCode: number;
-  body: PaymentOutcome | { code: string; message: string; [field: string]: unknown };
+  body: PaymentOutcome | ErrorBody;
   replayed: boolean;
 }
 
@@ -88,7 +88,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
         const body: PaymentAnswer['body'] =
           next.statusCode === 200
             ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus }
-            : errorBody(errors.orderAlreadyFinal(order.id, order.status));
+            : errors.orderAlreadyFinal(order.id, order.status).body();
         const { matched, fresh } = await paymentsRepo.recordPaymentEvent(db, {
           idempotencyKey: webhook.idempotency_key,
           requestHash,
@@ -123,7 +123,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
       answer = await applyEvent();
     } catch (err) {
       if (!(err instanceof AppError) || err.statusCode >= 500) throw err;
-      answer = { statusCode: err.statusCode, body: errorBody(err), replayed: false };
+      answer = { statusCode: err.statusCode, body: err.body(), replayed: false };
     }
 
     log.info(
@@ -169,10 +169,6 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
   }
 
   return { handle };
-}
-
-function errorBody(err: AppError): PaymentAnswer['body'] {
-  return { code: err.code, message: err.message, ...err.details };
 }
 
 /** The same delivery has the same fingerprint however its JSON was spaced or its keys ordered. */

@@ -1,18 +1,13 @@
-import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
-import type { Logger } from '../log.js';
-import type { Config } from '../config.js';
 import * as productsRepo from '../db/products.js';
 import type { Database, ProductRow } from '../db/schema.js';
 import { errors } from '../errors.js';
-import { productKeys, productScriptKeys, sweepScheduleKey } from '../redis/keys.js';
-import { ScriptCode } from '../redis/scripts.js';
+import type { Logger } from '../log.js';
+import type { Inventory, RedisCommands } from '../redis/commands.js';
+import { refusalError } from '../redis/finished-errors.js';
 import type { NewProduct, Product } from '../schemas/product.js';
+import { PRODUCT_LOAD_BATCH } from '../settings.js';
 import type { SoldOutCache } from './sold-out-cache.js';
-
-const INVENTORY_FIELDS = ['name', 'price_cents', 'stock', 'held', 'sold', 'per_customer_limit'] as const;
-// Due holds a stock change releases before it judges what is committed.
-const INLINE_EXPIRY_LIMIT = 100;
 
 export type Catalogue = ReturnType<typeof createCatalogue>;
 
@@ -22,59 +17,50 @@ export type Catalogue = ReturnType<typeof createCatalogue>;
  */
 export function createCatalogue(deps: {
   db: Kysely<Database>;
-  redis: Redis;
-  config: Config;
+  commands: RedisCommands;
   log: Logger;
   soldOut?: SoldOutCache;
 }) {
-  const { db, redis, config, log, soldOut } = deps;
-  const prefix = config.REDIS_KEY_PREFIX;
-  const retainMs = config.HOLD_RETAIN_SECONDS * 1000;
+  const { db, commands, log, soldOut } = deps;
 
-  /** Copies a product row into Redis unless Redis has it; returns whether Redis's stock version differs. */
+  /** Copies a product row into Redis unless Redis has it; `inSync`: Redis has Postgres's stock version. */
   async function loadIntoRedis(row: ProductRow, sold: number): Promise<{ loaded: boolean; inSync: boolean }> {
-    const keys = productKeys(prefix, row.id);
-    const [loaded, version] = await redis.loadProduct(
-      keys.inventory, row.stock, row.per_customer_limit ?? 0, row.price_cents, row.name, row.stock_version, sold,
-    );
+    const { loaded, version } = await commands.loadProduct({ ...row, sold });
     // A product the sweeper has never seen is looked at on its next pass, then on its own schedule.
-    await redis.zadd(sweepScheduleKey(prefix), 'NX', 0, String(row.id));
-    return { loaded: loaded === 1, inSync: version === row.stock_version };
-  }
-
-  /** Reads a product's live state from Redis, loading it from Postgres first when Redis lacks it. */
-  async function get(id: number): Promise<Product> {
-    const fields = await redis.hmget(productKeys(prefix, id).inventory, ...INVENTORY_FIELDS);
-    if (fields[0] !== null) return toProduct(id, fields);
-    if (!(await ensureLoaded(id))) throw errors.productNotFound(id);
-    return toProduct(id, await redis.hmget(productKeys(prefix, id).inventory, ...INVENTORY_FIELDS));
+    await commands.scheduleSweep(row.id, 0, 'new');
+    return { loaded, inSync: version === row.stock_version };
   }
 
   /** Loads one product into Redis if Postgres has it (after a Redis restart without persistence, say). */
-  async function ensureLoaded(id: number): Promise<boolean> {
-    const row = await productsRepo.findProduct(db, id);
+  async function ensureLoaded(id: number, trx: Kysely<Database> = db): Promise<boolean> {
+    const row = await productsRepo.findProduct(trx, id);
     if (!row) return false;
-    const sold = (await productsRepo.soldUnits(db, [id])).get(id) ?? 0;
+    const sold = (await productsRepo.soldUnits(trx, [id])).get(id) ?? 0;
     const { loaded } = await loadIntoRedis(row, sold);
     if (loaded) log.warn({ product_id: id, sold }, 'product loaded into redis on demand');
     return true;
   }
 
+  /** A product's live state from Redis, loading it from Postgres first when Redis lacks it. */
+  async function get(id: number): Promise<Product> {
+    let [inventory] = await commands.inventories([id]);
+    if (!inventory) {
+      if (!(await ensureLoaded(id))) throw errors.productNotFound(id);
+      [inventory] = await commands.inventories([id]);
+      if (!inventory) throw errors.unavailable('the product (Redis lost it again)');
+    }
+    return toProduct(id, inventory);
+  }
+
   async function list(page: { limit: number; afterId: number }): Promise<Product[]> {
     const rows = await productsRepo.listProducts(db, page);
     if (rows.length === 0) return [];
-    const pipeline = redis.pipeline();
-    for (const row of rows) pipeline.hmget(productKeys(prefix, row.id).inventory, ...INVENTORY_FIELDS);
-    const replies = (await pipeline.exec()) ?? [];
-    const products: Product[] = [];
-    for (const [i, row] of rows.entries()) {
-      const [err, fields] = replies[i] ?? [new Error('no reply')];
-      if (err) throw err;
-      const values = fields as (string | null)[];
-      // Not in Redis yet: nothing can be held or sold there, so Postgres's figures are the live ones.
-      products.push(values[0] === null ? fromRow(row) : toProduct(row.id, values));
-    }
-    return products;
+    const inventories = await commands.inventories(rows.map((row) => row.id));
+    // Not in Redis yet: nothing can be held or sold there, so Postgres's figures are the live ones.
+    return rows.map((row, i) => {
+      const inventory = inventories[i];
+      return inventory ? toProduct(row.id, inventory) : fromRow(row);
+    });
   }
 
   async function create(input: NewProduct): Promise<Product> {
@@ -97,13 +83,11 @@ export function createCatalogue(deps: {
       const current = await productsRepo.lockProduct(trx, id);
       if (!current) throw errors.productNotFound(id);
       const updated = await productsRepo.updateStock(trx, id, stock);
-      await ensureLoaded(id);
-      const [code, , held, sold] = await redis.setStock(
-        ...productScriptKeys(productKeys(prefix, id)), stock, updated.stock_version, INLINE_EXPIRY_LIMIT, retainMs,
-      );
-      if (code === ScriptCode.StockBelowCommitted) throw errors.stockBelowCommitted(stock, held, sold);
-      if (code !== ScriptCode.Ok) throw new Error(`setStock answered ${code} for product ${id}`);
-      return { ...fromRow(updated), held, sold, available_stock: Math.max(0, stock - held - sold) };
+      // Inside the transaction: one connection for the whole change.
+      await ensureLoaded(id, trx);
+      const change = await commands.setStock(id, stock, updated.stock_version);
+      if (change.kind !== 'stockSet' && change.kind !== 'unchanged') throw refusalError(change, { productId: id });
+      return toProduct(id, { ...updated, held: change.held, sold: change.sold, per_customer_limit: updated.per_customer_limit ?? 0 });
     });
     soldOut?.forget(id);
     log.info({ product_id: id, stock }, 'stock changed');
@@ -118,9 +102,12 @@ export function createCatalogue(deps: {
     let loaded = 0;
     let resynced = 0;
     for (let afterId = 0; ; ) {
-      const rows = await productsRepo.listProducts(db, { limit: 500, afterId });
+      const rows = await productsRepo.listProducts(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
-      const sold = await productsRepo.soldUnits(db, rows.map((r) => r.id));
+      const sold = await productsRepo.soldUnits(
+        db,
+        rows.map((r) => r.id),
+      );
       for (const row of rows) {
         const result = await loadIntoRedis(row, sold.get(row.id) ?? 0);
         if (result.loaded) loaded++;
@@ -138,12 +125,32 @@ export function createCatalogue(deps: {
 
   async function resync(id: number): Promise<void> {
     try {
-      const row = await db.selectFrom('products').select('stock').where('id', '=', id).executeTakeFirstOrThrow();
+      const row = await productsRepo.findProduct(db, id);
+      if (!row) return;
       await setStock(id, row.stock);
       log.warn({ product_id: id, stock: row.stock }, 'stock re-applied from postgres');
     } catch (err) {
       log.error({ product_id: id, err }, 'stock in redis differs from postgres and could not be re-applied');
     }
+  }
+
+  /**
+   * A product as the API shows it. Available stock is shown as it is, never clamped: a negative value means
+   * the invariant broke, and hiding it as 0 would hide the bug.
+   */
+  function toProduct(id: number, inventory: Inventory): Product {
+    const available = inventory.stock - inventory.held - inventory.sold;
+    if (available < 0) log.error({ product_id: id, ...inventory }, 'invariant broken: more units held and sold than stock');
+    return {
+      id,
+      name: inventory.name,
+      price_cents: inventory.price_cents,
+      stock: inventory.stock,
+      held: inventory.held,
+      sold: inventory.sold,
+      available_stock: available,
+      per_customer_limit: inventory.per_customer_limit > 0 ? inventory.per_customer_limit : null,
+    };
   }
 
   return { get, list, create, setStock, loadAll, ensureLoaded };
@@ -159,18 +166,5 @@ function fromRow(row: ProductRow): Product {
     held: 0,
     sold: 0,
     per_customer_limit: row.per_customer_limit,
-  };
-}
-
-function toProduct(id: number, fields: (string | null)[]): Product {
-  const [name, price, stock, held, sold, limit] = fields;
-  const units = { stock: Number(stock), held: Number(held), sold: Number(sold) };
-  return {
-    id,
-    name: name ?? '',
-    price_cents: Number(price),
-    ...units,
-    available_stock: Math.max(0, units.stock - units.held - units.sold),
-    per_customer_limit: Number(limit) > 0 ? Number(limit) : null,
   };
 }

@@ -12,7 +12,7 @@ export type SignatureCheck = { valid: true } | { valid: false; reason: string };
 export function checkSignature(
   header: string | undefined,
   rawBody: string,
-  secrets: string[],
+  secrets: readonly string[],
   nowSeconds: number = Math.floor(Date.now() / 1000),
 ): SignatureCheck {
   if (!header) return { valid: false, reason: 'X-Signature header missing' };

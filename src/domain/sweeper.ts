@@ -1,14 +1,8 @@
-import type { Redis } from 'ioredis';
+import type { Settings } from '../settings.js';
 import type { Logger } from '../log.js';
-import type { Config } from '../config.js';
-import { conversionScriptKeys, productKeys, sweepScheduleKey } from '../redis/keys.js';
+import type { RedisCommands } from '../redis/commands.js';
 import { runPeriodically, type Loop } from './loop.js';
 
-// Products one claim hands out, and how long they stay leased to this instance.
-const CLAIM_SIZE = 50;
-const LEASE_MS = 10_000;
-// A pass keeps claiming while work is due, but yields the event loop after this long.
-const PASS_BUDGET_MS = 200;
 
 /** Decides a conversion claim whose lease ran out (see OrderDesk.recoverClaim). */
 export type StaleClaimHandler = (productId: number, holdId: string, claimId: string) => Promise<void>;
@@ -30,43 +24,33 @@ export interface SweepResult {
  * off the expiry index, so it is released exactly once.
  */
 export async function releaseExpiredHolds(
-  redis: Redis,
-  config: Config,
+  commands: RedisCommands,
+  settings: Settings,
   log: Logger,
   onStaleClaim?: StaleClaimHandler,
 ): Promise<SweepResult> {
-  const prefix = config.REDIS_KEY_PREFIX;
-  const schedule = sweepScheduleKey(prefix);
   const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false };
   const started = Date.now();
   for (;;) {
-    if (Date.now() - started >= PASS_BUDGET_MS) {
+    if (Date.now() - started >= settings.sweepPassBudgetMs) {
       result.more = true;
       break;
     }
-    const productIds = await redis.claimDueProducts(schedule, CLAIM_SIZE, LEASE_MS);
+    const productIds = await commands.claimDueProducts(settings.sweepClaimSize, settings.sweepLeaseMs);
     if (productIds.length === 0) break;
     const steps = await Promise.all(
-      productIds.map(async (id) => {
-        const productId = Number(id);
-        const [expired, purged, nextSweepAt, ...claims] = await redis.releaseExpiredHolds(
-          ...conversionScriptKeys(productKeys(prefix, productId)),
-          config.SWEEP_BATCH_SIZE,
-          config.HOLD_RETAIN_SECONDS * 1000,
-          config.HOLD_TTL_SECONDS * 1000,
-          config.CONVERSION_LEASE_MS,
-        );
-        await redis.zadd(schedule, nextSweepAt, id);
-        if (expired > 0) log.info({ product_id: productId, count: expired }, 'holds expired');
-        for (let i = 0; i + 1 < claims.length; i += 2) {
-          const [holdId, claimId] = [claims[i]!, claims[i + 1]!];
+      productIds.map(async (productId) => {
+        const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize);
+        await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
+        if (step.expired > 0) log.info({ product_id: productId, count: step.expired }, 'holds expired');
+        for (const { holdId, claimId } of step.staleClaims) {
           log.warn({ product_id: productId, hold_id: holdId, claim_id: claimId }, 'recovery: conversion claim outlived its lease');
           // A failure (Postgres away) leaves the claim for the next lease: the script re-leased it.
           await onStaleClaim?.(productId, holdId, claimId).catch((err: unknown) =>
             log.error({ hold_id: holdId, err }, 'recovery of a conversion claim failed; retrying after its lease'),
           );
         }
-        return { expired, purged, staleClaims: claims.length / 2 };
+        return { expired: step.expired, purged: step.purged, staleClaims: step.staleClaims.length };
       }),
     );
     result.products += productIds.length;
@@ -79,7 +63,12 @@ export async function releaseExpiredHolds(
   return result;
 }
 
-/** Runs sweeper passes every `SWEEP_INTERVAL_MS`, at once again while expired holds are waiting. */
-export function startSweeper(redis: Redis, config: Config, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
-  return runPeriodically('sweeper', config.SWEEP_INTERVAL_MS, () => releaseExpiredHolds(redis, config, log, onStaleClaim), log);
+/** Runs sweeper passes every `sweepIntervalMs`, at once again while expired holds are waiting. */
+export function startSweeper(commands: RedisCommands, settings: Settings, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
+  return runPeriodically(
+    'sweeper',
+    settings.sweepIntervalMs,
+    () => releaseExpiredHolds(commands, settings, log, onStaleClaim),
+    log,
+  );
 }

@@ -1,46 +1,62 @@
 import type { FastifyError } from 'fastify';
 import fp from 'fastify-plugin';
-import { AppError, isStoreUnavailable } from '../errors.js';
+import { AppError, errorBody, StoreUnavailableError, type ErrorCode } from '../errors.js';
 
 // Fastify's own request errors, by code, as this API's codes.
-const FASTIFY_ERRORS: Record<string, { status: number; code: string }> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'VALIDATION_ERROR' },
-  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'PAYLOAD_TOO_LARGE' },
-  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'INVALID_JSON' },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'INVALID_JSON' },
+const FASTIFY_ERRORS: Record<string, ErrorCode> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'VALIDATION_ERROR',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'INVALID_JSON',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
 };
 
-/** One error handler for the whole API: every error answers `{code, message, ...details}`; 5xx hide details. */
+// Seconds a client is asked to wait before retrying after a 503: outages here are reconnects and failovers.
+const RETRY_AFTER_SECONDS = '1';
+
+/**
+ * The one error handler: every error answers `{code, message, ...details}` (src/errors.ts makes the body).
+ * A store that could not be reached is a 503 with Retry-After; anything not recognised is a bug, a 500 whose
+ * details are logged, not shown.
+ */
 export default fp(
   async (app) => {
     app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
       if (err instanceof AppError) {
-        return reply.code(err.statusCode).send({ code: err.code, message: err.message, ...err.details });
+        if (err.statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS);
+        return reply.code(err.statusCode).send(err.body());
+      }
+      if (err instanceof StoreUnavailableError) {
+        request.log.warn({ req_id: request.id, store: err.store, err: err.message }, 'store unavailable');
+        return reply
+          .code(503)
+          .header('retry-after', RETRY_AFTER_SECONDS)
+          .send(
+            errorBody(
+              'SERVICE_UNAVAILABLE',
+              'a data store is unavailable; try again shortly (with the same Idempotency-Key, if the request had one)',
+            ),
+          );
       }
       const fastifyError = err as FastifyError;
       if (fastifyError.validation) {
-        return reply.code(400).send({ code: 'VALIDATION_ERROR', message: fastifyError.message });
+        return reply.code(400).send(errorBody('VALIDATION_ERROR', fastifyError.message));
       }
       const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
-      if (known) return reply.code(known.status).send({ code: known.code, message: fastifyError.message });
+      if (known) return reply.code(fastifyError.statusCode ?? 400).send(errorBody(known, fastifyError.message));
       // A body JSON.parse could not read (Fastify marks it 400 without a dedicated code in some versions).
       if (fastifyError.statusCode === 400 && err instanceof SyntaxError) {
-        return reply.code(400).send({ code: 'INVALID_JSON', message: err.message });
-      }
-      if (isStoreUnavailable(err)) {
-        request.log.warn({ req_id: request.id, err: err.message }, 'store unavailable');
-        return reply.code(503).send({ code: 'SERVICE_UNAVAILABLE', message: 'a data store is unavailable; try again shortly (with the same Idempotency-Key, if the request had one)' });
+        return reply.code(400).send(errorBody('INVALID_JSON', err.message));
       }
       if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
-        return reply.code(fastifyError.statusCode).send({ code: 'BAD_REQUEST', message: fastifyError.message });
+        return reply.code(fastifyError.statusCode).send(errorBody('BAD_REQUEST', fastifyError.message));
       }
       request.log.error({ req_id: request.id, err }, 'unexpected error');
-      return reply.code(500).send({ code: 'INTERNAL_ERROR', message: 'internal error' });
+      return reply.code(500).send(errorBody('INTERNAL_ERROR', 'internal error'));
     });
 
     app.setNotFoundHandler((request, reply) =>
-      reply.code(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url}` }),
+      reply.code(404).send(errorBody('NOT_FOUND', `no route ${request.method} ${request.url}`)),
     );
   },
   { name: 'errors' },

@@ -2,16 +2,23 @@ import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Config } from '../config.js';
+import { settingsFrom, type Settings } from '../settings.js';
 import { createDatabase } from '../db/connection.js';
 import type { Database } from '../db/schema.js';
 import { createRedisClock, type RedisClock } from '../redis/clock.js';
+import { createRedisCommands, type RedisCommands } from '../redis/commands.js';
 import { connectRedis } from '../redis/connection.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
+    /** The figures the rules use, derived once from `config` (src/settings.ts). */
+    settings: Settings;
+    /** The raw connection: for probes only; everything else goes through `redisCommands`. */
     redis: Redis;
     redisClock: RedisClock;
+    /** Every script and command the service sends to Redis, typed and decoded (src/redis/commands.ts). */
+    redisCommands: RedisCommands;
     db: Kysely<Database>;
   }
 }
@@ -20,6 +27,8 @@ declare module 'fastify' {
 export default fp<{ config: Config }>(
   async (app, { config }) => {
     app.decorate('config', config);
+    const settings = settingsFrom(config);
+    app.decorate('settings', settings);
 
     const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS });
     let redisDown = false;
@@ -34,6 +43,7 @@ export default fp<{ config: Config }>(
     app.decorate('redis', redis);
     const clock = await createRedisClock(redis);
     app.decorate('redisClock', clock);
+    app.decorate('redisCommands', createRedisCommands(redis, settings, clock.now));
     const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
     const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: config.DATABASE_POOL_SIZE });

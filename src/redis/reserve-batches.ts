@@ -1,6 +1,8 @@
 import type { Redis } from 'ioredis';
+import { redisFailure, ScriptReplyError } from './errors.js';
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
-import type { ReserveReply } from './scripts.js';
+import type { Settings } from '../settings.js';
+import { ScriptCode } from './script-codes.js';
 
 /** One hold request as lua/reserveStock.lua takes it. */
 export interface Reservation {
@@ -13,25 +15,28 @@ export interface Reservation {
   idempotency?: { key: string; fingerprint: string };
 }
 
-export interface ReserveBatchSettings {
-  prefix: string;
-  ttlMs: number;
-  inlineExpiryLimit: number;
-  idempotencyTtlMs: number;
-  retainMs: number;
+/** What lua/reserveStock.lua decided for one request; `replayed`: the stored first answer to its Idempotency-Key. */
+export type ReserveOutcome =
+  | { kind: 'held'; holdId: string; expiresAt: number; replayed: boolean }
+  | { kind: 'insufficientStock'; available: number; requested: number; replayed: boolean }
+  | { kind: 'customerLimitExceeded'; customerUnits: number; limit: number; replayed: boolean }
+  | { kind: 'productNotFound' }
+  | { kind: 'idempotencyKeyReused' }
+  | { kind: 'customerIdRequired' }
+  | { kind: 'deadlinePassed' };
+
+export interface ReserveBatchSettings
+  extends Pick<Settings, 'redisKeyPrefix' | 'holdTtlMs' | 'inlineExpiryLimit' | 'idempotencyTtlMs' | 'holdRetainMs' | 'maxHoldBatch'> {
   /** The moment (ms, Redis's clock) past which the callers of a batch sent now have been answered 503. */
-  deadline: () => number;
+  reserveDeadline: () => number;
 }
 
 // Separators of the script's request lines (see lua/reserveStock.lua).
 const FIELD_BREAK = /[\t\n]/;
 
-/** Most requests in one script call: bounds the time Redis spends on one call (~1 ms). */
-export const MAX_RESERVE_BATCH = 256;
-
 interface Waiting {
   reservation: Reservation;
-  resolve: (reply: ReserveReply) => void;
+  resolve: (outcome: ReserveOutcome) => void;
   reject: (err: unknown) => void;
 }
 
@@ -60,11 +65,11 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         (results) =>
           batches.forEach(([, batch], i) => {
             const [err, reply] = results?.[i] ?? [new Error('reserveStock: no reply in the pipeline')];
-            if (err) fail(batch, err);
+            if (err) fail(batch, redisFailure(err));
             else settle(batch, reply);
           }),
         (err: unknown) => {
-          for (const [, batch] of batches) fail(batch, err);
+          for (const [, batch] of batches) fail(batch, redisFailure(err));
         },
       );
     }
@@ -74,19 +79,19 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   function send(productId: number, batch: Waiting[]): void {
     redis.reserveStock(...scriptArguments(productId, batch)).then(
       (reply) => settle(batch, reply),
-      (err: unknown) => fail(batch, err),
+      (err: unknown) => fail(batch, redisFailure(err)),
     );
   }
 
   /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
   function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
-    const keys: string[] = productScriptKeys(productKeys(settings.prefix, productId));
+    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId));
     const lines: string[] = [];
     for (const { reservation } of batch) {
       const { idempotency } = reservation;
       let keyIndex = 0;
       if (idempotency) {
-        keys.push(holdIdempotencyKey(settings.prefix, productId, idempotency.key));
+        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
       // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
@@ -94,7 +99,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
     }
     return [
       keys.length, ...keys,
-      settings.ttlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.retainMs, settings.deadline(),
+      settings.holdTtlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.holdRetainMs, settings.reserveDeadline(),
       lines.join('\n'),
     ];
   }
@@ -102,13 +107,14 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   function settle(batch: Waiting[], reply: unknown): void {
     const lines = typeof reply === 'string' ? reply.split('\n') : [];
     if (lines.length !== batch.length) {
-      fail(batch, new Error(`reserveStock answered ${lines.length} lines for ${batch.length} requests`));
+      fail(batch, new ScriptReplyError('reserveStock', `${lines.length} lines for ${batch.length} requests`));
       return;
     }
-    batch.forEach((waiting, i) => {
-      const [code, holdId, a, b, replayed] = lines[i]!.split('\t');
-      waiting.resolve([Number(code), holdId ?? '', Number(a), Number(b), Number(replayed)]);
-    });
+    for (let i = 0; i < batch.length; i++) {
+      const outcome = decodeLine(lines[i]!);
+      if (outcome) batch[i]!.resolve(outcome);
+      else batch[i]!.reject(new ScriptReplyError('reserveStock', lines[i]));
+    }
   }
 
   function fail(batch: Waiting[], err: unknown): void {
@@ -116,7 +122,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   }
 
   /** Reserves through the next batch of the request's product; the reply is this request's part of it. */
-  function reserve(reservation: Reservation): Promise<ReserveReply> {
+  function reserve(reservation: Reservation): Promise<ReserveOutcome> {
     return new Promise((resolve, reject) => {
       // The HTTP schemas allow neither; a caller that let one through must not spoil its batch-mates' requests.
       if (FIELD_BREAK.test(reservation.customerId)) {
@@ -129,7 +135,7 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         pending.set(reservation.productId, batch);
       }
       batch.push({ reservation, resolve, reject });
-      if (batch.length >= MAX_RESERVE_BATCH) {
+      if (batch.length >= settings.maxHoldBatch) {
         pending.delete(reservation.productId);
         send(reservation.productId, batch);
       } else if (!flushScheduled) {
@@ -141,4 +147,30 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   }
 
   return { reserve };
+}
+
+/** One line of reserveStock's reply: code, hold id, a, b, replayed (see lua/reserveStock.lua); undefined if malformed. */
+function decodeLine(line: string): ReserveOutcome | undefined {
+  const fields = line.split('\t');
+  if (fields.length !== 5) return undefined;
+  const [code, holdId, a, b] = [Number(fields[0]), fields[1]!, Number(fields[2]), Number(fields[3])];
+  const replayed = fields[4] === '1';
+  switch (code) {
+    case ScriptCode.HELD:
+      return { kind: 'held', holdId, expiresAt: a, replayed };
+    case ScriptCode.INSUFFICIENT_STOCK:
+      return { kind: 'insufficientStock', available: a, requested: b, replayed };
+    case ScriptCode.CUSTOMER_LIMIT_EXCEEDED:
+      return { kind: 'customerLimitExceeded', customerUnits: a, limit: b, replayed };
+    case ScriptCode.PRODUCT_NOT_FOUND:
+      return { kind: 'productNotFound' };
+    case ScriptCode.IDEMPOTENCY_KEY_REUSED:
+      return { kind: 'idempotencyKeyReused' };
+    case ScriptCode.CUSTOMER_ID_REQUIRED:
+      return { kind: 'customerIdRequired' };
+    case ScriptCode.DEADLINE_PASSED:
+      return { kind: 'deadlinePassed' };
+    default:
+      return undefined;
+  }
 }

@@ -11,7 +11,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       schema: {
         summary: 'Put units of a product on hold',
         headers: Type.Object({ 'idempotency-key': Type.Optional(IdempotencyKeySchema) }),
-        body: newHoldSchema(app.config.MAX_QTY_PER_HOLD),
+        body: newHoldSchema(app.settings.maxQtyPerHold),
         response: {
           201: HoldSchema,
           400: ErrorSchema,

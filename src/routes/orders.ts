@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorSchema } from '../schemas/error.js';
+import { readUrlIntegers } from '../schemas/integer-text.js';
 import { NewOrderSchema, OrderParamsSchema, OrderSchema } from '../schemas/order.js';
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
@@ -30,13 +31,14 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/orders/:id',
     {
+      preValidation: readUrlIntegers,
       schema: {
         summary: 'One order with its items',
         params: OrderParamsSchema,
         response: { 200: OrderSchema, 400: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
       },
     },
-    async (request) => app.orders.find(Number(request.params.id)),
+    async (request) => app.orders.find(request.params.id),
   );
 };
 

@@ -1,8 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { ErrorSchema } from '../schemas/error.js';
+import { readUrlIntegers } from '../schemas/integer-text.js';
 import {
   NewProductSchema,
+  PRODUCT_PAGE_DEFAULT,
   ProductListQuerySchema,
   ProductParamsSchema,
   ProductSchema,
@@ -26,6 +28,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/products',
     {
+      preValidation: readUrlIntegers,
       schema: {
         summary: 'List products in id order',
         querystring: ProductListQuerySchema,
@@ -33,27 +36,26 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) =>
-      app.catalogue.list({
-        limit: Math.min(Number(request.query.limit ?? 100), 1000),
-        afterId: Number(request.query.after_id ?? 0),
-      }),
+      app.catalogue.list({ limit: request.query.limit ?? PRODUCT_PAGE_DEFAULT, afterId: request.query.after_id ?? 0 }),
   );
 
   app.get(
     '/products/:id',
     {
+      preValidation: readUrlIntegers,
       schema: {
         summary: 'One product with its live stock figures',
         params: ProductParamsSchema,
         response: { 200: ProductSchema, 400: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
       },
     },
-    async (request) => app.catalogue.get(Number(request.params.id)),
+    async (request) => app.catalogue.get(request.params.id),
   );
 
   app.put(
     '/products/:id/stock',
     {
+      preValidation: readUrlIntegers,
       preHandler: app.verifyAdmin,
       schema: {
         summary: 'Set the total stock (admin); refused below the units held or sold',
@@ -62,7 +64,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 200: ProductSchema, 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 503: ErrorSchema },
       },
     },
-    async (request) => app.catalogue.setStock(Number(request.params.id), request.body.stock),
+    async (request) => app.catalogue.setStock(request.params.id, request.body.stock),
   );
 };
 

@@ -13,7 +13,7 @@ declare module 'fastify' {
 }
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
-  const secrets = app.config.WEBHOOK_SECRET.split(',').map((s) => s.trim()).filter(Boolean);
+  const secrets = app.settings.webhookSecrets;
   if (secrets.length === 0) {
     app.log.warn('WEBHOOK_SECRET is not set: payment webhooks are accepted unsigned');
   }

@@ -1,10 +1,34 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ProductIdSchema } from './product.js';
 
-export const OrderStatusSchema = Type.Union(
-  ['pending_payment', 'paid', 'cancelled', 'refund_required'].map((s) => Type.Literal(s)),
-);
-export const PaymentStatusSchema = Type.Union(['pending', 'processing', 'completed', 'failed'].map((s) => Type.Literal(s)));
+/**
+ * An order's status; src/db/schema.ts says which count as sold. The orders table's CHECK lists the same. Spelled
+ * out, not mapped from a list: a mapped list would type the status as any string.
+ */
+export const OrderStatusSchema = Type.Union([
+  Type.Literal('pending_payment'),
+  Type.Literal('paid'),
+  Type.Literal('cancelled'),
+  Type.Literal('refund_required'),
+]);
+export type OrderStatus = Static<typeof OrderStatusSchema>;
+
+/** The status of an order's payment (orders.payment_status, payments.status). */
+export const PaymentStatusSchema = Type.Union([
+  Type.Literal('pending'),
+  Type.Literal('processing'),
+  Type.Literal('completed'),
+  Type.Literal('failed'),
+]);
+export type PaymentStatus = Static<typeof PaymentStatusSchema>;
+
+/**
+ * An order id, in a path's `:id` (read as a number by readUrlIntegers), a webhook's `order_id` and every answer.
+ * orders.id is a Postgres bigint counting from 1, read as a JavaScript number (src/db/connection.ts). Up to 10^16
+ * (16 digits): an unknown id that long is still 404; a longer one is 400, well before Postgres would refuse it
+ * as past bigint (a 500). Ids past 2^53 are read inexactly, but the sequence will never reach them.
+ */
+export const OrderIdSchema = Type.Integer({ minimum: 1, maximum: 1e16 });
 
 export const OrderItemSchema = Type.Object({
   product_id: ProductIdSchema,
@@ -14,7 +38,7 @@ export const OrderItemSchema = Type.Object({
 });
 
 export const OrderSchema = Type.Object({
-  order_id: Type.Integer({ minimum: 1 }),
+  order_id: OrderIdSchema,
   hold_id: Type.String(),
   customer_id: Type.Union([Type.String(), Type.Null()]),
   status: OrderStatusSchema,
@@ -38,13 +62,14 @@ export const NewOrderSchema = Type.Object(
 );
 export type NewOrder = Static<typeof NewOrderSchema>;
 
-export const OrderParamsSchema = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,15}$' }) });
+/** Routes with these params read them with the readUrlIntegers hook. */
+export const OrderParamsSchema = Type.Object({ id: OrderIdSchema });
 
 /** A payment provider's webhook: these fields are read, every other field is kept as the payment's payload. */
 export const PaymentWebhookSchema = Type.Object(
   {
     idempotency_key: Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' }),
-    order_id: Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
+    order_id: OrderIdSchema,
     event_type: Type.Union([Type.Literal('success'), Type.Literal('failure')]),
   },
   { additionalProperties: true },
@@ -52,7 +77,7 @@ export const PaymentWebhookSchema = Type.Object(
 export type PaymentWebhook = Static<typeof PaymentWebhookSchema>;
 
 export const PaymentOutcomeSchema = Type.Object({
-  order_id: Type.Integer({ minimum: 1 }),
+  order_id: OrderIdSchema,
   status: OrderStatusSchema,
   payment_status: PaymentStatusSchema,
 });

@@ -1,6 +1,14 @@
 import { Type, type Static } from '@sinclair/typebox';
 
-export const ProductIdSchema = Type.Integer({ minimum: 1, maximum: 2_147_483_647 });
+/** The largest Postgres `integer` (int4): products.id is one, generated from 1. */
+export const PG_INTEGER_MAX = 2_147_483_647;
+
+/**
+ * A product id, wherever one arrives: a JSON body's `product_id`, a path's `:id`, the list's `after_id` (the
+ * path and query string ones are read as numbers by readUrlIntegers). A larger number is refused here with 400,
+ * rather than by Postgres with an error.
+ */
+export const ProductIdSchema = Type.Integer({ minimum: 1, maximum: PG_INTEGER_MAX });
 
 export const ProductSchema = Type.Object({
   id: ProductIdSchema,
@@ -32,13 +40,19 @@ export const StockChangeSchema = Type.Object(
 );
 export type StockChange = Static<typeof StockChangeSchema>;
 
-// Path parameters arrive as text and are not coerced (coercion would also coerce bodies), hence the pattern.
-export const ProductParamsSchema = Type.Object({ id: Type.String({ pattern: '^[1-9][0-9]{0,9}$' }) });
+/** Routes with these params read them with the readUrlIntegers hook. */
+export const ProductParamsSchema = Type.Object({ id: ProductIdSchema });
 
+export const PRODUCT_PAGE_DEFAULT = 100;
+export const PRODUCT_PAGE_MAX = 1000;
+
+/** The query of GET /api/products (read with the readUrlIntegers hook): products after `after_id`, or from the first. */
 export const ProductListQuerySchema = Type.Object(
   {
-    limit: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,3}$', description: '1 to 1000, default 100' })),
-    after_id: Type.Optional(Type.String({ pattern: '^[0-9]{1,10}$', description: 'list products after this id' })),
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: PRODUCT_PAGE_MAX, description: `products per page, default ${PRODUCT_PAGE_DEFAULT}` }),
+    ),
+    after_id: Type.Optional(ProductIdSchema),
   },
   { additionalProperties: false },
 );

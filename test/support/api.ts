@@ -1,23 +1,13 @@
+import type { Hold } from '../../src/schemas/hold.js';
+import type { Product } from '../../src/schemas/product.js';
 import { admin, PRODUCT_DEFAULTS, type ProductFields } from './app.js';
 import { request } from './http.js';
 
-// TODO(product-schema): src/schemas/product.ts has the whole Product; use it once the schemas have settled.
 /** A product's figures as GET /api/products/:id answers them. */
-export interface ProductState {
-  stock: number;
-  available_stock: number;
-  held: number;
-  sold: number;
-}
+export type ProductState = Pick<Product, 'stock' | 'available_stock' | 'held' | 'sold'>;
 
-// TODO(hold-schema): src/schemas/hold.ts has the whole Hold; use it once the schemas have settled.
 /** A granted hold as POST /api/holds answers it. */
-export interface GrantedHold {
-  hold_id: string;
-  qty: number;
-  status: string;
-  expires_at: string;
-}
+export type GrantedHold = Hold;
 
 /** Reads a product's stock figures over HTTP. */
 export async function productState(baseUrl: string, id: number): Promise<ProductState> {

@@ -7,7 +7,6 @@ import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createDatabase } from '../../src/db/connection.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
-import * as soldOutCache from '../../src/domain/sold-out-cache.js';
 import type { Clock } from './clock.js';
 
 /** The servers tests run against: CI has both at their default local ports. */
@@ -104,38 +103,11 @@ export async function buildTestApp(t: Test, overrides: Partial<Config> = {}, opt
       ...overrides,
     },
   );
-  const build = options.soldOutClock ? await buildAppWithSoldOutClock(t, options.soldOutClock) : buildApp;
-  const app = await build(config);
+  const app = await buildApp(config, { now: options.soldOutClock?.now });
   t.teardown(() => app.close());
   const redis = new Redis(TEST_REDIS_URL);
   t.teardown(() => redis.disconnect());
   return { app, config, redis, prefix: config.REDIS_KEY_PREFIX };
-}
-
-/**
- * `buildApp` whose sold-out cache reads `clock`. buildApp takes no clock, so this loads a copy of the app (tap's
- * module mocks) whose domain plugin gets a createSoldOutCache bound to it, and makes sure the copy used it.
- */
-async function buildAppWithSoldOutClock(t: Test, clock: Clock): Promise<typeof buildApp> {
-  let injected = false;
-  const createSoldOutCache: typeof soldOutCache.createSoldOutCache = (ttlMs, options) => {
-    injected = true;
-    return soldOutCache.createSoldOutCache(ttlMs, { ...options, now: clock.now });
-  };
-  // Two steps, as the mock loader cannot follow a `.js` import to its `.ts` file: the copy of app.ts gets a mocked
-  // domain plugin, and that plugin gets the mocked cache.
-  const domain: unknown = await t.mockImport('../../src/plugins/domain.js', {
-    '../../src/domain/sold-out-cache.js': t.createMock(soldOutCache, { createSoldOutCache }),
-  });
-  const copy = await t.mockImport<typeof import('../../src/app.js')>('../../src/app.js', { '../../src/plugins/domain.js': domain });
-  return async (config) => {
-    const app = await copy.buildApp(config);
-    if (!injected) {
-      await app.close();
-      throw new Error('the sold-out clock was not injected: src/plugins/domain.ts no longer calls createSoldOutCache');
-    }
-    return app;
-  };
 }
 
 /** The fields of a product that tests leave to a default. */

@@ -1,4 +1,5 @@
 /** What the service keeps in Postgres about orders and conversions, read with plain SQL. */
+import { SOLD_ORDER_STATUSES } from '../../src/db/schema.js';
 import type pg from 'pg';
 
 /** A connection pool of the test's own database (a ServiceWorld is one). */
@@ -42,12 +43,12 @@ export async function claimsOfHold({ db }: PostgresScope, holdId: string): Promi
   return rows;
 }
 
-/** Units of the product's orders that are not cancelled: what Redis must count as sold. */
+/** Units of the product's orders whose units count as sold (SOLD_ORDER_STATUSES): what Redis must count as sold. */
 export async function unitsOrdered({ db }: PostgresScope, productId: number): Promise<number> {
   const { rows } = await db.query<{ n: number }>(
     `SELECT coalesce(sum(i.qty), 0)::int AS n FROM order_items i JOIN orders o ON o.id = i.order_id
-      WHERE i.product_id = $1 AND o.status <> 'cancelled'`,
-    [productId],
+      WHERE i.product_id = $1 AND o.status = ANY($2)`,
+    [productId, SOLD_ORDER_STATUSES],
   );
   return rows[0]!.n;
 }

@@ -3,7 +3,18 @@
  * Every key comes from src/redis/keys.ts, the one module that builds them.
  */
 import type { Redis } from 'ioredis';
+import { productOfHold as productOfHoldId } from '../../src/domain/hold-ids.js';
+import type { HoldRecord } from '../../src/redis/hold-record.js';
 import { productKeys, sweepScheduleKey, type ProductKeys } from '../../src/redis/keys.js';
+
+export type { HoldRecord };
+
+/** The product a hold id names (`<product id>-<random>`). */
+export function productOfHold(holdId: string): number {
+  const productId = productOfHoldId(holdId);
+  if (productId === null) throw new Error(`not a hold id: ${holdId}`);
+  return productId;
+}
 
 /** A Redis client and the key prefix of the service under test (a TestApp is one). */
 export interface RedisScope {
@@ -11,26 +22,9 @@ export interface RedisScope {
   prefix: string;
 }
 
-// TODO(hold-record): src/domain/holds.ts has this type (not exported); use it once the domain modules have settled.
-/** A hold record as the scripts store it in the product's `holds` hash. */
-export interface HoldRecord {
-  qty: number;
-  customer_id?: string;
-  status: 'held' | 'converting' | 'converted' | 'released' | 'expired';
-  expires_at: number;
-  claim_id?: string;
-  order_id?: string;
-  units_returned?: boolean;
-}
-
 /** The keys of one product under the scope's prefix. */
 export function keysOf(scope: RedisScope, productId: number): ProductKeys {
   return productKeys(scope.prefix, productId);
-}
-
-/** The product a hold id names (`<product id>-<random>`). */
-export function productOfHold(holdId: string): number {
-  return Number(holdId.split('-')[0]);
 }
 
 /** The product's stock, held and sold counters (0 where a field is missing). */

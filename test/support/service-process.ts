@@ -2,6 +2,7 @@
  * The service as a real process (`src/server.ts` run by a child node), for tests that kill it at a named crash
  * point (FLASHSALE_FAULT, see src/domain/faults.ts) and start it again on the same stores.
  */
+import type { FaultPoint } from '../../src/domain/faults.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
@@ -21,9 +22,8 @@ const READY_DEADLINE_MS = 30_000;
 // Longer than any answer may take: a request still running then is a hang.
 const CLIENT_DEADLINE_MS = 8000;
 
-// TODO(fault-point): src/domain/faults.ts has FaultPoint; use it once the domain modules have settled.
 /** Where the process kills itself, as a power cut would ('none': it does not). */
-export type Fault = 'after-claim' | 'after-order-commit' | 'after-cancel-commit' | 'none';
+export type Fault = FaultPoint | 'none';
 
 /** One run of the service process. */
 export interface Service extends RunningProcess {

@@ -1,0 +1,29 @@
+import fp from 'fastify-plugin';
+import { runPeriodically, type Loop } from '../domain/loop.js';
+import { startSweeper } from '../domain/sweeper.js';
+
+/**
+ * The service's own work besides answering requests, all in one place. At start, every product Redis lacks is
+ * loaded from Postgres before the app serves. Then two loops run until the app closes: the sweeper (expired
+ * holds, stale conversion claims) and order settlement (overdue payments, units of cancelled orders), so
+ * recovery after a crash begins with the process.
+ */
+export default fp(
+  async (app) => {
+    const { redisCommands, settings, log, catalogue, orders } = app;
+    await catalogue.loadAll();
+
+    const loops: Loop[] = [];
+    app.addHook('onReady', async () => {
+      if (settings.sweepIntervalMs > 0) loops.push(startSweeper(redisCommands, settings, log, orders.recoverClaim));
+      if (settings.recoveryIntervalMs > 0) {
+        loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
+      }
+    });
+    // Registered after the stores plugin, so it runs before Redis and Postgres are closed.
+    app.addHook('onClose', async () => {
+      await Promise.all(loops.map((loop) => loop.stop()));
+    });
+  },
+  { name: 'background', dependencies: ['stores', 'domain'] },
+);

@@ -1,0 +1,352 @@
+import type { Redis } from 'ioredis';
+import type { Settings } from '../settings.js';
+import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
+import { parseHoldRecord, type HoldRecord } from './hold-record.js';
+import {
+  conversionScriptKeys,
+  idempotencyClaimKey,
+  productKeys,
+  productScriptKeys,
+  sweepScheduleKey,
+  type ProductKeys,
+} from './keys.js';
+import { createReserveBatches, type Reservation, type ReserveOutcome } from './reserve-batches.js';
+
+export { ScriptReplyError };
+export type { Reservation, ReserveOutcome };
+import { ScriptCode } from './script-codes.js';
+
+/**
+ * The service's one door to Redis: every script and command it sends, with keys built by src/redis/keys.ts,
+ * replies checked for shape and decoded into outcomes (`{ kind: ... }`), and client errors classified
+ * (src/redis/errors.ts). Nothing above this module reads a script code or a positional reply.
+ */
+
+/** A refusal a script answers with, turned into an API error by src/redis/finished-errors.ts. */
+export type ScriptRefusal =
+  | { kind: 'productNotFound' }
+  | { kind: 'customerIdRequired' }
+  | { kind: 'idempotencyKeyReused' }
+  | { kind: 'deadlinePassed' }
+  | { kind: 'holdNotFound' }
+  | { kind: 'holdConverted' }
+  | { kind: 'holdConverting' }
+  | { kind: 'holdExpired' }
+  | { kind: 'holdReleased' }
+  /** `stock`: the stock asked for. */
+  | { kind: 'stockBelowCommitted'; stock: number; held: number; sold: number };
+
+type Refusal<K extends ScriptRefusal['kind']> = Extract<ScriptRefusal, { kind: K }>;
+
+export type HoldLookup = { kind: 'found'; record: HoldRecord } | Refusal<'holdNotFound'>;
+
+export type HoldRelease =
+  | { kind: 'ended'; record: HoldRecord }
+  | { kind: 'alreadyEnded'; record: HoldRecord }
+  | Refusal<'holdNotFound' | 'holdConverted' | 'holdConverting'>;
+
+export type HoldClaim =
+  | { kind: 'claimed'; claimId: string; record: HoldRecord }
+  | { kind: 'joined'; claimId: string; record: HoldRecord }
+  | { kind: 'converted'; claimId: string }
+  | Refusal<'holdNotFound' | 'holdExpired' | 'holdReleased'>;
+
+/** A step of a conversion that Postgres has decided (finishConversion, returnSoldUnits, abandonClaim). */
+export type HoldStep =
+  | { kind: 'done'; status: string }
+  | { kind: 'unchanged'; status: string }
+  | { kind: 'wrongHoldState'; status: string }
+  | Refusal<'holdNotFound'>;
+
+export type StockChange =
+  | { kind: 'stockSet'; stock: number; held: number; sold: number }
+  | { kind: 'unchanged'; stock: number; held: number; sold: number }
+  | Refusal<'productNotFound' | 'stockBelowCommitted'>;
+
+/** A product's live counters as Redis holds them. */
+export interface Inventory {
+  name: string;
+  price_cents: number;
+  stock: number;
+  held: number;
+  sold: number;
+  /** 0: none. */
+  per_customer_limit: number;
+}
+
+export interface SweepStep {
+  expired: number;
+  purged: number;
+  /** ms, Redis's clock. */
+  nextSweepAt: number;
+  /** Conversion claims whose lease ran out, for recovery to decide. */
+  staleClaims: { holdId: string; claimId: string }[];
+}
+
+const INVENTORY_FIELDS = ['name', 'price_cents', 'stock', 'held', 'sold', 'per_customer_limit'] as const;
+
+export type RedisCommands = ReturnType<typeof createRedisCommands>;
+
+/** `now`: Redis's clock as this process sees it (src/redis/clock.ts); hold batches get their deadlines on it. */
+export function createRedisCommands(redis: Redis, settings: Settings, now: () => number = Date.now) {
+  const prefix = settings.redisKeyPrefix;
+  const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
+  const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
+  const batches = createReserveBatches(redis, {
+    ...settings,
+    // Past this moment the callers have been answered 503, so the script must not hold anything.
+    reserveDeadline: () => Math.floor(now()) + settings.redisCommandTimeoutMs,
+  });
+
+  return {
+    /** Decides one hold request in its product's next batch (lua/reserveStock.lua). */
+    reserve: (reservation: Reservation): Promise<ReserveOutcome> => batches.reserve(reservation),
+
+    /**
+     * Claims an Idempotency-Key for a request's fingerprint across all products; false when another request
+     * has it. Copies of one request pass (the product's script then answers them all alike).
+     */
+    async claimIdempotencyKey(key: string, fingerprint: string): Promise<boolean> {
+      const previous = await redis
+        .set(idempotencyClaimKey(prefix, key), fingerprint, 'PX', settings.idempotencyTtlMs, 'NX', 'GET')
+        .catch(rethrowRedisFailure);
+      return previous === null || previous === fingerprint;
+    },
+
+    async getHold(productId: number, holdId: string): Promise<HoldLookup> {
+      const reply = await redis.getHold(keysOf(productId).holds, holdId).catch(rethrowRedisFailure);
+      const [code, record] = tuple('getHold', reply, 2);
+      if (code === ScriptCode.HOLD_FOUND) return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
+      if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
+      throw new ScriptReplyError('getHold', reply);
+    },
+
+    async releaseHold(productId: number, holdId: string): Promise<HoldRelease> {
+      const reply = await redis
+        .releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs)
+        .catch(rethrowRedisFailure);
+      const [code, record] = tuple('releaseHold', reply, 2);
+      switch (code) {
+        case ScriptCode.HOLD_ENDED:
+          return { kind: 'ended', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+        case ScriptCode.HOLD_FOUND:
+          return { kind: 'alreadyEnded', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+        case ScriptCode.HOLD_NOT_FOUND:
+          return { kind: 'holdNotFound' };
+        case ScriptCode.HOLD_CONVERTED:
+          return { kind: 'holdConverted' };
+        case ScriptCode.HOLD_CONVERTING:
+          return { kind: 'holdConverting' };
+        default:
+          throw new ScriptReplyError('releaseHold', reply);
+      }
+    },
+
+    async claimHold(productId: number, holdId: string, claimId: string): Promise<HoldClaim> {
+      const reply = await redis
+        .claimHold(...conversionKeys(productId), holdId, claimId, settings.conversionLeaseMs, settings.holdRetainMs)
+        .catch(rethrowRedisFailure);
+      const [code, claim, record] = tuple('claimHold', reply, 3);
+      switch (code) {
+        case ScriptCode.CLAIMED:
+          return { kind: 'claimed', claimId: text('claimHold', claim), record: parseHoldRecord(holdId, text('claimHold', record)) };
+        case ScriptCode.CLAIM_JOINED:
+          return { kind: 'joined', claimId: text('claimHold', claim), record: parseHoldRecord(holdId, text('claimHold', record)) };
+        case ScriptCode.HOLD_CONVERTED:
+          return { kind: 'converted', claimId: text('claimHold', claim) };
+        case ScriptCode.HOLD_NOT_FOUND:
+          return { kind: 'holdNotFound' };
+        case ScriptCode.HOLD_EXPIRED:
+          return { kind: 'holdExpired' };
+        case ScriptCode.HOLD_RELEASED:
+          return { kind: 'holdReleased' };
+        default:
+          throw new ScriptReplyError('claimHold', reply);
+      }
+    },
+
+    /** Moves a converting hold's units from held to sold, once its order is committed (lua/finishConversion-6.lua). */
+    async finishConversion(productId: number, holdId: string, orderId: number): Promise<HoldStep> {
+      const reply = await redis
+        .finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs)
+        .catch(rethrowRedisFailure);
+      return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
+    },
+
+    /** Gives up a claim Postgres recorded as abandoned; the hold is a hold again (lua/abandonClaim-6.lua). */
+    async abandonClaim(productId: number, holdId: string, claimId: string): Promise<HoldStep> {
+      const reply = await redis
+        .abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs)
+        .catch(rethrowRedisFailure);
+      return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
+    },
+
+    /** Puts a cancelled order's units back on sale, once (lua/returnSoldUnits-3.lua). */
+    async returnSoldUnits(productId: number, holdId: string): Promise<HoldStep> {
+      const keys = keysOf(productId);
+      const reply = await redis
+        .returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId)
+        .catch(rethrowRedisFailure);
+      return holdStep('returnSoldUnits', reply, ScriptCode.UNITS_RETURNED);
+    },
+
+    /** Leases the products whose sweep is due to this instance (lua/claimDueProducts-1.lua). */
+    async claimDueProducts(limit: number, leaseMs: number): Promise<number[]> {
+      const reply = await redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs).catch(rethrowRedisFailure);
+      if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
+      return reply.map((id) => int('claimDueProducts', Number(id)));
+    },
+
+    /** One sweep step of one product (lua/releaseExpiredHolds-6.lua). */
+    async releaseExpiredHolds(productId: number, batch: number): Promise<SweepStep> {
+      const reply = await redis
+        .releaseExpiredHolds(
+          ...conversionKeys(productId),
+          batch,
+          settings.holdRetainMs,
+          settings.holdTtlMs,
+          settings.conversionLeaseMs,
+        )
+        .catch(rethrowRedisFailure);
+      const [expired, purged, nextSweepAt, ...claims] = tuple('releaseExpiredHolds', reply, 3);
+      if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
+      const staleClaims: SweepStep['staleClaims'] = [];
+      for (let i = 0; i < claims.length; i += 2) {
+        staleClaims.push({ holdId: text('releaseExpiredHolds', claims[i]), claimId: text('releaseExpiredHolds', claims[i + 1]) });
+      }
+      return {
+        expired: int('releaseExpiredHolds', expired),
+        purged: int('releaseExpiredHolds', purged),
+        nextSweepAt: int('releaseExpiredHolds', nextSweepAt),
+        staleClaims,
+      };
+    },
+
+    /**
+     * Puts a product on the sweep schedule at `at` (ms, Redis's clock): `new` only if it is not on it yet (a
+     * product loaded), `sooner` only if it is on it and `at` is sooner than planned (never adds a member, so a
+     * request naming a product that does not exist cannot grow the schedule), `always` in any case.
+     */
+    async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always'): Promise<void> {
+      const key = sweepScheduleKey(prefix);
+      const member = String(productId);
+      const added =
+        when === 'new'
+          ? redis.zadd(key, 'NX', at, member)
+          : when === 'sooner'
+            ? redis.zadd(key, 'XX', 'LT', at, member)
+            : redis.zadd(key, at, member);
+      await added.catch(rethrowRedisFailure);
+    },
+
+    /** Copies a product into Redis unless Redis has it (lua/loadProduct-1.lua). */
+    async loadProduct(product: {
+      id: number;
+      stock: number;
+      per_customer_limit: number | null;
+      price_cents: number;
+      name: string;
+      stock_version: number;
+      sold: number;
+    }): Promise<{ loaded: boolean; version: number }> {
+      const reply = await redis
+        .loadProduct(
+          keysOf(product.id).inventory,
+          product.stock,
+          product.per_customer_limit ?? 0,
+          product.price_cents,
+          product.name,
+          product.stock_version,
+          product.sold,
+        )
+        .catch(rethrowRedisFailure);
+      const [code, version] = tuple('loadProduct', reply, 2);
+      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED) throw new ScriptReplyError('loadProduct', reply);
+      return { loaded: code === ScriptCode.PRODUCT_LOADED, version: int('loadProduct', version) };
+    },
+
+    /** Sets a product's stock under a version from Postgres (lua/setStock-5.lua). */
+    async setStock(productId: number, stock: number, version: number): Promise<StockChange> {
+      const reply = await redis
+        .setStock(...productScriptKeys(keysOf(productId)), stock, version, settings.inlineExpiryLimit, settings.holdRetainMs)
+        .catch(rethrowRedisFailure);
+      const [code, ...figures] = tuple('setStock', reply, 4);
+      const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
+      switch (code) {
+        case ScriptCode.STOCK_SET:
+          return { kind: 'stockSet', stock: current, held, sold };
+        case ScriptCode.UNCHANGED:
+          return { kind: 'unchanged', stock: current, held, sold };
+        case ScriptCode.STOCK_BELOW_COMMITTED:
+          return { kind: 'stockBelowCommitted', stock, held, sold };
+        case ScriptCode.PRODUCT_NOT_FOUND:
+          return { kind: 'productNotFound' };
+        default:
+          throw new ScriptReplyError('setStock', reply);
+      }
+    },
+
+    /** The live counters of each product, in order; null for a product Redis does not have. */
+    async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
+      if (productIds.length === 1) {
+        const fields = await redis.hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS).catch(rethrowRedisFailure);
+        return [toInventory(fields)];
+      }
+      const pipeline = redis.pipeline();
+      for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
+      const replies = (await pipeline.exec().catch(rethrowRedisFailure)) ?? [];
+      return productIds.map((_id, i) => {
+        const [err, fields] = replies[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+        if (err) rethrowRedisFailure(err);
+        return toInventory(fields as (string | null)[]);
+      });
+    },
+  };
+}
+
+function toInventory(fields: (string | null)[]): Inventory | null {
+  const [name, price, stock, held, sold, limit] = fields;
+  if (stock === null || stock === undefined) return null;
+  return {
+    name: name ?? '',
+    price_cents: Number(price),
+    stock: Number(stock),
+    held: Number(held),
+    sold: Number(sold),
+    per_customer_limit: Number(limit ?? 0),
+  };
+}
+
+/** The common reply of the hold-step scripts: {code, hold status}. */
+function holdStep(command: string, reply: unknown, done: ScriptCode): HoldStep {
+  const [code, status] = tuple(command, reply, 2);
+  const holdStatus = text(command, status);
+  switch (code) {
+    case done:
+      return { kind: 'done', status: holdStatus };
+    case ScriptCode.UNCHANGED:
+      return { kind: 'unchanged', status: holdStatus };
+    case ScriptCode.WRONG_HOLD_STATE:
+      return { kind: 'wrongHoldState', status: holdStatus };
+    case ScriptCode.HOLD_NOT_FOUND:
+      return { kind: 'holdNotFound' };
+    default:
+      throw new ScriptReplyError(command, reply);
+  }
+}
+
+/** A reply that must be an array of at least `length` elements. */
+function tuple(command: string, reply: unknown, length: number): unknown[] {
+  if (!Array.isArray(reply) || reply.length < length) throw new ScriptReplyError(command, reply);
+  return reply;
+}
+
+function int(command: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new ScriptReplyError(command, value);
+  return value;
+}
+
+function text(command: string, value: unknown): string {
+  if (typeof value !== 'string') throw new ScriptReplyError(command, value);
+  return value;
+}
