@@ -40,7 +40,10 @@ function plan(scenarios: ScenarioName[]): (ScenarioName | ReferenceName)[] {
 }
 
 async function warmUp(deployment: Deployment, settings: Settings): Promise<void> {
-  const productId = await createProduct(deployment.url, deployment.adminToken, { name: 'bench warm-up', stock: HUGE_STOCK });
+  const productId = await createProduct(deployment.url, deployment.adminToken, {
+    name: 'bench warm-up',
+    stock: HUGE_STOCK,
+  });
   await runLoad({
     title: 'service warm-up',
     url: deployment.url,
@@ -59,7 +62,9 @@ async function runScenario(name: ScenarioName, ctx: ScenarioContext): Promise<Sc
     const result = await scenario.run(ctx);
     ctx.deployment.assertAlive();
     const failed = result.invariants.checks.filter((c) => !c.ok);
-    log(`${name}: invariants ${failed.length === 0 ? 'hold' : `FAILED: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`}`);
+    log(
+      `${name}: invariants ${failed.length === 0 ? 'hold' : `FAILED: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`}`,
+    );
     return { status: 'ok', name, result };
   } catch (err) {
     const error = err instanceof Error ? (err.stack ?? err.message) : String(err);
@@ -95,13 +100,19 @@ async function main(): Promise<number> {
 
   try {
     // Only to count the Redis server's CPU as the stores': no Redis to ask is no reason to stop.
-    const redis = new Redis(environment.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const redis = new Redis(environment.redisUrl, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    });
     setRedisPid(await localRedisPid(redis, environment.redisUrl).catch(() => undefined));
     redis.disconnect();
     let deployment: Deployment;
     if (external) {
       deployment = external;
-      log(`service: ${external.url} (BENCH_URL)${external.stores ? '' : '; no store access: API-level invariant checks only'}`);
+      log(
+        `service: ${external.url} (BENCH_URL)${external.stores ? '' : '; no store access: API-level invariant checks only'}`,
+      );
     } else {
       environment.build(log);
       deployment = await environment.launchService('service');
@@ -143,7 +154,9 @@ async function main(): Promise<number> {
     finishedAt: new Date().toISOString(),
     machine,
     settings,
-    service: external ? `BENCH_URL ${external.url}` : 'built and started by the bench (node dist/src/server.js, LOG_LEVEL=warn)',
+    service: external
+      ? `BENCH_URL ${external.url}`
+      : 'built and started by the bench (node dist/src/server.js, LOG_LEVEL=warn)',
     references,
     scenarios,
     targets: evaluateTargets(references, scenarios),

@@ -17,7 +17,9 @@ export async function up(db: Kysely<any>): Promise<void> {
 
   // Set once a cancelled order's units are back on sale in Redis; recovery finishes the ones left unset.
   await db.schema.alterTable('orders').addColumn('units_released_at', 'timestamptz').execute();
-  await sql`CREATE INDEX orders_units_to_release_idx ON orders (id) WHERE status IN ('cancelled', 'refund_required') AND units_released_at IS NULL`.execute(db);
+  await sql`CREATE INDEX orders_units_to_release_idx ON orders (id) WHERE status IN ('cancelled', 'refund_required') AND units_released_at IS NULL`.execute(
+    db,
+  );
 
   // Every webhook delivery that passed the signature check, with its answer: what ops look at.
   await db.schema
@@ -33,7 +35,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('replayed', 'boolean', (c) => c.notNull().defaultTo(false))
     .addColumn('received_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
-  await db.schema.createIndex('webhook_deliveries_key_idx').on('webhook_deliveries').column('idempotency_key').execute();
+  await db.schema
+    .createIndex('webhook_deliveries_key_idx')
+    .on('webhook_deliveries')
+    .column('idempotency_key')
+    .execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {

@@ -19,7 +19,11 @@ const PositiveInt = (defaultValue: number, description: string) =>
 export const ConfigSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000, description: 'HTTP port' }),
   HOST: Type.String({ default: '0.0.0.0', description: 'HTTP listen address' }),
-  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://', description: 'Redis connection URL' }),
+  REDIS_URL: Type.String({
+    default: 'redis://127.0.0.1:6379',
+    pattern: '^rediss?://',
+    description: 'Redis connection URL',
+  }),
   DATABASE_URL: Type.String({
     default: 'postgres://postgres@127.0.0.1:5432/flashsale',
     pattern: '^postgres(ql)?://',
@@ -43,13 +47,22 @@ export const ConfigSchema = Type.Object({
   ),
   SWEEP_INTERVAL_MS: Milliseconds(0, 250, 'pause between sweeps that release expired holds (0 turns the sweeper off)'),
   // At most 2000: a step unpacks two values a hold into one command, and Lua's unpack stops near 8000.
-  SWEEP_BATCH_SIZE: Type.Integer({ minimum: 1, maximum: 2000, default: 1000, description: 'most holds one sweep step releases for one product' }),
+  SWEEP_BATCH_SIZE: Type.Integer({
+    minimum: 1,
+    maximum: 2000,
+    default: 1000,
+    description: 'most holds one sweep step releases for one product',
+  }),
   ORDER_PAYMENT_TTL_SECONDS: Seconds(900, 'an order unpaid this long after its creation is cancelled'),
   WEBHOOK_SECRET: Type.String({
     default: '',
     description: 'payment webhook signing secrets, comma-separated (several during rotation); empty accepts unsigned',
   }),
-  CONVERSION_LEASE_MS: Milliseconds(1, 10_000, 'after this, recovery decides a hold conversion whose process went away'),
+  CONVERSION_LEASE_MS: Milliseconds(
+    1,
+    10_000,
+    'after this, recovery decides a hold conversion whose process went away',
+  ),
   RECOVERY_INTERVAL_MS: Milliseconds(
     0,
     1000,
@@ -117,7 +130,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   if (problems.size > 0) {
     const order = Object.keys(ConfigSchema.properties);
-    throw new InvalidConfigError([...problems].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b)).map(([, line]) => line));
+    throw new InvalidConfigError(
+      [...problems].sort(([a], [b]) => order.indexOf(a) - order.indexOf(b)).map(([, line]) => line),
+    );
   }
   return config as Config;
 }
@@ -139,7 +154,8 @@ function problem(name: ConfigName, value: unknown): string {
 /** What a setting's schema accepts, in words. */
 function accepts(schema: TSchema): string {
   if (KindGuard.IsInteger(schema)) {
-    const range = schema.maximum === undefined ? `of at least ${schema.minimum}` : `from ${schema.minimum} to ${schema.maximum}`;
+    const range =
+      schema.maximum === undefined ? `of at least ${schema.minimum}` : `from ${schema.minimum} to ${schema.maximum}`;
     return `an integer ${range}, in decimal digits`;
   }
   if (KindGuard.IsBoolean(schema)) return 'true or false';
@@ -147,4 +163,3 @@ function accepts(schema: TSchema): string {
   if (KindGuard.IsString(schema)) return schema.pattern === undefined ? 'text' : `text matching ${schema.pattern}`;
   return `a value of kind ${String(schema[Kind])}`;
 }
-

@@ -30,7 +30,11 @@ export type ErrorCode = keyof typeof ErrorCodes;
 /** The body of every error answer: `{code, message, ...details}`. The one place such a body is made. */
 export type ErrorBody<C extends ErrorCode = ErrorCode> = { code: C; message: string } & Record<string, unknown>;
 
-export function errorBody<C extends ErrorCode>(code: C, message: string, details?: Record<string, unknown>): ErrorBody<C> {
+export function errorBody<C extends ErrorCode>(
+  code: C,
+  message: string,
+  details?: Record<string, unknown>,
+): ErrorBody<C> {
   return details ? { code, message, ...details } : { code, message };
 }
 

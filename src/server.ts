@@ -24,7 +24,8 @@ async function serve(services: ServiceUrls, bootLog: pino.Logger): Promise<void>
   await ensureDatabase(config.DATABASE_URL);
   const migrationDb = createDatabase({ url: config.DATABASE_URL, timeoutMs: 10_000, poolSize: 1 });
   try {
-    for (const result of await migrateToLatest(migrationDb)) bootLog.info({ migration: result.migrationName }, 'migration applied');
+    for (const result of await migrateToLatest(migrationDb))
+      bootLog.info({ migration: result.migrationName }, 'migration applied');
   } finally {
     await migrationDb.destroy();
   }

@@ -5,7 +5,8 @@ import { ConfigSchema, InvalidConfigError, loadConfig, type Config } from '../sr
 
 /** Compiles only when A and B are the same type. */
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const levelIsLiteral: Same<Config['LOG_LEVEL'], 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'> = true;
+const levelIsLiteral: Same<Config['LOG_LEVEL'], 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'> =
+  true;
 
 /** The problems loadConfig reports for this environment, or [] when it loads. */
 function problems(env: NodeJS.ProcessEnv, overrides: Partial<Config> = {}): string[] {
@@ -39,7 +40,9 @@ t.test('integer settings take plain decimal digits and nothing else', async (t) 
   for (const text of ['1.5', '1e3', '0x10', ' 5', '5 ', 'abc', '-1', '+5', '05', '1_000', 'Infinity']) {
     t.same(
       problems({ MAX_QTY_PER_HOLD: text }),
-      [`MAX_QTY_PER_HOLD=${JSON.stringify(text)}: expected an integer from 1 to 10000, in decimal digits (most units in one hold)`],
+      [
+        `MAX_QTY_PER_HOLD=${JSON.stringify(text)}: expected an integer from 1 to 10000, in decimal digits (most units in one hold)`,
+      ],
       `MAX_QTY_PER_HOLD=${JSON.stringify(text)} stops the start`,
     );
   }
@@ -63,7 +66,11 @@ t.test('integer settings outside their range stop the start, naming the range', 
     t.equal(found.length, 1, `${name}=${text}: one problem`);
     t.match(found[0], expected, `${name}=${text}: ${found[0]}`);
   }
-  t.equal(loadConfig({ SWEEP_INTERVAL_MS: '2147483647' }).SWEEP_INTERVAL_MS, 2_147_483_647, 'the largest timer is accepted');
+  t.equal(
+    loadConfig({ SWEEP_INTERVAL_MS: '2147483647' }).SWEEP_INTERVAL_MS,
+    2_147_483_647,
+    'the largest timer is accepted',
+  );
 });
 
 t.test('LOG_LEVEL must be a pino level, named with the ones it accepts', async (t) => {
@@ -75,7 +82,9 @@ t.test('LOG_LEVEL must be a pino level, named with the ones it accepts', async (
 });
 
 t.test('text settings are checked, and their values are never echoed (URLs and tokens may be secret)', async (t) => {
-  t.same(problems({ REDIS_KEY_PREFIX: 'a b' }), ['REDIS_KEY_PREFIX: expected text matching ^[A-Za-z0-9_:.-]*$ (prefix of every Redis key, so several deployments or test runs can share one Redis)']);
+  t.same(problems({ REDIS_KEY_PREFIX: 'a b' }), [
+    'REDIS_KEY_PREFIX: expected text matching ^[A-Za-z0-9_:.-]*$ (prefix of every Redis key, so several deployments or test runs can share one Redis)',
+  ]);
   const [redis] = problems({ REDIS_URL: 'localhost:6379' });
   t.match(redis, /^REDIS_URL: expected text matching \^rediss\?:\/\//);
   const [database] = problems({ DATABASE_URL: 'mysql://shop:s3cret@db/flashsale' });
@@ -87,8 +96,14 @@ t.test('text settings are checked, and their values are never echoed (URLs and t
 
 t.test('every bad variable is named at once, in the order of the schema', async (t) => {
   const found = problems({ LOG_LEVEL: 'verbose', MAX_QTY_PER_HOLD: '1.5', PORT: 'http', UNRELATED: 'x' });
-  t.same(found.map((line) => line.split(/[=:]/)[0]), ['PORT', 'MAX_QTY_PER_HOLD', 'LOG_LEVEL']);
-  t.throws(() => loadConfig({ PORT: 'http' }), { name: 'InvalidConfigError', message: /^invalid configuration: PORT="http": / });
+  t.same(
+    found.map((line) => line.split(/[=:]/)[0]),
+    ['PORT', 'MAX_QTY_PER_HOLD', 'LOG_LEVEL'],
+  );
+  t.throws(() => loadConfig({ PORT: 'http' }), {
+    name: 'InvalidConfigError',
+    message: /^invalid configuration: PORT="http": /,
+  });
 });
 
 t.test('overrides are typed values: they win over the environment and are checked too', async (t) => {
@@ -118,7 +133,10 @@ t.test('the service refuses to start on a bad variable, and says which', async (
         (_err, stdout, stderr) => resolve({ code: child.exitCode, output: stdout + stderr }),
       );
     });
-  for (const [name, value] of [['LOG_LEVEL', 'verbose'], ['MAX_QTY_PER_HOLD', '1.5']] as const) {
+  for (const [name, value] of [
+    ['LOG_LEVEL', 'verbose'],
+    ['MAX_QTY_PER_HOLD', '1.5'],
+  ] as const) {
     const { code, output } = await start({ [name]: value, PORT: '0' });
     t.equal(code, 1, `${name}=${value}: the process exits with 1`);
     t.match(output, `${name}=\\"${value}\\": expected`, `${name}=${value}: the message names the variable`);

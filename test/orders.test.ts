@@ -38,7 +38,8 @@ interface PaymentOutcome {
   payment_status: string;
 }
 
-const placeOrder = (base: string, body: Record<string, unknown>) => request<OrderBody>(base, 'POST', '/api/orders', body);
+const placeOrder = (base: string, body: Record<string, unknown>) =>
+  request<OrderBody>(base, 'POST', '/api/orders', body);
 
 /** Orders Postgres has for a hold: the one source of truth for "no second order, ever". */
 async function ordersOfHold({ app }: TestApp, holdId: string): Promise<number[]> {
@@ -64,7 +65,11 @@ t.test('cannot create order from expired hold', async (t) => {
   const retry = await placeOrder(base, { hold_id: held.hold_id });
   t.equal(retry.status, 410, 'a retry is refused the same way');
   t.same(await ordersOfHold(service, held.hold_id), [], 'no order was made');
-  t.match(await productState(base, product.id), { held: 0, sold: 0, available_stock: 3 }, 'its units are not given back twice');
+  t.match(
+    await productState(base, product.id),
+    { held: 0, sold: 0, available_stock: 3 },
+    'its units are not given back twice',
+  );
 });
 
 t.test('a hold becomes exactly one order: 201 the first time, 200 with the same order after', async (t) => {
@@ -89,23 +94,41 @@ t.test('a hold becomes exactly one order: 201 the first time, 200 with the same 
   t.type(first.body.order_id, 'number');
   // The default ORDER_PAYMENT_TTL_SECONDS is 900; a second either way for the clocks and the round trip.
   const dueAt = Date.parse(first.body.payment_due_at);
-  t.ok(dueAt >= before + 899_000 && dueAt <= after + 901_000, `payment due 15 minutes after the order (${first.body.payment_due_at})`);
+  t.ok(
+    dueAt >= before + 899_000 && dueAt <= after + 901_000,
+    `payment due 15 minutes after the order (${first.body.payment_due_at})`,
+  );
 
-  const payment = await service.app.db.selectFrom('payments').select(['method', 'status', 'amount_cents'])
-    .where('order_id', '=', first.body.order_id).executeTakeFirst();
-  t.same(payment, { method: 'card', status: 'pending', amount_cents: 3 * 2599 }, 'the alias is stored as the payment method');
+  const payment = await service.app.db
+    .selectFrom('payments')
+    .select(['method', 'status', 'amount_cents'])
+    .where('order_id', '=', first.body.order_id)
+    .executeTakeFirst();
+  t.same(
+    payment,
+    { method: 'card', status: 'pending', amount_cents: 3 * 2599 },
+    'the alias is stored as the payment method',
+  );
 
   const again = await placeOrder(base, { hold_id: held.hold_id, payment_method: 'card' });
   t.equal(again.status, 200, 'a retry answers 200');
   t.same(again.body, first.body, 'with the same order');
   t.same(await ordersOfHold(service, held.hold_id), [first.body.order_id], 'one order in the database');
 
-  t.match(await productState(base, product.id), { held: 0, sold: 3, available_stock: 7 }, 'the units moved from held to sold');
+  t.match(
+    await productState(base, product.id),
+    { held: 0, sold: 3, available_stock: 7 },
+    'the units moved from held to sold',
+  );
   t.equal((await request<HoldBody>(base, 'GET', `/api/holds/${held.hold_id}`)).body.status, 'converted');
   const release = await request<HoldBody>(base, 'DELETE', `/api/holds/${held.hold_id}`);
   t.equal(release.status, 409, 'a converted hold cannot be released');
   t.equal(release.body.code, 'HOLD_CONVERTED');
-  t.match(await productState(base, product.id), { held: 0, sold: 3, available_stock: 7 }, 'the refused release changed nothing');
+  t.match(
+    await productState(base, product.id),
+    { held: 0, sold: 3, available_stock: 7 },
+    'the refused release changed nothing',
+  );
 });
 
 t.test('20 concurrent POST /api/orders for one hold: one order, all answers carry its id', async (t) => {
@@ -121,10 +144,17 @@ t.test('20 concurrent POST /api/orders for one hold: one order, all answers carr
     t.equal(statuses.get(201), 1, `round ${round}: exactly one answer created the order`);
     t.equal(statuses.get(200), 19, `round ${round}: nineteen answered with the existing order`);
     t.equal(new Set(answers.map((a) => a.body.order_id)).size, 1, `round ${round}: every answer names the same order`);
-    t.equal(new Set(answers.map((a) => JSON.stringify(a.body))).size, 1, `round ${round}: every answer is the same order body`);
+    t.equal(
+      new Set(answers.map((a) => JSON.stringify(a.body))).size,
+      1,
+      `round ${round}: every answer is the same order body`,
+    );
     t.same(await ordersOfHold(service, held.hold_id), [answers[0]!.body.order_id], `round ${round}: one row in orders`);
-    t.match(await productState(base, product.id), { held: 0, sold: 2 * round, available_stock: 9 - 2 * round },
-      `round ${round}: the hold's units sold once`);
+    t.match(
+      await productState(base, product.id),
+      { held: 0, sold: 2 * round, available_stock: 9 - 2 * round },
+      `round ${round}: the hold's units sold once`,
+    );
   }
 });
 
@@ -154,13 +184,21 @@ t.test('an unknown or malformed hold id is not found, and a bad body is refused'
     t.equal(answer.status, 404, `${holdId}: 404`);
     t.equal(answer.body.code, 'HOLD_NOT_FOUND', `${holdId}: HOLD_NOT_FOUND`);
   }
-  const invalid: Record<string, unknown>[] = [{}, { hold_id: '' }, { hold_id: 42 }, { hold_id: `${product.id}-AAAAAAAAAAAA`, price_cents: 0 }];
+  const invalid: Record<string, unknown>[] = [
+    {},
+    { hold_id: '' },
+    { hold_id: 42 },
+    { hold_id: `${product.id}-AAAAAAAAAAAA`, price_cents: 0 },
+  ];
   for (const body of invalid) {
     const answer = await placeOrder(base, body);
     t.equal(answer.status, 400, `${JSON.stringify(body)}: 400`);
     t.equal(answer.body.code, 'VALIDATION_ERROR');
   }
-  const count = await service.app.db.selectFrom('orders').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const count = await service.app.db
+    .selectFrom('orders')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   t.equal(Number(count.n), 0, 'no order was made');
   t.match(await productState(base, product.id), { held: 0, sold: 0, available_stock: 4 });
 });
@@ -198,12 +236,19 @@ t.test("a converted hold keeps counting in the customer's allowance until its pa
   t.equal(order.status, 201);
 
   // Bought units count like held ones: buying must not reopen the allowance.
-  const more = await request<HoldBody>(base, 'POST', '/api/holds', { product_id: product.id, qty: 1, customer_id: 'limited-buyer' });
+  const more = await request<HoldBody>(base, 'POST', '/api/holds', {
+    product_id: product.id,
+    qty: 1,
+    customer_id: 'limited-buyer',
+  });
   t.equal(more.status, 409);
   t.equal(more.body.code, 'CUSTOMER_LIMIT_EXCEEDED');
   t.equal(more.body.customer_units, 2);
-  t.equal((await request(base, 'POST', '/api/holds', { product_id: product.id, qty: 2, customer_id: 'someone-else' })).status, 201,
-    'other customers are not affected');
+  t.equal(
+    (await request(base, 'POST', '/api/holds', { product_id: product.id, qty: 2, customer_id: 'someone-else' })).status,
+    201,
+    'other customers are not affected',
+  );
 
   const failed = await request<PaymentOutcome>(base, 'POST', '/api/webhooks/payment', {
     idempotency_key: 'pay-fail-1',
@@ -212,7 +257,11 @@ t.test("a converted hold keeps counting in the customer's allowance until its pa
   });
   t.same(failed.body, { order_id: order.body.order_id, status: 'cancelled', payment_status: 'failed' });
   // The cancelled order no longer counts: the customer may hold their two units again.
-  const again = await request<HoldBody>(base, 'POST', '/api/holds', { product_id: product.id, qty: 2, customer_id: 'limited-buyer' });
+  const again = await request<HoldBody>(base, 'POST', '/api/holds', {
+    product_id: product.id,
+    qty: 2,
+    customer_id: 'limited-buyer',
+  });
   t.equal(again.status, 201, 'the allowance is back after the payment failed');
   t.match(await productState(base, product.id), { held: 4, sold: 0, available_stock: 6 });
 });
@@ -237,11 +286,27 @@ t.test('payment deadline cancels unpaid orders by itself and returns their units
   t.match(await productState(base, product.id), { held: 0, sold: 4, available_stock: 1 });
 
   const readOrder = async (id: number) => (await request<OrderBody>(base, 'GET', `/api/orders/${id}`)).body;
-  const cancelled = await poll(() => readOrder(unpaid.body.order_id), (o) => o.status !== 'pending_payment', 5000);
-  t.match(cancelled, { status: 'cancelled', payment_status: 'failed' }, 'the unpaid order was cancelled by the service');
-  const state = await poll(() => productState(base, product.id), (s) => s.sold !== 4, 3000);
+  const cancelled = await poll(
+    () => readOrder(unpaid.body.order_id),
+    (o) => o.status !== 'pending_payment',
+    5000,
+  );
+  t.match(
+    cancelled,
+    { status: 'cancelled', payment_status: 'failed' },
+    'the unpaid order was cancelled by the service',
+  );
+  const state = await poll(
+    () => productState(base, product.id),
+    (s) => s.sold !== 4,
+    3000,
+  );
   t.match(state, { held: 0, sold: 1, available_stock: 4 }, "the cancelled order's units are for sale again");
-  t.match(await readOrder(paid.body.order_id), { status: 'paid', payment_status: 'completed' }, 'the paid order is untouched');
+  t.match(
+    await readOrder(paid.body.order_id),
+    { status: 'paid', payment_status: 'completed' },
+    'the paid order is untouched',
+  );
 
   const late = await request<PaymentOutcome>(base, 'POST', '/api/webhooks/payment', {
     idempotency_key: 'pay-too-late',
@@ -250,5 +315,9 @@ t.test('payment deadline cancels unpaid orders by itself and returns their units
   });
   t.equal(late.status, 200);
   t.same(late.body, { order_id: unpaid.body.order_id, status: 'refund_required', payment_status: 'completed' });
-  t.match(await productState(base, product.id), { held: 0, sold: 1, available_stock: 4 }, 'the late payment sells nothing');
+  t.match(
+    await productState(base, product.id),
+    { held: 0, sold: 1, available_stock: 4 },
+    'the late payment sells nothing',
+  );
 });

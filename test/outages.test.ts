@@ -27,7 +27,12 @@ async function serve(app: FastifyInstance): Promise<Client<unknown>> {
 
 /** Polls /readyz until the app says both stores answer again. */
 function waitUntilReady(call: Client<unknown>, timeoutMs = 10_000): Promise<Answer> {
-  return poll(() => call('GET', '/readyz'), (answer) => answer.status === 200, timeoutMs, 100);
+  return poll(
+    () => call('GET', '/readyz'),
+    (answer) => answer.status === 200,
+    timeoutMs,
+    100,
+  );
 }
 
 function productCount(answer: Answer): number {
@@ -70,7 +75,12 @@ t.test('when Redis dies, requests that need it get a fast 503, and the service r
   }
 
   // A product is written to Postgres and Redis together: Redis refusing must roll the Postgres row back.
-  const creation = await call('POST', '/api/products', { name: 'Lost in the outage', price_cents: 500, stock: 3 }, admin);
+  const creation = await call(
+    'POST',
+    '/api/products',
+    { name: 'Lost in the outage', price_cents: 500, stock: 3 },
+    admin,
+  );
   t.equal(creation.status, 503, 'creating a product answers 503');
   t.match(creation.body, unavailable);
 
@@ -114,11 +124,18 @@ t.test('when Redis freezes, requests that need it get a 503 after the command ti
   t.ok(ready.ms < REDIS_OUTAGE_ANSWER_MS, `/readyz answered in ${ready.ms.toFixed(0)} ms`);
 
   const more = await Promise.all([1, 2].map(() => call('POST', '/api/holds', { product_id: product.id, qty: 1 })));
-  t.ok(more.every((a) => a.status === 503), 'every hold during the freeze answers 503');
+  t.ok(
+    more.every((a) => a.status === 503),
+    'every hold during the freeze answers 503',
+  );
 
   redisServer.thaw();
   t.equal((await waitUntilReady(call)).status, 200, 'ready again once Redis resumes');
-  t.match(await call('GET', `/api/products/${product.id}`), { status: 200, body: { held: 0, available_stock: 5 } }, 'the holds that answered 503 reserved nothing when Redis resumed');
+  t.match(
+    await call('GET', `/api/products/${product.id}`),
+    { status: 200, body: { held: 0, available_stock: 5 } },
+    'the holds that answered 503 reserved nothing when Redis resumed',
+  );
   const after = await call('POST', '/api/holds', { product_id: product.id, qty: 1 });
   t.equal(after.status, 201, 'holds succeed again on the same connection');
 });
@@ -152,7 +169,12 @@ for (const mode of ['refuse', 'blackhole', 'stall'] as const) {
     t.match(list.body, unavailable);
     t.ok(list.ms < POSTGRES_OUTAGE_ANSWER_MS, `listing products answered in ${list.ms.toFixed(0)} ms, not a hang`);
 
-    const creation = await call('POST', '/api/products', { name: 'Lost in the outage', price_cents: 500, stock: 3 }, admin);
+    const creation = await call(
+      'POST',
+      '/api/products',
+      { name: 'Lost in the outage', price_cents: 500, stock: 3 },
+      admin,
+    );
     t.equal(creation.status, 503, 'creating a product answers 503');
     t.match(creation.body, unavailable);
     t.ok(creation.ms < POSTGRES_OUTAGE_ANSWER_MS, `creating a product answered in ${creation.ms.toFixed(0)} ms`);
@@ -192,9 +214,15 @@ t.test('a Postgres connection stuck behind a timed-out query is dropped, not reu
 
   const answers: number[] = [];
   for (let i = 0; i < 20 && answers.at(-1) !== 200; i++) answers.push((await call('GET', '/api/products')).status);
-  t.ok(answers.every((s) => s === 503 || s === 200), `only 503 then 200: ${answers.join(' ')}`);
+  t.ok(
+    answers.every((s) => s === 503 || s === 200),
+    `only 503 then 200: ${answers.join(' ')}`,
+  );
   t.equal(answers.at(-1), 200, 'the service recovers without the stuck connections coming back');
   // After the first success, the pool holds only fresh connections.
   const later = await Promise.all(Array.from({ length: 5 }, () => call('GET', '/api/products')));
-  t.ok(later.every((a) => a.status === 200), 'later requests all succeed');
+  t.ok(
+    later.every((a) => a.status === 200),
+    'later requests all succeed',
+  );
 });

@@ -30,27 +30,53 @@ t.test('product ids in paths and query strings: out of range is 400, unknown is 
     t.same(await call('GET', `/api/products/${id}`), validation, `GET /api/products/${id}`);
     t.same(await call('PUT', `/api/products/${id}/stock`, { stock: 1 }), validation, `PUT /api/products/${id}/stock`);
   }
-  t.same(await call('PUT', `/api/products/${INT4_MAX}/stock`, { stock: 1 }), notFound, 'stock change of the largest int4 id');
+  t.same(
+    await call('PUT', `/api/products/${INT4_MAX}/stock`, { stock: 1 }),
+    notFound,
+    'stock change of the largest int4 id',
+  );
 
   // Only plain decimal digits are read as a number: no other spelling of an id reaches a store.
   for (const spelling of ['0x10', '1e3', `0${product.id}`, '%20' + product.id, `${product.id}.0`, '-1', '+1']) {
     t.same(await call('GET', `/api/products/${spelling}`), validation, `GET /api/products/${spelling}`);
   }
-  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), { id: product.id, stock: 5 });
+  t.match((await app.inject({ method: 'GET', url: `/api/products/${product.id}` })).json(), {
+    id: product.id,
+    stock: 5,
+  });
 
   for (const afterId of [String(INT4_MAX + 1), '9999999999', '0x1', '1e1', '']) {
     t.same(await call('GET', `/api/products?after_id=${afterId}`), validation, `after_id=${afterId}`);
   }
   const after = await app.inject({ method: 'GET', url: `/api/products?after_id=${product.id}` });
-  t.same(after.json<{ id: number }[]>().map((p) => p.id), [other.id], 'after_id lists the products after it');
-  t.same((await app.inject({ method: 'GET', url: `/api/products?after_id=${INT4_MAX}` })).json(), [], 'nothing after the largest id');
+  t.same(
+    after.json<{ id: number }[]>().map((p) => p.id),
+    [other.id],
+    'after_id lists the products after it',
+  );
+  t.same(
+    (await app.inject({ method: 'GET', url: `/api/products?after_id=${INT4_MAX}` })).json(),
+    [],
+    'nothing after the largest id',
+  );
 
   for (const limit of ['5000', '1001', '0', '1e3', '10.0', '-1']) {
     t.same(await call('GET', `/api/products?limit=${limit}`), validation, `limit=${limit} is refused, not cut down`);
   }
-  t.equal((await app.inject({ method: 'GET', url: '/api/products?limit=1000' })).statusCode, 200, 'limit=1000 is the largest page');
-  t.same((await app.inject({ method: 'GET', url: '/api/products?limit=1' })).json<{ id: number }[]>().map((p) => p.id), [product.id]);
-  t.same((await app.inject({ method: 'GET', url: '/api/products?limit=1&limit=2' })).statusCode, 400, 'a repeated limit is refused');
+  t.equal(
+    (await app.inject({ method: 'GET', url: '/api/products?limit=1000' })).statusCode,
+    200,
+    'limit=1000 is the largest page',
+  );
+  t.same(
+    (await app.inject({ method: 'GET', url: '/api/products?limit=1' })).json<{ id: number }[]>().map((p) => p.id),
+    [product.id],
+  );
+  t.same(
+    (await app.inject({ method: 'GET', url: '/api/products?limit=1&limit=2' })).statusCode,
+    400,
+    'a repeated limit is refused',
+  );
 });
 
 t.test('hold ids naming a product past int4 are unknown holds (404), and reach no store with that id', async (t) => {
@@ -62,11 +88,19 @@ t.test('hold ids naming a product past int4 are unknown holds (404), and reach n
       ['POST', '/api/orders', { hold_id: holdId }],
     ] as const) {
       const response = await app.inject({ method, url, payload });
-      t.same({ status: response.statusCode, code: response.json().code }, { status: 404, code: 'HOLD_NOT_FOUND' }, `${method} ${url} ${holdId}`);
+      t.same(
+        { status: response.statusCode, code: response.json().code },
+        { status: 404, code: 'HOLD_NOT_FOUND' },
+        `${method} ${url} ${holdId}`,
+      );
     }
   }
   const body = { product_id: INT4_MAX + 1, qty: 1 };
-  t.equal((await app.inject({ method: 'POST', url: '/api/holds', payload: body })).statusCode, 400, 'a hold on a product past int4 is refused');
+  t.equal(
+    (await app.inject({ method: 'POST', url: '/api/holds', payload: body })).statusCode,
+    400,
+    'a hold on a product past int4 is refused',
+  );
 });
 
 t.test('order ids in paths and webhooks: past 10^16 is 400, unknown is 404, never 500', async (t) => {
@@ -76,7 +110,10 @@ t.test('order ids in paths and webhooks: past 10^16 is 400, unknown is 404, neve
   const order = await app.inject({ method: 'POST', url: '/api/orders', payload: { hold_id: hold.json().hold_id } });
   t.equal(order.statusCode, 201);
   const orderId = order.json<{ order_id: number }>().order_id;
-  t.match((await app.inject({ method: 'GET', url: `/api/orders/${orderId}` })).json(), { order_id: orderId, status: 'pending_payment' });
+  t.match((await app.inject({ method: 'GET', url: `/api/orders/${orderId}` })).json(), {
+    order_id: orderId,
+    status: 'pending_payment',
+  });
 
   const read = async (id: string): Promise<Answer> => {
     const response = await app.inject({ method: 'GET', url: `/api/orders/${id}` });
@@ -94,7 +131,15 @@ t.test('order ids in paths and webhooks: past 10^16 is 400, unknown is 404, neve
     t.same(await pay(id), notFound, `webhook for order ${id}`);
   }
   t.same(await read('9999999999999999'), notFound, 'GET /api/orders/9999999999999999 (16 digits)');
-  for (const id of ['10000000000000002', '9223372036854775807', '9223372036854775808', '99999999999999999999', '0x10', '1e3', '0']) {
+  for (const id of [
+    '10000000000000002',
+    '9223372036854775807',
+    '9223372036854775808',
+    '99999999999999999999',
+    '0x10',
+    '1e3',
+    '0',
+  ]) {
     t.same(await read(id), validation, `GET /api/orders/${id}`);
   }
   for (const id of [1e16 + 2, 2 ** 63, 1e20]) t.same(await pay(id), validation, `webhook for order ${id}`);

@@ -14,9 +14,7 @@ t.test('every script code means the same in Lua and in TypeScript', async (t) =>
   const inLua = Object.fromEntries(
     [...lua.matchAll(/^\s+([A-Z_]+) = (-?\d+),/gm)].map(([, name, value]) => [name!, Number(value)]),
   );
-  const inTypeScript = Object.fromEntries(
-    Object.entries(ScriptCode).filter(([name]) => Number.isNaN(Number(name))),
-  );
+  const inTypeScript = Object.fromEntries(Object.entries(ScriptCode).filter(([name]) => Number.isNaN(Number(name))));
   t.same(inLua, inTypeScript, 'lua/includes/codes.lua and src/redis/script-codes.ts list the same codes');
   t.equal(new Set(Object.values(inLua)).size, Object.keys(inLua).length, 'no two codes share a number');
 });
@@ -25,7 +23,13 @@ t.test('a script is sent with each include inlined once, dependencies first, and
   for (const file of SCRIPT_FILES) {
     const source = readScript(file);
     t.notMatch(source, /--- @include/, `${file}: every include resolved`);
-    for (const fn of ['local function now_ms', 'local function give_back_customer_units', 'local function end_hold', 'local CODE =', 'local PRODUCT_KEYS =']) {
+    for (const fn of [
+      'local function now_ms',
+      'local function give_back_customer_units',
+      'local function end_hold',
+      'local CODE =',
+      'local PRODUCT_KEYS =',
+    ]) {
       t.ok(source.split(fn).length <= 2, `${file}: ${fn} defined at most once`);
     }
     if (source.includes('local function end_hold')) {
@@ -82,7 +86,7 @@ t.test('Postgres errors: server answers by SQLSTATE, every driver-level failure 
   t.teardown(() => client.end());
   const syntax = await client.query('SELEC 1').catch((err: unknown) => err);
   t.notOk(databaseFailure(syntax) instanceof StoreUnavailableError, 'a syntax error is a bug');
-  const timeout = await client.query("SET statement_timeout = 10; SELECT pg_sleep(1)").catch((err: unknown) => err);
+  const timeout = await client.query('SET statement_timeout = 10; SELECT pg_sleep(1)').catch((err: unknown) => err);
   t.type(databaseFailure(timeout), StoreUnavailableError, 'statement_timeout (57014) is an outage');
 
   const refused = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:1/postgres' });

@@ -50,6 +50,10 @@ t.test('settings are derived once and cannot be changed afterwards', async (t) =
 t.test('limits the Lua scripts and the loops rely on', async (t) => {
   const script = readFileSync(new URL('../lua/reserveStock.lua', import.meta.url), 'utf8');
   const scriptBound = Number(/^local MAX_BATCH = (\d+)$/m.exec(script)?.[1]);
-  t.equal(scriptBound, MAX_HOLD_BATCH, `reserveStock.lua takes batches of up to ${scriptBound}, the service sends up to ${MAX_HOLD_BATCH}`);
+  t.equal(
+    scriptBound,
+    MAX_HOLD_BATCH,
+    `reserveStock.lua takes batches of up to ${scriptBound}, the service sends up to ${MAX_HOLD_BATCH}`,
+  );
   t.ok(SWEEP_LEASE_MS > 10 * SWEEP_PASS_BUDGET_MS, "a sweeper's lease outlasts its pass many times over");
 });

@@ -30,16 +30,22 @@ t.test('a product seen sold out is refused for the cache time, and only then', a
   t.notOk(cache.refuses(PRODUCT + 1), 'another product is not refused');
 });
 
-t.test('when the time is up, one request probes Redis while the others are refused; the probe renews the entry', async (t) => {
-  const { clock, cache, probeRefused } = cacheTimeUp();
-  t.notOk(probeRefused, 'the first request after the cache time goes to Redis');
-  t.ok(Array.from({ length: 20 }, () => cache.refuses(PRODUCT)).every(Boolean), 'the others meanwhile are refused at once');
-  clock.advance(TTL_MS - 1);
-  t.ok(cache.refuses(PRODUCT), 'for at most the cache time again');
-  cache.markSoldOut(PRODUCT);
-  clock.advance(TTL_MS - 1);
-  t.ok(cache.refuses(PRODUCT), "the probe's answer (sold out) renewed the entry");
-});
+t.test(
+  'when the time is up, one request probes Redis while the others are refused; the probe renews the entry',
+  async (t) => {
+    const { clock, cache, probeRefused } = cacheTimeUp();
+    t.notOk(probeRefused, 'the first request after the cache time goes to Redis');
+    t.ok(
+      Array.from({ length: 20 }, () => cache.refuses(PRODUCT)).every(Boolean),
+      'the others meanwhile are refused at once',
+    );
+    clock.advance(TTL_MS - 1);
+    t.ok(cache.refuses(PRODUCT), 'for at most the cache time again');
+    cache.markSoldOut(PRODUCT);
+    clock.advance(TTL_MS - 1);
+    t.ok(cache.refuses(PRODUCT), "the probe's answer (sold out) renewed the entry");
+  },
+);
 
 t.test('a probe that never answers: after twice the cache time nothing is refused any more', async (t) => {
   const { clock, cache, probeRefused } = cacheTimeUp();
@@ -49,12 +55,15 @@ t.test('a probe that never answers: after twice the cache time nothing is refuse
   t.notOk(cache.refuses(PRODUCT), 'all of them: the entry is gone');
 });
 
-t.test('units that come back through this instance clear the entry at once; a cache time of 0 refuses nothing', async (t) => {
-  const { cache } = cacheOnManualClock();
-  cache.markSoldOut(PRODUCT);
-  cache.forget(PRODUCT);
-  t.notOk(cache.refuses(PRODUCT), 'forgotten: not refused');
-  const off = cacheOnManualClock(0).cache;
-  off.markSoldOut(PRODUCT);
-  t.notOk(off.refuses(PRODUCT), 'SOLD_OUT_CACHE_MS=0: never refused');
-});
+t.test(
+  'units that come back through this instance clear the entry at once; a cache time of 0 refuses nothing',
+  async (t) => {
+    const { cache } = cacheOnManualClock();
+    cache.markSoldOut(PRODUCT);
+    cache.forget(PRODUCT);
+    t.notOk(cache.refuses(PRODUCT), 'forgotten: not refused');
+    const off = cacheOnManualClock(0).cache;
+    off.markSoldOut(PRODUCT);
+    t.notOk(off.refuses(PRODUCT), 'SOLD_OUT_CACHE_MS=0: never refused');
+  },
+);

@@ -9,8 +9,10 @@ import { ErrorSchema } from '../../src/schemas/error.js';
 import { HoldSchema, newHoldSchema } from '../../src/schemas/hold.js';
 
 const port = Number(process.env.PORT ?? 3300);
-const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } })
-  .withTypeProvider<TypeBoxTypeProvider>();
+const app = Fastify({
+  logger: false,
+  ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+}).withTypeProvider<TypeBoxTypeProvider>();
 const expiresAt = new Date(Date.now() + 120_000).toISOString();
 
 app.post(

@@ -46,8 +46,10 @@ await pool.query(`
   CREATE INDEX IF NOT EXISTS holds_product_expires_idx ON holds (product_id, expires_at);
 `);
 
-const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } })
-  .withTypeProvider<TypeBoxTypeProvider>();
+const app = Fastify({
+  logger: false,
+  ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+}).withTypeProvider<TypeBoxTypeProvider>();
 
 class Refusal extends Error {
   constructor(
@@ -108,7 +110,12 @@ async function placeHold(productId: number, qty: number, customerId: string | nu
 
 app.post(
   '/api/holds',
-  { schema: { body: newHoldSchema(10), response: { 201: HoldSchema, 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema } } },
+  {
+    schema: {
+      body: newHoldSchema(10),
+      response: { 201: HoldSchema, 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema },
+    },
+  },
   async (request, reply) => {
     const { product_id, qty, customer_id } = request.body;
     try {
@@ -142,6 +149,10 @@ app.post(
 );
 
 await app.listen({ port, host: '127.0.0.1' });
-const close = () => void app.close().then(() => pool.end()).then(() => process.exit(0));
+const close = () =>
+  void app
+    .close()
+    .then(() => pool.end())
+    .then(() => process.exit(0));
 process.once('SIGTERM', close);
 process.once('SIGINT', close);

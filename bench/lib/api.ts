@@ -18,7 +18,9 @@ async function send<T>(url: string, init: RequestInit & { expect: number }): Pro
   const response = await fetch(url, { ...init, signal: AbortSignal.timeout(30_000) });
   const text = await response.text();
   if (response.status !== init.expect) {
-    throw new Error(`${init.method ?? 'GET'} ${url} answered ${response.status} (expected ${init.expect}): ${text.slice(0, 300)}`);
+    throw new Error(
+      `${init.method ?? 'GET'} ${url} answered ${response.status} (expected ${init.expect}): ${text.slice(0, 300)}`,
+    );
   }
   return JSON.parse(text) as T;
 }
@@ -39,7 +41,11 @@ export async function getProduct(baseUrl: string, id: number): Promise<ProductFi
 }
 
 /** Runs `task` over `items` with at most `concurrency` in flight; answers in input order. */
-export async function mapConcurrently<T, R>(items: readonly T[], concurrency: number, task: (item: T, index: number) => Promise<R>): Promise<R[]> {
+export async function mapConcurrently<T, R>(
+  items: readonly T[],
+  concurrency: number,
+  task: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
   const results = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {

@@ -107,7 +107,9 @@ export class ManagedDeployment implements Deployment {
   assertAlive(): void {
     if (this.server?.crashed()) {
       const how = this.server.exit?.signal ?? `code ${this.server.exit?.code}`;
-      throw new Error(`the service (${this.name}, pid ${this.server.pid}) exited (${how}) during the run:\n${this.server.tail()}`);
+      throw new Error(
+        `the service (${this.name}, pid ${this.server.pid}) exited (${how}) during the run:\n${this.server.tail()}`,
+      );
     }
   }
 }
@@ -211,7 +213,11 @@ export class BenchEnvironment {
     this.redisClients.push(redis);
     const db = new pg.Pool({ connectionString: databaseUrl, max: 2 });
     this.pools.push(db);
-    const deployment = new ManagedDeployment(this, name, await freePort(), databaseUrl, { redis, prefix: this.newPrefix(), db });
+    const deployment = new ManagedDeployment(this, name, await freePort(), databaseUrl, {
+      redis,
+      prefix: this.newPrefix(),
+      db,
+    });
     this.deployments.push(deployment);
     await deployment.start(overrides);
     return deployment;
@@ -254,7 +260,8 @@ export class BenchEnvironment {
         problems.push(`${what}: ${(err as Error).message}`);
       }
     };
-    for (const deployment of this.deployments.splice(0)) await attempt(`stop ${deployment.name}`, () => deployment.stop());
+    for (const deployment of this.deployments.splice(0))
+      await attempt(`stop ${deployment.name}`, () => deployment.stop());
     for (const server of this.servers.splice(0)) await attempt(`stop ${server.name}`, () => server.stop());
     for (const pool of this.pools.splice(0)) await attempt('close pool', () => pool.end());
     for (const client of this.redisClients.splice(0)) client.disconnect();

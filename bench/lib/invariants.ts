@@ -54,7 +54,8 @@ function activeUnits(records: string[]): number {
   let units = 0;
   for (const raw of records) {
     const record = JSON.parse(raw) as { qty?: unknown; status?: unknown };
-    if ((record.status === 'held' || record.status === 'converting') && typeof record.qty === 'number') units += record.qty;
+    if ((record.status === 'held' || record.status === 'converting') && typeof record.qty === 'number')
+      units += record.qty;
   }
   return units;
 }
@@ -128,7 +129,10 @@ class Rule {
     return {
       name: this.name,
       ok: this.count === 0,
-      detail: this.count === 0 ? `holds for ${products} product(s)` : `${this.count} product(s) violate it, e.g. ${this.violations.join('; ')}`,
+      detail:
+        this.count === 0
+          ? `holds for ${products} product(s)`
+          : `${this.count} product(s) violate it, e.g. ${this.violations.join('; ')}`,
     };
   }
 }
@@ -160,9 +164,13 @@ async function checkOnce(deployment: Deployment, ids: number[], grants: Grants):
     }
     for (const id of batch) {
       const c = counters.get(id)!;
-      rules.available.expect(c.stock - c.held - c.sold >= 0, () => `product ${id}: stock ${c.stock}, held ${c.held}, sold ${c.sold}`);
+      rules.available.expect(
+        c.stock - c.held - c.sold >= 0,
+        () => `product ${id}: stock ${c.stock}, held ${c.held}, sold ${c.sold}`,
+      );
       const granted = grants.get(id);
-      if (granted !== undefined) rules.granted.expect(granted <= c.stock, () => `product ${id}: granted ${granted}, stock ${c.stock}`);
+      if (granted !== undefined)
+        rules.granted.expect(granted <= c.stock, () => `product ${id}: granted ${granted}, stock ${c.stock}`);
     }
   }
   const noStores = stores ? undefined : 'no store access (set BENCH_REDIS_URL and BENCH_DATABASE_URL)';

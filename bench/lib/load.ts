@@ -128,7 +128,9 @@ export function formatStatusCodes(codes: Record<string, number>): string {
 export function describeLoad(load: LoadSummary): string {
   const other = otherCpuPercent(load);
   const cpu =
-    (load.usage ? `; server CPU ${load.usage.cpuPercent.toFixed(0)}%, RSS ${load.usage.peakRssMb.toFixed(0)} MiB` : '') +
+    (load.usage
+      ? `; server CPU ${load.usage.cpuPercent.toFixed(0)}%, RSS ${load.usage.peakRssMb.toFixed(0)} MiB`
+      : '') +
     `; stores CPU ${load.machine.storesPercent.toFixed(0)}%, bench CPU ${load.machine.benchPercent.toFixed(0)}%` +
     (other === undefined ? '' : `, other processes ${other.toFixed(0)}%`);
   return (

@@ -54,7 +54,12 @@ function readProc(pid: number): Proc | undefined {
     const close = raw.lastIndexOf(')');
     const fields = raw.slice(close + 2).split(' ');
     // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-    return { pid, ppid: Number(fields[1]), comm: raw.slice(raw.indexOf('(') + 1, close), ticks: Number(fields[11]) + Number(fields[12]) };
+    return {
+      pid,
+      ppid: Number(fields[1]),
+      comm: raw.slice(raw.indexOf('(') + 1, close),
+      ticks: Number(fields[11]) + Number(fields[12]),
+    };
   } catch {
     return undefined; // it exited meanwhile
   }
@@ -122,7 +127,9 @@ function machineBusyTicks(): number {
 }
 
 /** Samples /proc every 250 ms until stopped. `serverPid` undefined: the server is not on this machine or not known. */
-export function sampleResources(serverPid: number | undefined): { stop(): { server: ProcessUsage | undefined; machine: MachineUsage } } {
+export function sampleResources(serverPid: number | undefined): {
+  stop(): { server: ProcessUsage | undefined; machine: MachineUsage };
+} {
   const baseline = scan();
   const server = new TickCounter(baseline);
   const stores = new TickCounter(baseline);
@@ -134,7 +141,10 @@ export function sampleResources(serverPid: number | undefined): { stop(): { serv
     if (serverPid !== undefined) {
       const pids = tree(procs, serverPid);
       server.observe(procs, pids);
-      peakKb = Math.max(peakKb, pids.reduce((sum, pid) => sum + readRssKb(pid), 0));
+      peakKb = Math.max(
+        peakKb,
+        pids.reduce((sum, pid) => sum + readRssKb(pid), 0),
+      );
     }
     const storePids = [...procs.values()].filter((p) => p.comm === 'postgres').map((p) => p.pid);
     if (redisPid !== undefined) storePids.push(...tree(procs, redisPid));

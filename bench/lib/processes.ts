@@ -32,7 +32,9 @@ export function freePort(): Promise<number> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
     });
   });
 }
@@ -77,7 +79,11 @@ export async function startServer(options: {
 }): Promise<ChildServer> {
   const logPath = join(options.logDir, `${options.name}.log`);
   const fd = openSync(logPath, 'a');
-  const child = spawn(process.execPath, options.args, { env: options.env, cwd: options.cwd, stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, options.args, {
+    env: options.env,
+    cwd: options.cwd,
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   if (child.pid === undefined) throw new Error(`${options.name} did not start`);
   running.add(child);

@@ -18,13 +18,25 @@ export async function measureReference(
   log: (line: string) => void,
 ): Promise<LoadSummary> {
   log(`reference ${name}: starting`);
-  const reference: ReferenceServer = name === 'ceiling' ? await environment.startCeiling() : await environment.startSeed();
+  const reference: ReferenceServer =
+    name === 'ceiling' ? await environment.startCeiling() : await environment.startSeed();
   try {
     // The ceiling answers any product; the seed needs one in its table.
-    const productId = name === 'seed' ? await createProduct(reference.url, '', { name: 'bench hot-sku', stock: HUGE_STOCK }) : 1;
-    const base = { url: reference.url, connections: settings.connections, requests: [holdRequest(productId)], expected: [201] };
+    const productId =
+      name === 'seed' ? await createProduct(reference.url, '', { name: 'bench hot-sku', stock: HUGE_STOCK }) : 1;
+    const base = {
+      url: reference.url,
+      connections: settings.connections,
+      requests: [holdRequest(productId)],
+      expected: [201],
+    };
     await runLoad({ ...base, title: `reference ${name}: warm-up`, duration: settings.warmup });
-    const load = await runLoad({ ...base, title: `reference ${name}`, duration: settings.duration, pid: reference.server.pid });
+    const load = await runLoad({
+      ...base,
+      title: `reference ${name}`,
+      duration: settings.duration,
+      pid: reference.server.pid,
+    });
     log(`reference ${name}: ${describeLoad(load)}`);
     if (reference.server.crashed()) throw new Error(`reference ${name} exited:\n${reference.server.tail()}`);
     return load;

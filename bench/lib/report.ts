@@ -52,19 +52,59 @@ export function evaluateTargets(references: RunRecord['references'], scenarios: 
   const soldOut = resultOf(scenarios, 'sold-out');
   const checkout = resultOf(scenarios, 'checkout');
   const storm = resultOf(scenarios, 'expiry-storm');
-  const target = (name: string, value: number | undefined, format: (v: number) => string, met: (v: number) => boolean): TargetResult =>
+  const target = (
+    name: string,
+    value: number | undefined,
+    format: (v: number) => string,
+    met: (v: number) => boolean,
+  ): TargetResult =>
     value === undefined || !Number.isFinite(value)
       ? { target: name, measured: 'not measured', met: undefined }
       : { target: name, measured: format(value), met: met(value) };
   const div = (a: number | undefined, b: number | undefined) => (a === undefined || !b ? undefined : a / b);
   return [
-    target('hot-sku ≥ 0.8 × ceiling req/s', div(hot?.load.requestsPerSecond, ceiling?.requestsPerSecond), ratio, (v) => v >= 0.8),
-    target('hot-sku p99 ≤ 1.5 × ceiling p99', div(hot?.load.latencyMs.p99, ceiling?.latencyMs.p99), ratio, (v) => v <= 1.5),
-    target('hot-sku ≥ 20 × seed req/s', div(hot?.load.requestsPerSecond, seed?.requestsPerSecond), ratio, (v) => v >= 20),
-    target('sold-out ≥ 0.9 × ceiling req/s', div(soldOut?.load.requestsPerSecond, ceiling?.requestsPerSecond), ratio, (v) => v >= 0.9),
-    target('checkout ≥ 5 × seed hold-only rate (checkouts/s ÷ seed holds/s)', div(checkout?.figures.checkoutsPerSecond, seed?.requestsPerSecond), ratio, (v) => v >= 5),
-    target('Redis ≤ 300 B per active hold', hot?.figures.bytesPerHold, (v) => `${int(v)} B`, (v) => v <= 300),
-    target('sweeper ≥ 50,000 expired holds released/s', storm?.figures.releasedPerSecond, (v) => `${int(v)}/s`, (v) => v >= 50_000),
+    target(
+      'hot-sku ≥ 0.8 × ceiling req/s',
+      div(hot?.load.requestsPerSecond, ceiling?.requestsPerSecond),
+      ratio,
+      (v) => v >= 0.8,
+    ),
+    target(
+      'hot-sku p99 ≤ 1.5 × ceiling p99',
+      div(hot?.load.latencyMs.p99, ceiling?.latencyMs.p99),
+      ratio,
+      (v) => v <= 1.5,
+    ),
+    target(
+      'hot-sku ≥ 20 × seed req/s',
+      div(hot?.load.requestsPerSecond, seed?.requestsPerSecond),
+      ratio,
+      (v) => v >= 20,
+    ),
+    target(
+      'sold-out ≥ 0.9 × ceiling req/s',
+      div(soldOut?.load.requestsPerSecond, ceiling?.requestsPerSecond),
+      ratio,
+      (v) => v >= 0.9,
+    ),
+    target(
+      'checkout ≥ 5 × seed hold-only rate (checkouts/s ÷ seed holds/s)',
+      div(checkout?.figures.checkoutsPerSecond, seed?.requestsPerSecond),
+      ratio,
+      (v) => v >= 5,
+    ),
+    target(
+      'Redis ≤ 300 B per active hold',
+      hot?.figures.bytesPerHold,
+      (v) => `${int(v)} B`,
+      (v) => v <= 300,
+    ),
+    target(
+      'sweeper ≥ 50,000 expired holds released/s',
+      storm?.figures.releasedPerSecond,
+      (v) => `${int(v)}/s`,
+      (v) => v >= 50_000,
+    ),
   ];
 }
 
@@ -104,7 +144,9 @@ function loadCells(load: LoadSummary, references: RunRecord['references']): stri
 export function renderMarkdown(record: RunRecord): string {
   const { settings } = record;
   const lines: string[] = [];
-  lines.push(`### flashsale load test, ${record.startedAt.slice(0, 16).replace('T', ' ')} UTC${settings.smoke ? ' (smoke)' : ''}`);
+  lines.push(
+    `### flashsale load test, ${record.startedAt.slice(0, 16).replace('T', ' ')} UTC${settings.smoke ? ' (smoke)' : ''}`,
+  );
   lines.push('');
   lines.push(`Machine: ${formatMachine(record.machine)}. Service: ${record.service}.`);
   lines.push(
@@ -113,9 +155,29 @@ export function renderMarkdown(record: RunRecord): string {
   );
   lines.push('');
   lines.push(
-    row(['', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'answers', 'errors', 'unexpected', '÷ ceiling req/s', '÷ seed req/s', 'p99 ÷ ceiling p99', 'server CPU', 'peak RSS MiB', 'stores CPU', 'bench CPU', 'other CPU', 'invariants']),
+    row([
+      '',
+      'req/s',
+      'p50 ms',
+      'p99 ms',
+      'p99.9 ms',
+      'answers',
+      'errors',
+      'unexpected',
+      '÷ ceiling req/s',
+      '÷ seed req/s',
+      'p99 ÷ ceiling p99',
+      'server CPU',
+      'peak RSS MiB',
+      'stores CPU',
+      'bench CPU',
+      'other CPU',
+      'invariants',
+    ]),
   );
-  lines.push(row(Array.from({ length: COLUMNS }, (_, i) => (i === 0 || i === 5 || i === COLUMNS - 1 ? '---' : '---:'))));
+  lines.push(
+    row(Array.from({ length: COLUMNS }, (_, i) => (i === 0 || i === 5 || i === COLUMNS - 1 ? '---' : '---:'))),
+  );
   for (const name of ['ceiling', 'seed'] as const) {
     const load = record.references[name];
     if (load) lines.push(row([`*reference: ${name}*`, ...loadCells(load, record.references), '']));
@@ -123,11 +185,25 @@ export function renderMarkdown(record: RunRecord): string {
   for (const outcome of record.scenarios) {
     if (outcome.status === 'ok') {
       const { result } = outcome;
-      lines.push(row([`**${outcome.name}**`, ...loadCells(result.load, record.references), result.invariants.ok ? 'ok' : '**FAILED**']));
+      lines.push(
+        row([
+          `**${outcome.name}**`,
+          ...loadCells(result.load, record.references),
+          result.invariants.ok ? 'ok' : '**FAILED**',
+        ]),
+      );
     } else if (outcome.status === 'crashed') {
-      lines.push(row([`**${outcome.name}**`, ...Array.from({ length: COLUMNS - 2 }, () => '—'), `**CRASHED**: ${outcome.error.split('\n')[0]}`]));
+      lines.push(
+        row([
+          `**${outcome.name}**`,
+          ...Array.from({ length: COLUMNS - 2 }, () => '—'),
+          `**CRASHED**: ${outcome.error.split('\n')[0]}`,
+        ]),
+      );
     } else {
-      lines.push(row([`**${outcome.name}**`, ...Array.from({ length: COLUMNS - 2 }, () => '—'), `skipped: ${outcome.reason}`]));
+      lines.push(
+        row([`**${outcome.name}**`, ...Array.from({ length: COLUMNS - 2 }, () => '—'), `skipped: ${outcome.reason}`]),
+      );
     }
   }
   lines.push('');
@@ -142,7 +218,9 @@ export function renderMarkdown(record: RunRecord): string {
     const { notes: scenarioNotes, invariants } = o.result;
     const settled =
       invariants.ok && invariants.attempts > 1
-        ? [`invariants held at check ${invariants.attempts}, ${invariants.settleSeconds.toFixed(1)} s after the load (work in flight had to finish)`]
+        ? [
+            `invariants held at check ${invariants.attempts}, ${invariants.settleSeconds.toFixed(1)} s after the load (work in flight had to finish)`,
+          ]
         : [];
     return [...scenarioNotes, ...settled].map((n) => `- ${o.name}: ${n}`);
   });
@@ -154,10 +232,13 @@ export function renderMarkdown(record: RunRecord): string {
   lines.push('');
   lines.push(row(['target', 'measured', 'met']));
   lines.push(row(['---', '---:', '---']));
-  for (const t of record.targets) lines.push(row([t.target, t.measured, t.met === undefined ? '—' : t.met ? 'met' : '**not met**']));
+  for (const t of record.targets)
+    lines.push(row([t.target, t.measured, t.met === undefined ? '—' : t.met ? 'met' : '**not met**']));
 
   const failed = record.scenarios.flatMap((o) =>
-    o.status === 'ok' ? o.result.invariants.checks.filter((c) => !c.ok).map((c) => `- ${o.name}: ${c.name}: ${c.detail}`) : [],
+    o.status === 'ok'
+      ? o.result.invariants.checks.filter((c) => !c.ok).map((c) => `- ${o.name}: ${c.name}: ${c.detail}`)
+      : [],
   );
   const crashed = record.scenarios.flatMap((o) => (o.status === 'crashed' ? [`- ${o.name} crashed: ${o.error}`] : []));
   const problems = [...failed, ...crashed, ...record.failures.map((f) => `- ${f}`)];

@@ -61,7 +61,12 @@ export const HUGE_STOCK = 1_000_000_000;
 
 /** A hold of `qty` units of one product, as autocannon sends it. */
 export function holdRequest(productId: number, qty = 1): autocannon.Request {
-  return { method: 'POST', path: '/api/holds', headers: { ...JSON_HEADERS }, body: JSON.stringify({ product_id: productId, qty }) };
+  return {
+    method: 'POST',
+    path: '/api/holds',
+    headers: { ...JSON_HEADERS },
+    body: JSON.stringify({ product_id: productId, qty }),
+  };
 }
 
 /** Number of responses with this status in a load. */

@@ -56,7 +56,8 @@ export function parseSettings(argv: string[]): Settings | 'help' {
   });
   if (values.help) return 'help';
   const unknown = positionals.filter((name) => !isScenarioName(name));
-  if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${SCENARIO_NAMES.join(', ')}`);
+  if (unknown.length > 0)
+    throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${SCENARIO_NAMES.join(', ')}`);
   const chosen = new Set(positionals.filter(isScenarioName));
   const smoke = values.smoke;
   return {

@@ -20,10 +20,18 @@ export const catalogue: Scenario = {
   summary: '10,000 products (smoke 500); each hold on a product picked at random',
   async run({ settings, deployment, log }) {
     const count = settings.catalogueProducts;
-    log(`catalogue: creating ${count.toLocaleString('en-US')} products through the admin API, ${CREATE_CONCURRENCY} at a time`);
+    log(
+      `catalogue: creating ${count.toLocaleString('en-US')} products through the admin API, ${CREATE_CONCURRENCY} at a time`,
+    );
     const createStarted = performance.now();
-    const ids = await mapConcurrently(Array.from({ length: count }, (_, i) => i), CREATE_CONCURRENCY, (i) =>
-      createProduct(deployment.url, deployment.adminToken, { name: `bench catalogue ${i}`, stock: STOCK_PER_PRODUCT }),
+    const ids = await mapConcurrently(
+      Array.from({ length: count }, (_, i) => i),
+      CREATE_CONCURRENCY,
+      (i) =>
+        createProduct(deployment.url, deployment.adminToken, {
+          name: `bench catalogue ${i}`,
+          stock: STOCK_PER_PRODUCT,
+        }),
     );
     const createSeconds = (performance.now() - createStarted) / 1000;
     log(`catalogue: ${count} products in ${createSeconds.toFixed(1)} s`);
@@ -60,7 +68,9 @@ export const catalogue: Scenario = {
       name: 'catalogue',
       load,
       figures: { productsCreatedPerSecond: count / createSeconds },
-      notes: [`${count.toLocaleString('en-US')} products created through the API in ${createSeconds.toFixed(1)} s (${Math.round(count / createSeconds).toLocaleString('en-US')}/s, ${CREATE_CONCURRENCY} concurrent)`],
+      notes: [
+        `${count.toLocaleString('en-US')} products created through the API in ${createSeconds.toFixed(1)} s (${Math.round(count / createSeconds).toLocaleString('en-US')}/s, ${CREATE_CONCURRENCY} concurrent)`,
+      ],
       invariants,
     };
   },

@@ -24,7 +24,11 @@ export const checkout: Scenario = {
   name: 'checkout',
   summary: 'each user: hold → order → signed success webhook, repeated',
   async run({ settings, deployment, log }) {
-    const productId = await createProduct(deployment.url, deployment.adminToken, { name: 'bench checkout', stock: HUGE_STOCK, price_cents: 4_999 });
+    const productId = await createProduct(deployment.url, deployment.adminToken, {
+      name: 'bench checkout',
+      stock: HUGE_STOCK,
+      price_cents: 4_999,
+    });
     const secret = deployment.webhookSecret;
     const runTag = Date.now().toString(36);
     let holds = 0;
@@ -51,9 +55,12 @@ export const checkout: Scenario = {
           path: '/api/orders',
           headers: { ...JSON_HEADERS },
           setupRequest: (request, context: Checkout) =>
-            context.holdId ? { ...request, body: JSON.stringify({ hold_id: context.holdId, payment_method: 'card' }) } : START_OVER,
+            context.holdId
+              ? { ...request, body: JSON.stringify({ hold_id: context.holdId, payment_method: 'card' }) }
+              : START_OVER,
           onResponse: (status, body, context: Checkout) => {
-            context.orderId = status === 201 || status === 200 ? (JSON.parse(body) as { order_id: number }).order_id : undefined;
+            context.orderId =
+              status === 201 || status === 200 ? (JSON.parse(body) as { order_id: number }).order_id : undefined;
           },
         },
         {
@@ -61,8 +68,16 @@ export const checkout: Scenario = {
           path: '/api/webhooks/payment',
           setupRequest: (request, context: Checkout) => {
             if (context.orderId === undefined) return START_OVER;
-            const body = JSON.stringify({ idempotency_key: `bench-${runTag}-${context.orderId}`, order_id: context.orderId, event_type: 'success' });
-            return { ...request, body, headers: secret ? { ...JSON_HEADERS, 'x-signature': signPayload(body, secret) } : { ...JSON_HEADERS } };
+            const body = JSON.stringify({
+              idempotency_key: `bench-${runTag}-${context.orderId}`,
+              order_id: context.orderId,
+              event_type: 'success',
+            });
+            return {
+              ...request,
+              body,
+              headers: secret ? { ...JSON_HEADERS, 'x-signature': signPayload(body, secret) } : { ...JSON_HEADERS },
+            };
           },
           onResponse: (status, body) => {
             if (status === 200 && (JSON.parse(body) as { status?: string }).status === 'paid') paid++;

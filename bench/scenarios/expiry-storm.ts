@@ -18,7 +18,12 @@ interface SweepWatch {
 }
 
 /** Polls the storm product's `held` every `intervalMs` until it is 0 or `timeoutMs` passes. */
-async function watchHeld(read: () => Promise<number>, initial: number, intervalMs: number, timeoutMs: number): Promise<SweepWatch> {
+async function watchHeld(
+  read: () => Promise<number>,
+  initial: number,
+  intervalMs: number,
+  timeoutMs: number,
+): Promise<SweepWatch> {
   const watch: SweepWatch = { lastFullAt: undefined, zeroAt: undefined, lastHeld: initial };
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -64,12 +69,21 @@ export const expiryStorm: Scenario = {
   summary: '100,000 holds (smoke 5,000) due at once while hot-sku load runs: release time, hold p99 meanwhile',
   async run({ settings, environment, deployment: shared, log }) {
     const managed = environment
-      ? await environment.launchService('service-storm', { HOLD_TTL_SECONDS: String(STORM_TTL_SECONDS), SWEEP_INTERVAL_MS: '0' })
+      ? await environment.launchService('service-storm', {
+          HOLD_TTL_SECONDS: String(STORM_TTL_SECONDS),
+          SWEEP_INTERVAL_MS: '0',
+        })
       : undefined;
     const deployment: Deployment = managed ?? shared;
     try {
-      const stormId = await createProduct(deployment.url, deployment.adminToken, { name: 'bench storm', stock: HUGE_STOCK });
-      const hotId = await createProduct(deployment.url, deployment.adminToken, { name: 'bench storm hot-sku', stock: HUGE_STOCK });
+      const stormId = await createProduct(deployment.url, deployment.adminToken, {
+        name: 'bench storm',
+        stock: HUGE_STOCK,
+      });
+      const hotId = await createProduct(deployment.url, deployment.adminToken, {
+        name: 'bench storm hot-sku',
+        stock: HUGE_STOCK,
+      });
 
       // 1. The storm's holds, as fast as the service takes them.
       const wanted = settings.stormHolds;
@@ -108,14 +122,18 @@ export const expiryStorm: Scenario = {
       if (managed) {
         await managed.stop();
         const wait = lastDue + 100 - Date.now();
-        log(`expiry-storm: service stopped; waiting ${(Math.max(0, wait) / 1000).toFixed(1)} s until every hold is past its expiry`);
+        log(
+          `expiry-storm: service stopped; waiting ${(Math.max(0, wait) / 1000).toFixed(1)} s until every hold is past its expiry`,
+        );
         await sleep(Math.max(0, wait));
         watching = watchHeld(readHeld, created, 10, timeoutMs);
         await managed.start(); // default lifetime (hot-sku holds do not expire meanwhile), sweeper on
         log('expiry-storm: service started again with its sweeper on');
       } else {
         const wait = firstDue - 1000 - Date.now();
-        log(`expiry-storm: waiting ${(Math.max(0, wait) / 1000).toFixed(0)} s for the holds to fall due (the deployment's hold lifetime)`);
+        log(
+          `expiry-storm: waiting ${(Math.max(0, wait) / 1000).toFixed(0)} s for the holds to fall due (the deployment's hold lifetime)`,
+        );
         await sleep(Math.max(0, wait));
         watching = watchHeld(readHeld, created, 50, timeoutMs + Math.max(0, lastDue - Date.now()));
       }
@@ -180,7 +198,8 @@ export const expiryStorm: Scenario = {
         {
           name: 'expiry-storm: every storm hold released (held = 0)',
           ok: watch.zeroAt !== undefined,
-          detail: watch.zeroAt !== undefined ? 'held reached 0' : `still ${watch.lastHeld} held after ${timeoutMs / 1000} s`,
+          detail:
+            watch.zeroAt !== undefined ? 'held reached 0' : `still ${watch.lastHeld} held after ${timeoutMs / 1000} s`,
         },
       ];
       const grants = new Map([

@@ -15,7 +15,10 @@ export const hotSku: Scenario = {
   name: 'hot-sku',
   summary: 'one product with huge stock; every request holds 1 unit',
   async run({ settings, deployment, log }) {
-    const productId = await createProduct(deployment.url, deployment.adminToken, { name: 'bench hot-sku', stock: HUGE_STOCK });
+    const productId = await createProduct(deployment.url, deployment.adminToken, {
+      name: 'bench hot-sku',
+      stock: HUGE_STOCK,
+    });
     const stores = deployment.stores;
     const memoryBefore = stores ? await usedMemory(stores.redis) : undefined;
     const load = await runLoad({
@@ -35,7 +38,8 @@ export const hotSku: Scenario = {
       const memoryAfter = await usedMemory(stores.redis);
       figures.bytesPerHold = (memoryAfter - memoryBefore) / granted;
       const records = await stores.redis.hlen(productKeys(stores.prefix, productId).holds);
-      figures.bytesPerHoldKeys = (await productKeysMemory(stores.redis, stores.prefix, productId)) / Math.max(1, records);
+      figures.bytesPerHoldKeys =
+        (await productKeysMemory(stores.redis, stores.prefix, productId)) / Math.max(1, records);
       notes.push(
         `Redis: used_memory +${((memoryAfter - memoryBefore) / 2 ** 20).toFixed(1)} MiB for ${granted.toLocaleString('en-US')} ` +
           `active holds = ${figures.bytesPerHold.toFixed(0)} B/hold; the product's keys alone (MEMORY USAGE) ` +

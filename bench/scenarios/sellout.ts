@@ -41,7 +41,11 @@ export const sellout: Scenario = {
     const exact = async (): Promise<Check[]> => {
       const product = await getProduct(deployment.url, productId);
       return [
-        { name: 'sellout: 201s = stock, exactly', ok: granted === stock, detail: `${granted} units granted by 201s, stock ${stock}` },
+        {
+          name: 'sellout: 201s = stock, exactly',
+          ok: granted === stock,
+          detail: `${granted} units granted by 201s, stock ${stock}`,
+        },
         {
           name: 'sellout: held + sold = stock, nothing left',
           ok: product.held + product.sold === stock && product.available_stock === 0,

@@ -108,18 +108,40 @@ export async function startPrivateRedis(dir: string, port: number): Promise<Priv
   mkdirSync(dir, { recursive: true });
   // Daemonised so it outlives a crashed parent instead of losing un-synced AOF writes with it.
   await run(bin, [
-    '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
-    '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '',
-    '--daemonize', 'yes', '--pidfile', join(dir, 'redis.pid'), '--logfile', join(dir, 'redis.log'),
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'everysec',
+    '--save',
+    '',
+    '--daemonize',
+    'yes',
+    '--pidfile',
+    join(dir, 'redis.pid'),
+    '--logfile',
+    join(dir, 'redis.log'),
   ]);
   // PING, not just connect: while it replays the AOF Redis accepts connections but answers LOADING.
-  await waitFor(() => redisCommand(port, 'PING').then((r) => r.startsWith('+PONG')), 30_000,
-    `redis-server on port ${port} did not answer PING; see ${join(dir, 'redis.log')}`);
+  await waitFor(
+    () => redisCommand(port, 'PING').then((r) => r.startsWith('+PONG')),
+    30_000,
+    `redis-server on port ${port} did not answer PING; see ${join(dir, 'redis.log')}`,
+  );
   return {
     url: `redis://127.0.0.1:${port}`,
     stop: async () => {
       await redisCommand(port, 'SHUTDOWN').catch(() => undefined);
-      await waitFor(async () => !(await isListening('127.0.0.1', port)), 10_000, `redis-server on port ${port} did not stop`);
+      await waitFor(
+        async () => !(await isListening('127.0.0.1', port)),
+        10_000,
+        `redis-server on port ${port} did not stop`,
+      );
     },
   };
 }
@@ -127,7 +149,8 @@ export async function startPrivateRedis(dir: string, port: number): Promise<Priv
 /** initdb (once) and start PostgreSQL on `port` with its cluster in `dir/data`; resolves once it accepts connections. */
 export async function startPrivatePostgres(dir: string, port: number): Promise<PrivateService> {
   const binDir = findPostgresBinDir();
-  if (!binDir) throw new Error(`PostgreSQL's initdb/pg_ctl not found on PATH or in /usr/lib/postgresql/*/bin. ${HOW_TO_GET}`);
+  if (!binDir)
+    throw new Error(`PostgreSQL's initdb/pg_ctl not found on PATH or in /usr/lib/postgresql/*/bin. ${HOW_TO_GET}`);
   const data = join(dir, 'data');
   // Unix socket paths are limited to ~107 bytes; a deep checkout falls back to a temp folder.
   const socketDir = join(dir, `.s.PGSQL.${port}`).length < 100 ? dir : tmpdir();
@@ -202,7 +225,9 @@ function findPostgresBinDir(): string | undefined {
   const root = '/usr/lib/postgresql';
   const versions = existsSync(root) ? readdirSync(root).filter((v) => /^\d+$/.test(v)) : [];
   versions.sort((a, b) => Number(b) - Number(a));
-  return versions.map((v) => join(root, v, 'bin')).find((d) => isExecutable(join(d, 'initdb')) && isExecutable(join(d, 'pg_ctl')));
+  return versions
+    .map((v) => join(root, v, 'bin'))
+    .find((d) => isExecutable(join(d, 'initdb')) && isExecutable(join(d, 'pg_ctl')));
 }
 
 type Runner = (cmd: string, args: string[]) => Promise<string>;
@@ -213,7 +238,12 @@ type Runner = (cmd: string, args: string[]) => Promise<string>;
  */
 async function postgresRunner(dir: string): Promise<Runner> {
   if (process.getuid?.() !== 0) return run;
-  if (!(await run('id', ['-u', 'postgres']).then(() => true, () => false))) {
+  if (
+    !(await run('id', ['-u', 'postgres']).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres']);
   }
   await run('chown', ['-R', 'postgres:', dir]);
@@ -223,7 +253,9 @@ async function postgresRunner(dir: string): Promise<Runner> {
     : (cmd, args) => run('su', ['-s', '/bin/sh', 'postgres', '-c', [cmd, ...args].map(shellQuote).join(' ')]);
   // An ancestor folder closed to others (e.g. /root) would make initdb fail with a vaguer message.
   await asPostgres('test', ['-w', dir]).catch(() => {
-    throw new Error(`the postgres user cannot write ${dir} (an ancestor folder is not searchable); set DATABASE_URL instead`);
+    throw new Error(
+      `the postgres user cannot write ${dir} (an ancestor folder is not searchable); set DATABASE_URL instead`,
+    );
   });
   return asPostgres;
 }
@@ -239,7 +271,8 @@ function run(cmd: string, args: string[]): Promise<string> {
     // 'exit', not 'close': a daemon started by cmd may keep the pipes open.
     child.once('exit', (code, signal) => {
       if (code === 0) resolve(output);
-      else reject(new Error(`${basename(cmd)} ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${output.trim()}`));
+      else
+        reject(new Error(`${basename(cmd)} ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${output.trim()}`));
     });
   });
 }

@@ -75,12 +75,20 @@ export async function insertOrderForClaim(db: Kysely<Database>, order: NewOrder)
     SELECT * FROM new_order`.execute(db);
   const row = rows[0];
   if (!row) return undefined;
-  const item = { product_id: order.productId, qty: order.qty, unit_price_cents: order.unitPriceCents, subtotal_cents: total };
+  const item = {
+    product_id: order.productId,
+    qty: order.qty,
+    unit_price_cents: order.unitPriceCents,
+    subtotal_cents: total,
+  };
   return { ...row, items: [item] };
 }
 
 /** The outcome recorded for a conversion claim, if any. */
-export async function claimOutcome(db: Kysely<Database>, claimId: string): Promise<'ordered' | 'abandoned' | undefined> {
+export async function claimOutcome(
+  db: Kysely<Database>,
+  claimId: string,
+): Promise<'ordered' | 'abandoned' | undefined> {
   const row = await db.selectFrom('hold_claims').select('outcome').where('claim_id', '=', claimId).executeTakeFirst();
   return row?.outcome;
 }
@@ -89,7 +97,10 @@ export async function claimOutcome(db: Kysely<Database>, claimId: string): Promi
  * Records a claim as abandoned unless it has an outcome already, and returns the outcome recorded. Waits for a
  * transaction writing the same claim, so of 'ordered' and 'abandoned' exactly one is ever recorded.
  */
-export async function abandonClaim(db: Kysely<Database>, claim: { claimId: string; holdId: string }): Promise<'ordered' | 'abandoned'> {
+export async function abandonClaim(
+  db: Kysely<Database>,
+  claim: { claimId: string; holdId: string },
+): Promise<'ordered' | 'abandoned'> {
   await db
     .insertInto('hold_claims')
     .values({ claim_id: claim.claimId, hold_id: claim.holdId, outcome: 'abandoned' })
@@ -111,7 +122,10 @@ export async function cancelOverdueOrders(trx: Transaction<Database>, limit: num
     .skipLocked()
     .execute();
   if (overdue.length === 0) return [];
-  return cancelOrders(trx, overdue.map((o) => o.id));
+  return cancelOrders(
+    trx,
+    overdue.map((o) => o.id),
+  );
 }
 
 /** Marks orders cancelled and their payments failed. */
@@ -132,7 +146,10 @@ export async function cancelOrders(trx: Transaction<Database>, ids: number[]): P
 }
 
 /** Orders whose units go back on sale (cancelled, refund_required) and are not back yet in Redis. */
-export async function ordersWithUnitsToRelease(db: Kysely<Database>, limit: number): Promise<{ id: number; hold_id: string }[]> {
+export async function ordersWithUnitsToRelease(
+  db: Kysely<Database>,
+  limit: number,
+): Promise<{ id: number; hold_id: string }[]> {
   return db
     .selectFrom('orders')
     .select(['id', 'hold_id'])

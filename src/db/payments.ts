@@ -84,7 +84,16 @@ export async function storedAnswer(db: Kysely<Database>, idempotencyKey: string)
 /** Keeps a delivery that changed nothing (a replay, a refusal), with its answer. */
 export async function recordDelivery(
   db: Kysely<Database>,
-  delivery: { idempotencyKey: string; orderId: number; eventType: string; payload: unknown; signature: 'valid' | 'unsigned'; responseStatus: number; responseBody: unknown; replayed: boolean },
+  delivery: {
+    idempotencyKey: string;
+    orderId: number;
+    eventType: string;
+    payload: unknown;
+    signature: 'valid' | 'unsigned';
+    responseStatus: number;
+    responseBody: unknown;
+    replayed: boolean;
+  },
 ): Promise<void> {
   await db
     .insertInto('webhook_deliveries')

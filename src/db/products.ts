@@ -31,14 +31,11 @@ export async function updateStock(trx: Transaction<Database>, id: number, stock:
 }
 
 /** One page of products in id order, after `afterId`. */
-export async function listProducts(db: Kysely<Database>, page: { limit: number; afterId: number }): Promise<ProductRow[]> {
-  return db
-    .selectFrom('products')
-    .selectAll()
-    .where('id', '>', page.afterId)
-    .orderBy('id')
-    .limit(page.limit)
-    .execute();
+export async function listProducts(
+  db: Kysely<Database>,
+  page: { limit: number; afterId: number },
+): Promise<ProductRow[]> {
+  return db.selectFrom('products').selectAll().where('id', '>', page.afterId).orderBy('id').limit(page.limit).execute();
 }
 
 /** Units sold per product: the items of orders whose units count as sold (SOLD_ORDER_STATUSES). */

@@ -46,7 +46,7 @@ export const RETURNED_ORDER_STATUSES = ['cancelled', 'refund_required'] as const
 /** Compiles only when T is never. */
 type None<T extends never> = T;
 // Every status is in one of the two lists: a new status does not compile until it is placed in one.
-type UnplacedOrderStatus = None<
+export type UnplacedOrderStatus = None<
   Exclude<OrderStatus, (typeof SOLD_ORDER_STATUSES)[number] | (typeof RETURNED_ORDER_STATUSES)[number]>
 >;
 

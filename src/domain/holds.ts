@@ -96,7 +96,10 @@ export function createHoldDesk(deps: {
       }
       case 'insufficientStock':
         if (!outcome.replayed) refusalLog.insufficientStock(productId, outcome.available, outcome.requested);
-        return { refusal: refusals.insufficientStock(outcome.available, outcome.requested), replayed: outcome.replayed };
+        return {
+          refusal: refusals.insufficientStock(outcome.available, outcome.requested),
+          replayed: outcome.replayed,
+        };
       case 'customerLimitExceeded':
         return {
           refusal: refusals.customerLimitExceeded(outcome.customerUnits, outcome.limit, qty),

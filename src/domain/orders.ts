@@ -76,7 +76,10 @@ export function createOrderDesk(deps: {
         return { order: toOrder(existing), created: false };
       }
       crashPoint('after-order-commit');
-      log.info({ hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty }, 'order created from hold');
+      log.info(
+        { hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty },
+        'order created from hold',
+      );
       try {
         await finishConversion(productId, holdId, order.id);
       } catch (err) {
@@ -99,7 +102,10 @@ export function createOrderDesk(deps: {
     const step = await commands.finishConversion(productId, holdId, orderId);
     if (step.kind === 'holdNotFound' || step.kind === 'wrongHoldState') {
       // Redis lost the hold (data loss) or it is in a state no committed order allows: say so loudly.
-      log.error({ hold_id: holdId, order_id: orderId, outcome: step }, 'committed order whose hold cannot be converted');
+      log.error(
+        { hold_id: holdId, order_id: orderId, outcome: step },
+        'committed order whose hold cannot be converted',
+      );
     }
   }
 
@@ -109,7 +115,10 @@ export function createOrderDesk(deps: {
     if ((await ordersRepo.abandonClaim(db, { claimId, holdId })) === 'ordered') {
       const order = await orderOfConvertedHold(holdId);
       await finishConversion(productId, holdId, order.id);
-      log.warn({ hold_id: holdId, order_id: order.id, claim_id: claimId }, 'recovery: order was committed; conversion finished');
+      log.warn(
+        { hold_id: holdId, order_id: order.id, claim_id: claimId },
+        'recovery: order was committed; conversion finished',
+      );
       return;
     }
     const step = await commands.abandonClaim(productId, holdId, claimId);
@@ -137,7 +146,10 @@ export function createOrderDesk(deps: {
         soldOut.forget(productId);
         log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
       } else if (step.kind !== 'unchanged') {
-        log.error({ order_id: order.id, hold_id: order.hold_id, outcome: step }, 'cancelled order whose units cannot be returned');
+        log.error(
+          { order_id: order.id, hold_id: order.hold_id, outcome: step },
+          'cancelled order whose units cannot be returned',
+        );
       }
     }
     await ordersRepo.markUnitsReleased(db, order.id);
@@ -148,7 +160,9 @@ export function createOrderDesk(deps: {
    * finishes returning units of cancelled orders that a crash or an outage interrupted.
    */
   async function settleOverdue(): Promise<{ cancelled: number; released: number; more: boolean }> {
-    const cancelled = await db.transaction().execute((trx) => ordersRepo.cancelOverdueOrders(trx, settings.settleBatch));
+    const cancelled = await db
+      .transaction()
+      .execute((trx) => ordersRepo.cancelOverdueOrders(trx, settings.settleBatch));
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
@@ -158,7 +172,11 @@ export function createOrderDesk(deps: {
       await releaseUnits(order);
       released++;
     }
-    return { cancelled: cancelled.length, released, more: cancelled.length === settings.settleBatch || released === settings.settleBatch };
+    return {
+      cancelled: cancelled.length,
+      released,
+      more: cancelled.length === settings.settleBatch || released === settings.settleBatch,
+    };
   }
 
   return { place, find, recoverClaim, releaseUnits, settleOverdue };

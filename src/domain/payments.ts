@@ -38,7 +38,13 @@ function transition(order: OrderRow, event: 'success' | 'failure'): Transition {
       case 'pending_payment':
         return { statusCode: 200, status: 'paid', paymentStatus: 'completed', changes: true, releasesUnits: false };
       case 'cancelled': // paid after its deadline: its units may be sold again already, so the money goes back
-        return { statusCode: 200, status: 'refund_required', paymentStatus: 'completed', changes: true, releasesUnits: false };
+        return {
+          statusCode: 200,
+          status: 'refund_required',
+          paymentStatus: 'completed',
+          changes: true,
+          releasesUnits: false,
+        };
       default: // paid, refund_required: the same news again
         return { statusCode: 200, ...same };
     }
@@ -109,7 +115,11 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           // Copies of a delivery: the key's row tells the first from the rest.
           const stored = await paymentsRepo.storedAnswer(db, webhook.idempotency_key);
           if (!stored || stored.request_hash !== requestHash) throw errors.idempotencyKeyReused();
-          return { statusCode: stored.response_status, body: stored.response_body as PaymentAnswer['body'], replayed: true };
+          return {
+            statusCode: stored.response_status,
+            body: stored.response_body as PaymentAnswer['body'],
+            replayed: true,
+          };
         }
         recorded = true;
         if (next.releasesUnits) unitsToRelease = order;
@@ -127,14 +137,22 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
     }
 
     log.info(
-      { idempotency_key: webhook.idempotency_key, order_id: webhook.order_id, event_type: webhook.event_type, result: answer.statusCode, replayed: answer.replayed },
+      {
+        idempotency_key: webhook.idempotency_key,
+        order_id: webhook.order_id,
+        event_type: webhook.event_type,
+        result: answer.statusCode,
+        replayed: answer.replayed,
+      },
       'webhook processed',
     );
     if (unitsToRelease) {
       // Committed already; if Redis is away, order settlement returns the units later.
-      await orders.releaseUnits(unitsToRelease).catch((err: unknown) =>
-        log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
-      );
+      await orders
+        .releaseUnits(unitsToRelease)
+        .catch((err: unknown) =>
+          log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
+        );
     }
     if (!recorded) await recordDelivery(delivery, answer);
     return answer;
@@ -165,7 +183,9 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
         responseBody: answer.body,
         replayed: answer.replayed,
       })
-      .catch((err: unknown) => log.warn({ idempotency_key: webhook.idempotency_key, err }, 'webhook delivery not recorded'));
+      .catch((err: unknown) =>
+        log.warn({ idempotency_key: webhook.idempotency_key, err }, 'webhook delivery not recorded'),
+      );
   }
 
   return { handle };

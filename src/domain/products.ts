@@ -87,7 +87,12 @@ export function createCatalogue(deps: {
       await ensureLoaded(id, trx);
       const change = await commands.setStock(id, stock, updated.stock_version);
       if (change.kind !== 'stockSet' && change.kind !== 'unchanged') throw refusalError(change, { productId: id });
-      return toProduct(id, { ...updated, held: change.held, sold: change.sold, per_customer_limit: updated.per_customer_limit ?? 0 });
+      return toProduct(id, {
+        ...updated,
+        held: change.held,
+        sold: change.sold,
+        per_customer_limit: updated.per_customer_limit ?? 0,
+      });
     });
     soldOut?.forget(id);
     log.info({ product_id: id, stock }, 'stock changed');
@@ -101,7 +106,7 @@ export function createCatalogue(deps: {
   async function loadAll(): Promise<{ loaded: number; resynced: number }> {
     let loaded = 0;
     let resynced = 0;
-    for (let afterId = 0; ; ) {
+    for (let afterId = 0; ;) {
       const rows = await productsRepo.listProducts(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
       const sold = await productsRepo.soldUnits(
@@ -140,7 +145,8 @@ export function createCatalogue(deps: {
    */
   function toProduct(id: number, inventory: Inventory): Product {
     const available = inventory.stock - inventory.held - inventory.sold;
-    if (available < 0) log.error({ product_id: id, ...inventory }, 'invariant broken: more units held and sold than stock');
+    if (available < 0)
+      log.error({ product_id: id, ...inventory }, 'invariant broken: more units held and sold than stock');
     return {
       id,
       name: inventory.name,

@@ -17,7 +17,10 @@ export function createRefusalLog(log: Logger, now: () => number = Date.now) {
       }
       entry.refused++;
       if (at - entry.loggedAt >= 1000) {
-        log.warn({ product_id: productId, available_stock: available, requested, refused: entry.refused }, 'insufficient stock');
+        log.warn(
+          { product_id: productId, available_stock: available, requested, refused: entry.refused },
+          'insufficient stock',
+        );
         entry.loggedAt = at;
         entry.refused = 0;
       }

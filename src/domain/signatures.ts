@@ -38,6 +38,10 @@ export function checkSignature(
 }
 
 /** Signs a body as a provider would: the value of an X-Signature header. */
-export function signPayload(rawBody: string, secret: string, timestamp: number = Math.floor(Date.now() / 1000)): string {
+export function signPayload(
+  rawBody: string,
+  secret: string,
+  timestamp: number = Math.floor(Date.now() / 1000),
+): string {
   return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${rawBody}`).digest('hex')}`;
 }

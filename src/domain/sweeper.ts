@@ -3,7 +3,6 @@ import type { Logger } from '../log.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { runPeriodically, type Loop } from './loop.js';
 
-
 /** Decides a conversion claim whose lease ran out (see OrderDesk.recoverClaim). */
 export type StaleClaimHandler = (productId: number, holdId: string, claimId: string) => Promise<void>;
 
@@ -44,7 +43,10 @@ export async function releaseExpiredHolds(
         await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
         if (step.expired > 0) log.info({ product_id: productId, count: step.expired }, 'holds expired');
         for (const { holdId, claimId } of step.staleClaims) {
-          log.warn({ product_id: productId, hold_id: holdId, claim_id: claimId }, 'recovery: conversion claim outlived its lease');
+          log.warn(
+            { product_id: productId, hold_id: holdId, claim_id: claimId },
+            'recovery: conversion claim outlived its lease',
+          );
           // A failure (Postgres away) leaves the claim for the next lease: the script re-leased it.
           await onStaleClaim?.(productId, holdId, claimId).catch((err: unknown) =>
             log.error({ hold_id: holdId, err }, 'recovery of a conversion claim failed; retrying after its lease'),
@@ -64,7 +66,12 @@ export async function releaseExpiredHolds(
 }
 
 /** Runs sweeper passes every `sweepIntervalMs`, at once again while expired holds are waiting. */
-export function startSweeper(commands: RedisCommands, settings: Settings, log: Logger, onStaleClaim?: StaleClaimHandler): Loop {
+export function startSweeper(
+  commands: RedisCommands,
+  settings: Settings,
+  log: Logger,
+  onStaleClaim?: StaleClaimHandler,
+): Loop {
   return runPeriodically(
     'sweeper',
     settings.sweepIntervalMs,

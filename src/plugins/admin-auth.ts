@@ -16,7 +16,9 @@ export default fp(
   async (app) => {
     const token = app.config.ADMIN_TOKEN;
     if (!token) {
-      app.log.warn('admin routes answer 401: set ADMIN_TOKEN to enable them (npm run seed adds demo products without it)');
+      app.log.warn(
+        'admin routes answer 401: set ADMIN_TOKEN to enable them (npm run seed adds demo products without it)',
+      );
     }
     // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
     const expected = token ? digest(token) : null;

@@ -46,7 +46,11 @@ export default fp<{ config: Config }>(
     app.decorate('redisCommands', createRedisCommands(redis, settings, clock.now));
     const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
-    const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: config.DATABASE_POOL_SIZE });
+    const db = createDatabase({
+      url: config.DATABASE_URL,
+      timeoutMs: config.DATABASE_TIMEOUT_MS,
+      poolSize: config.DATABASE_POOL_SIZE,
+    });
     app.decorate('db', db);
 
     app.addHook('onClose', async () => {

@@ -116,7 +116,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
       const reply = await redis.getHold(keysOf(productId).holds, holdId).catch(rethrowRedisFailure);
       const [code, record] = tuple('getHold', reply, 2);
-      if (code === ScriptCode.HOLD_FOUND) return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
+      if (code === ScriptCode.HOLD_FOUND)
+        return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
       if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
       throw new ScriptReplyError('getHold', reply);
     },
@@ -149,9 +150,17 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       const [code, claim, record] = tuple('claimHold', reply, 3);
       switch (code) {
         case ScriptCode.CLAIMED:
-          return { kind: 'claimed', claimId: text('claimHold', claim), record: parseHoldRecord(holdId, text('claimHold', record)) };
+          return {
+            kind: 'claimed',
+            claimId: text('claimHold', claim),
+            record: parseHoldRecord(holdId, text('claimHold', record)),
+          };
         case ScriptCode.CLAIM_JOINED:
-          return { kind: 'joined', claimId: text('claimHold', claim), record: parseHoldRecord(holdId, text('claimHold', record)) };
+          return {
+            kind: 'joined',
+            claimId: text('claimHold', claim),
+            record: parseHoldRecord(holdId, text('claimHold', record)),
+          };
         case ScriptCode.HOLD_CONVERTED:
           return { kind: 'converted', claimId: text('claimHold', claim) };
         case ScriptCode.HOLD_NOT_FOUND:
@@ -212,7 +221,10 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
       const staleClaims: SweepStep['staleClaims'] = [];
       for (let i = 0; i < claims.length; i += 2) {
-        staleClaims.push({ holdId: text('releaseExpiredHolds', claims[i]), claimId: text('releaseExpiredHolds', claims[i + 1]) });
+        staleClaims.push({
+          holdId: text('releaseExpiredHolds', claims[i]),
+          claimId: text('releaseExpiredHolds', claims[i + 1]),
+        });
       }
       return {
         expired: int('releaseExpiredHolds', expired),
@@ -261,14 +273,21 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         )
         .catch(rethrowRedisFailure);
       const [code, version] = tuple('loadProduct', reply, 2);
-      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED) throw new ScriptReplyError('loadProduct', reply);
+      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED)
+        throw new ScriptReplyError('loadProduct', reply);
       return { loaded: code === ScriptCode.PRODUCT_LOADED, version: int('loadProduct', version) };
     },
 
     /** Sets a product's stock under a version from Postgres (lua/setStock-5.lua). */
     async setStock(productId: number, stock: number, version: number): Promise<StockChange> {
       const reply = await redis
-        .setStock(...productScriptKeys(keysOf(productId)), stock, version, settings.inlineExpiryLimit, settings.holdRetainMs)
+        .setStock(
+          ...productScriptKeys(keysOf(productId)),
+          stock,
+          version,
+          settings.inlineExpiryLimit,
+          settings.holdRetainMs,
+        )
         .catch(rethrowRedisFailure);
       const [code, ...figures] = tuple('setStock', reply, 4);
       const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
@@ -289,7 +308,9 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     /** The live counters of each product, in order; null for a product Redis does not have. */
     async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
       if (productIds.length === 1) {
-        const fields = await redis.hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS).catch(rethrowRedisFailure);
+        const fields = await redis
+          .hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS)
+          .catch(rethrowRedisFailure);
         return [toInventory(fields)];
       }
       const pipeline = redis.pipeline();

@@ -25,8 +25,10 @@ export type ReserveOutcome =
   | { kind: 'customerIdRequired' }
   | { kind: 'deadlinePassed' };
 
-export interface ReserveBatchSettings
-  extends Pick<Settings, 'redisKeyPrefix' | 'holdTtlMs' | 'inlineExpiryLimit' | 'idempotencyTtlMs' | 'holdRetainMs' | 'maxHoldBatch'> {
+export interface ReserveBatchSettings extends Pick<
+  Settings,
+  'redisKeyPrefix' | 'holdTtlMs' | 'inlineExpiryLimit' | 'idempotencyTtlMs' | 'holdRetainMs' | 'maxHoldBatch'
+> {
   /** The moment (ms, Redis's clock) past which the callers of a batch sent now have been answered 503. */
   reserveDeadline: () => number;
 }
@@ -95,11 +97,18 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
       // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
-      lines.push(`${reservation.holdId}\t${reservation.qty}\t${reservation.customerId}\t${idempotency?.fingerprint ?? ''}\t${keyIndex}`);
+      lines.push(
+        `${reservation.holdId}\t${reservation.qty}\t${reservation.customerId}\t${idempotency?.fingerprint ?? ''}\t${keyIndex}`,
+      );
     }
     return [
-      keys.length, ...keys,
-      settings.holdTtlMs, settings.inlineExpiryLimit, settings.idempotencyTtlMs, settings.holdRetainMs, settings.reserveDeadline(),
+      keys.length,
+      ...keys,
+      settings.holdTtlMs,
+      settings.inlineExpiryLimit,
+      settings.idempotencyTtlMs,
+      settings.holdRetainMs,
+      settings.reserveDeadline(),
       lines.join('\n'),
     ];
   }

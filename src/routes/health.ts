@@ -14,8 +14,14 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/readyz', { schema: { response: { 200: HealthSchema, 503: HealthSchema } } }, async (_request, reply) => {
     const [redis, postgres] = await Promise.all([
-      app.redis.ping().then(() => 'ok', () => 'unavailable'),
-      sql`SELECT 1`.execute(app.db).then(() => 'ok', () => 'unavailable'),
+      app.redis.ping().then(
+        () => 'ok',
+        () => 'unavailable',
+      ),
+      sql`SELECT 1`.execute(app.db).then(
+        () => 'ok',
+        () => 'unavailable',
+      ),
     ]);
     const ready = redis === 'ok' && postgres === 'ok';
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable', redis, postgres });

@@ -2,7 +2,13 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { HoldRequest } from '../domain/holds.js';
 import { ErrorSchema } from '../schemas/error.js';
-import { HoldParamsSchema, HoldRefusalSchema, HoldSchema, IdempotencyKeySchema, newHoldSchema } from '../schemas/hold.js';
+import {
+  HoldParamsSchema,
+  HoldRefusalSchema,
+  HoldSchema,
+  IdempotencyKeySchema,
+  newHoldSchema,
+} from '../schemas/hold.js';
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
@@ -71,4 +77,3 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
 };
 
 export default routes;
-

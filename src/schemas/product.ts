@@ -50,7 +50,11 @@ export const PRODUCT_PAGE_MAX = 1000;
 export const ProductListQuerySchema = Type.Object(
   {
     limit: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: PRODUCT_PAGE_MAX, description: `products per page, default ${PRODUCT_PAGE_DEFAULT}` }),
+      Type.Integer({
+        minimum: 1,
+        maximum: PRODUCT_PAGE_MAX,
+        description: `products per page, default ${PRODUCT_PAGE_DEFAULT}`,
+      }),
     ),
     after_id: Type.Optional(ProductIdSchema),
   },

@@ -16,13 +16,23 @@ export async function productState(baseUrl: string, id: number): Promise<Product
 
 /** Creates a product through the admin API over HTTP and returns its id. */
 export async function createProductAt(baseUrl: string, product: ProductFields): Promise<number> {
-  const answer = await request<{ id: number }>(baseUrl, 'POST', '/api/products', { ...PRODUCT_DEFAULTS, ...product }, admin);
-  if (answer.status !== 201) throw new Error(`product creation answered ${answer.status}: ${JSON.stringify(answer.body)}`);
+  const answer = await request<{ id: number }>(
+    baseUrl,
+    'POST',
+    '/api/products',
+    { ...PRODUCT_DEFAULTS, ...product },
+    admin,
+  );
+  if (answer.status !== 201)
+    throw new Error(`product creation answered ${answer.status}: ${JSON.stringify(answer.body)}`);
   return answer.body.id;
 }
 
 /** Places a hold over HTTP; anything but 201 fails the test's setup. */
-export async function placeHold(baseUrl: string, body: { product_id: number; qty: number; customer_id?: string }): Promise<GrantedHold> {
+export async function placeHold(
+  baseUrl: string,
+  body: { product_id: number; qty: number; customer_id?: string },
+): Promise<GrantedHold> {
   const answer = await request<GrantedHold>(baseUrl, 'POST', '/api/holds', body);
   if (answer.status !== 201) throw new Error(`hold answered ${answer.status}: ${JSON.stringify(answer.body)}`);
   return answer.body;

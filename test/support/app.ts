@@ -90,7 +90,11 @@ export interface TestAppOptions {
  * The whole service on its own database and key prefix, closed when the test ends. The sweeper is off unless
  * the test turns it on, so tests decide when expired holds are released.
  */
-export async function buildTestApp(t: Test, overrides: Partial<Config> = {}, options: TestAppOptions = {}): Promise<TestApp> {
+export async function buildTestApp(
+  t: Test,
+  overrides: Partial<Config> = {},
+  options: TestAppOptions = {},
+): Promise<TestApp> {
   const config = loadConfig(
     {},
     {
@@ -117,14 +121,18 @@ export const PRODUCT_DEFAULTS = { name: 'Test product', price_cents: 1000 };
 export type ProductFields = { name?: string; price_cents?: number; stock: number; per_customer_limit?: number };
 
 /** Creates a product through the admin API and returns it. */
-export async function createProduct(app: FastifyInstance, product: ProductFields): Promise<{ id: number; [field: string]: unknown }> {
+export async function createProduct(
+  app: FastifyInstance,
+  product: ProductFields,
+): Promise<{ id: number; [field: string]: unknown }> {
   const response = await app.inject({
     method: 'POST',
     url: '/api/products',
     headers: admin,
     payload: { ...PRODUCT_DEFAULTS, ...product },
   });
-  if (response.statusCode !== 201) throw new Error(`product creation answered ${response.statusCode}: ${response.body}`);
+  if (response.statusCode !== 201)
+    throw new Error(`product creation answered ${response.statusCode}: ${response.body}`);
   return response.json();
 }
 

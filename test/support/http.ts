@@ -20,9 +20,19 @@ export async function sendRaw<T = Record<string, unknown>>(
   deadlineMs: number = CLIENT_DEADLINE_MS,
 ): Promise<HttpAnswer<T>> {
   const started = performance.now();
-  const response = await fetch(`${baseUrl}${path}`, { method, headers, body: rawBody, signal: AbortSignal.timeout(deadlineMs) });
+  const response = await fetch(`${baseUrl}${path}`, {
+    method,
+    headers,
+    body: rawBody,
+    signal: AbortSignal.timeout(deadlineMs),
+  });
   const text = await response.text();
-  return { status: response.status, body: (text ? JSON.parse(text) : null) as T, headers: response.headers, ms: performance.now() - started };
+  return {
+    status: response.status,
+    body: (text ? JSON.parse(text) : null) as T,
+    headers: response.headers,
+    ms: performance.now() - started,
+  };
 }
 
 /** One real HTTP request with a JSON body (or none); an empty answer body reads as null. */
@@ -35,14 +45,29 @@ export function request<T = Record<string, unknown>>(
   deadlineMs: number = CLIENT_DEADLINE_MS,
 ): Promise<HttpAnswer<T>> {
   if (body === undefined) return sendRaw<T>(baseUrl, method, path, undefined, headers, deadlineMs);
-  return sendRaw<T>(baseUrl, method, path, JSON.stringify(body), { 'content-type': 'application/json', ...headers }, deadlineMs);
+  return sendRaw<T>(
+    baseUrl,
+    method,
+    path,
+    JSON.stringify(body),
+    { 'content-type': 'application/json', ...headers },
+    deadlineMs,
+  );
 }
 
 /** `request` bound to one base URL and one client deadline. */
-export type Client<T> = (method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<HttpAnswer<T>>;
+export type Client<T> = (
+  method: string,
+  path: string,
+  body?: unknown,
+  headers?: Record<string, string>,
+) => Promise<HttpAnswer<T>>;
 
 /** A timed HTTP client for the service at `baseUrl`. */
-export function client<T = Record<string, unknown>>(baseUrl: string, deadlineMs: number = CLIENT_DEADLINE_MS): Client<T> {
+export function client<T = Record<string, unknown>>(
+  baseUrl: string,
+  deadlineMs: number = CLIENT_DEADLINE_MS,
+): Client<T> {
   return (method, path, body, headers = {}) => request<T>(baseUrl, method, path, body, headers, deadlineMs);
 }
 

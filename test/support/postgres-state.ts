@@ -35,7 +35,10 @@ export async function orderCount({ db }: PostgresScope, holdId: string): Promise
 }
 
 /** The recorded outcomes of a hold's conversion claims, oldest first. */
-export async function claimsOfHold({ db }: PostgresScope, holdId: string): Promise<{ claim_id: string; outcome: string }[]> {
+export async function claimsOfHold(
+  { db }: PostgresScope,
+  holdId: string,
+): Promise<{ claim_id: string; outcome: string }[]> {
   const { rows } = await db.query<{ claim_id: string; outcome: string }>(
     'SELECT claim_id, outcome FROM hold_claims WHERE hold_id = $1 ORDER BY created_at',
     [holdId],

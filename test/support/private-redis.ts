@@ -48,7 +48,12 @@ export async function privateRedis(t: Test): Promise<PrivateRedis> {
 
 /** Waits until a PING at `url` is answered; throws, with the last error, if none is within `timeoutMs`. */
 async function waitForPing(url: string, timeoutMs = 10_000): Promise<void> {
-  const failure = await poll(() => pingFailure(url), (err) => err === null, timeoutMs, 50);
+  const failure = await poll(
+    () => pingFailure(url),
+    (err) => err === null,
+    timeoutMs,
+    50,
+  );
   if (failure !== null) throw new Error(`redis at ${url} did not start`, { cause: failure });
 }
 

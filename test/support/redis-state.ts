@@ -28,7 +28,10 @@ export function keysOf(scope: RedisScope, productId: number): ProductKeys {
 }
 
 /** The product's stock, held and sold counters (0 where a field is missing). */
-export async function inventory(scope: RedisScope, productId: number): Promise<{ stock: number; held: number; sold: number }> {
+export async function inventory(
+  scope: RedisScope,
+  productId: number,
+): Promise<{ stock: number; held: number; sold: number }> {
   const [stock, held, sold] = await scope.redis.hmget(keysOf(scope, productId).inventory, 'stock', 'held', 'sold');
   return { stock: Number(stock), held: Number(held), sold: Number(sold) };
 }
