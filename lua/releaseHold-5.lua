@@ -15,6 +15,7 @@ Returns {code, hold record JSON}:
    5  HOLD_ENDED       ended now: the record (status released, or expired when its time had already run out)
    4  HOLD_FOUND       it had ended before: its record, unchanged
   -4  HOLD_NOT_FOUND
+  -1  PRODUCT_NOT_FOUND  Redis has no copy of the product (lost, or never loaded)
 (Codes: lua/includes/codes.lua.)
   -5  HOLD_CONVERTED   the hold became an order; record attached
  -12  HOLD_CONVERTING  the hold is being turned into an order; record attached
@@ -31,6 +32,9 @@ if not retain_ms then
 end
 
 local raw = redis.call('HGET', KEYS[3], hold_id)
+if not raw and redis.call('EXISTS', KEYS[1]) == 0 then
+  return {CODE.PRODUCT_NOT_FOUND, ''}
+end
 if not raw then
   return {CODE.HOLD_NOT_FOUND, ''}
 end

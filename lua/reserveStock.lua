@@ -90,7 +90,7 @@ if now > deadline then
   return answer_all(CODE.DEADLINE_PASSED)
 end
 
-local inventory = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'per_customer_limit', 'price_cents')
+local inventory = redis.call('HMGET', KEYS[1], 'stock', 'held', 'sold', 'per_customer_limit', 'price_cents', 'generation')
 if not inventory[1] then
   return answer_all(CODE.PRODUCT_NOT_FOUND)
 end
@@ -99,6 +99,7 @@ local held = tonumber(inventory[2])
 local sold = tonumber(inventory[3])
 local limit = tonumber(inventory[4])
 local price_cents = tonumber(inventory[5])
+local generation = tonumber(inventory[6] or '0')
 local expires_at = now + ttl_ms
 local expired_in_place = false
 
@@ -115,8 +116,9 @@ for i = 1, n do
 
   if key_index ~= 0 then
     local stored = redis.call('GET', KEYS[key_index])
-    if stored then
-      local decision = cjson.decode(stored)
+    local decision = stored and cjson.decode(stored)
+    -- A decision from before the product was rebuilt names a hold that is gone: decide afresh.
+    if decision and (decision.generation or 0) == generation then
       decided = true
       if decision.fingerprint ~= fingerprint then
         code, hold_id = CODE.IDEMPOTENCY_KEY_REUSED, ''
@@ -174,7 +176,7 @@ for i = 1, n do
       hold_id = ''
     end
     if key_index ~= 0 then
-      local decision = {fingerprint = fingerprint, code = code, hold_id = hold_id, a = a, b = b}
+      local decision = {fingerprint = fingerprint, code = code, hold_id = hold_id, a = a, b = b, generation = generation}
       redis.call('SET', KEYS[key_index], cjson.encode(decision), 'PX', idempotency_ttl_ms)
     end
   end

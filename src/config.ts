@@ -68,6 +68,11 @@ export const ConfigSchema = Type.Object({
     1000,
     'pause between passes cancelling overdue orders and finishing interrupted work (0 turns it off)',
   ),
+  REDIS_LOSS_CHECK_MS: Milliseconds(
+    0,
+    1000,
+    "pause between checks that every product's copy in Redis is there under Postgres's generation (0 turns it off)",
+  ),
   ADMIN_TOKEN: Type.String({ default: '', description: 'bearer token for admin routes; empty disables them' }),
   // Spelled out, not mapped from a list: a mapped list would type the level as any string.
   LOG_LEVEL: Type.Union(

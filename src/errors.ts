@@ -16,6 +16,7 @@ export const ErrorCodes = {
   HOLD_CONVERTED: 409,
   HOLD_CONVERTING: 409,
   HOLD_RELEASED: 409,
+  HOLD_LOST: 409,
   ORDER_ALREADY_FINAL: 409,
   HOLD_EXPIRED: 410,
   PAYLOAD_TOO_LARGE: 413,
@@ -95,6 +96,13 @@ export const errors = {
     new AppError('HOLD_EXPIRED', `hold ${holdId} has expired; its units are for sale again`),
   holdReleased: (holdId: string) =>
     new AppError('HOLD_RELEASED', `hold ${holdId} was released; its units are for sale again`),
+  holdLost: (holdId: string) =>
+    new AppError(
+      'HOLD_LOST',
+      `hold ${holdId} was lost when Redis lost its data; its units are for sale again: place a new hold`,
+    ),
+  rebuilding: (productId: number) =>
+    new AppError('SERVICE_UNAVAILABLE', `product ${productId} is being rebuilt from Postgres; try again shortly`),
   orderNotFound: (orderId: number | string) => new AppError('ORDER_NOT_FOUND', `order ${orderId} does not exist`),
   invalidSignature: (why: string) => new AppError('INVALID_SIGNATURE', `webhook signature rejected: ${why}`),
   orderAlreadyFinal: (orderId: number, status: string) =>

@@ -72,6 +72,8 @@ export interface Settings {
   readonly conversionLeaseMs: number;
   /** See SETTLE_BATCH. */
   readonly settleBatch: number;
+  /** Pause between passes of the Redis loss watcher; 0: none (REDIS_LOSS_CHECK_MS). */
+  readonly redisLossCheckMs: number;
   /** Pause between order settlement passes; 0: no settlement loop (RECOVERY_INTERVAL_MS). */
   readonly recoveryIntervalMs: number;
 
@@ -111,6 +113,7 @@ export function settingsFrom(config: Config): Settings {
     conversionLeaseMs: config.CONVERSION_LEASE_MS,
     settleBatch: SETTLE_BATCH,
     recoveryIntervalMs: config.RECOVERY_INTERVAL_MS,
+    redisLossCheckMs: config.REDIS_LOSS_CHECK_MS,
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
     sweepBatchSize: config.SWEEP_BATCH_SIZE,
     sweepClaimSize: SWEEP_CLAIM_SIZE,

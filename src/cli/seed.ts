@@ -3,6 +3,7 @@ import { loadConfig } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { createCatalogue } from '../domain/products.js';
+import { createRedisRebuilder } from '../domain/redis-rebuild.js';
 import { createRedisCommands } from '../redis/commands.js';
 import { connectRedis } from '../redis/connection.js';
 import { settingsFrom } from '../settings.js';
@@ -25,7 +26,9 @@ try {
   const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: 2000 });
   try {
     await migrateToLatest(db);
-    const catalogue = createCatalogue({ db, commands: createRedisCommands(redis, settingsFrom(config)), log });
+    const commands = createRedisCommands(redis, settingsFrom(config));
+    const rebuilder = createRedisRebuilder({ db, commands, log });
+    const catalogue = createCatalogue({ db, commands, rebuilder, log });
     const existing = new Set((await db.selectFrom('products').select('name').execute()).map((p) => p.name));
     for (const product of DEMO_PRODUCTS) {
       if (existing.has(product.name)) {

@@ -44,19 +44,26 @@ export interface NewOrder {
   unitPriceCents: number;
   paymentMethod: string | null;
   paymentTtlSeconds: number;
+  /** The generation of the product's Redis copy the hold was claimed in (src/domain/redis-rebuild.ts). */
+  redisGeneration: number;
 }
 
 /**
  * Records the claim as 'ordered' and inserts its order, the order's one item and its pending payment, all in one
  * statement (so one round trip, and atomic without an explicit transaction). Returns undefined, inserting
- * nothing, when the claim already has an outcome: then `claimOutcome` says which. The payment is due
+ * nothing, when the claim already has an outcome (`claimOutcome` says which), or when the product's Redis copy
+ * was rebuilt since the hold was made (fenced: `claimOutcome` finds none; the hold is lost). The payment is due
  * `paymentTtlSeconds` from now, by Postgres's clock.
  */
 export async function insertOrderForClaim(db: Kysely<Database>, order: NewOrder): Promise<OrderWithItems | undefined> {
   const total = order.qty * order.unitPriceCents;
   const { rows } = await sql<OrderRow>`
-    WITH claim AS (
-      INSERT INTO hold_claims (claim_id, hold_id, outcome) VALUES (${order.claimId}, ${order.holdId}, 'ordered')
+    WITH fence AS (
+      -- FOR SHARE waits for a rebuild holding the row FOR UPDATE, then re-reads the generation it wrote.
+      SELECT id FROM products WHERE id = ${order.productId} AND redis_generation = ${order.redisGeneration} FOR SHARE
+    ), claim AS (
+      INSERT INTO hold_claims (claim_id, hold_id, outcome)
+      SELECT ${order.claimId}, ${order.holdId}, 'ordered' FROM fence
       ON CONFLICT (claim_id) DO NOTHING
       RETURNING hold_id
     ), new_order AS (

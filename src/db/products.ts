@@ -51,3 +51,71 @@ export async function soldUnits(db: Kysely<Database>, productIds: number[]): Pro
     .execute();
   return new Map(rows.map((r) => [r.product_id, r.units]));
 }
+
+/** A new generation for the product's copy in Redis, taken under its row lock (never handed out before). */
+export async function nextRedisGeneration(trx: Transaction<Database>, id: number): Promise<number> {
+  const row = await trx
+    .updateTable('products')
+    .set({ redis_generation: sql<number>`nextval('redis_generation_seq')` })
+    .where('id', '=', id)
+    .returning('redis_generation')
+    .executeTakeFirstOrThrow();
+  return row.redis_generation;
+}
+
+/** What Postgres knows of a product's sales: everything a rebuild of its Redis copy needs. */
+export interface SalesLedger {
+  sold: number;
+  /** Units in live orders per customer (the per-customer limit counts them). */
+  customerUnits: { customer_id: string; units: number }[];
+  /** The holds of live orders: a later cancellation returns their units through these records. */
+  convertedHolds: { hold_id: string; order_id: number; customer_id: string | null; qty: number; unit_price_cents: number }[];
+}
+
+/** Live orders of a product (SOLD_ORDER_STATUSES), read under its row lock so no order commits in between. */
+export async function salesLedger(trx: Transaction<Database>, productId: number): Promise<SalesLedger> {
+  const rows = await trx
+    .selectFrom('order_items')
+    .innerJoin('orders', 'orders.id', 'order_items.order_id')
+    .select(['orders.id as order_id', 'orders.hold_id', 'orders.customer_id', 'order_items.qty', 'order_items.unit_price_cents'])
+    .where('order_items.product_id', '=', productId)
+    .where('orders.status', 'in', SOLD_ORDER_STATUSES)
+    .execute();
+  const perCustomer = new Map<string, number>();
+  let sold = 0;
+  for (const row of rows) {
+    sold += row.qty;
+    if (row.customer_id !== null) perCustomer.set(row.customer_id, (perCustomer.get(row.customer_id) ?? 0) + row.qty);
+  }
+  return {
+    sold,
+    customerUnits: [...perCustomer].map(([customer_id, units]) => ({ customer_id, units })),
+    convertedHolds: rows,
+  };
+}
+
+/**
+ * Cancelled orders of a product whose units a crash left to return: a rebuild counts only live orders as sold,
+ * so their units are back on sale by the rebuild itself.
+ */
+export async function markReturnedByRebuild(trx: Transaction<Database>, productId: number): Promise<number> {
+  const result = await sql`
+    UPDATE orders SET units_released_at = now()
+    WHERE status IN ('cancelled', 'refund_required') AND units_released_at IS NULL
+      AND id IN (SELECT order_id FROM order_items WHERE product_id = ${productId})`.execute(trx);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** Every product's id and Redis generation, a page at a time: what the loss watcher compares with Redis. */
+export async function listGenerations(
+  db: Kysely<Database>,
+  page: { limit: number; afterId: number },
+): Promise<{ id: number; redis_generation: number }[]> {
+  return db
+    .selectFrom('products')
+    .select(['id', 'redis_generation'])
+    .where('id', '>', page.afterId)
+    .orderBy('id')
+    .limit(page.limit)
+    .execute();
+}

@@ -24,6 +24,8 @@ export interface ProductTable {
   stock: number;
   per_customer_limit: number | null;
   stock_version: Generated<number>;
+  /** The generation of the product's copy in Redis (0: never loaded); see src/domain/redis-rebuild.ts. */
+  redis_generation: Generated<number>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }

@@ -9,6 +9,7 @@ import type { Settings } from '../settings.js';
 import { newHoldId, productOfHold } from './hold-ids.js';
 import type { Catalogue } from './products.js';
 import { createRefusalLog } from './refusal-log.js';
+import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
 export interface HoldRequest {
@@ -31,10 +32,17 @@ export function createHoldDesk(deps: {
   commands: RedisCommands;
   settings: Settings;
   catalogue: Catalogue;
+  rebuilder: RedisRebuilder;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { commands, settings, catalogue, soldOut, log } = deps;
+  const { commands, settings, catalogue, rebuilder, soldOut, log } = deps;
+
+  /** Redis has no copy of the hold's product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
+  async function recoverCopy(productId: number, holdId: string): Promise<void> {
+    if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
+    if (!(await catalogue.ensureLoaded(productId))) throw errors.holdNotFound(holdId);
+  }
   const refusalLog = createRefusalLog(log);
 
   // Refusals of a sold-out product differ only by the quantity asked: made once each.
@@ -71,8 +79,10 @@ export function createHoldDesk(deps: {
     let outcome;
     try {
       outcome = await commands.reserve(reservation);
-      if (outcome.kind === 'productNotFound' && (await catalogue.ensureLoaded(productId))) {
-        outcome = await commands.reserve(reservation);
+      if (outcome.kind === 'productNotFound') {
+        // Lost in Redis (or never loaded): refused with 503 while it is rebuilt, decided afresh once it is.
+        if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
+        if (await catalogue.ensureLoaded(productId)) outcome = await commands.reserve(reservation);
       }
     } catch (err) {
       soldOut.forget(productId);
@@ -113,7 +123,11 @@ export function createHoldDesk(deps: {
   async function find(holdId: string): Promise<Hold> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
-    const lookup = await commands.getHold(productId, holdId);
+    let lookup = await commands.getHold(productId, holdId);
+    if (lookup.kind === 'productNotFound') {
+      await recoverCopy(productId, holdId);
+      lookup = await commands.getHold(productId, holdId);
+    }
     if (lookup.kind !== 'found') throw refusalError(lookup, { holdId });
     return toHold(holdId, productId, lookup.record);
   }
@@ -121,7 +135,11 @@ export function createHoldDesk(deps: {
   async function release(holdId: string): Promise<Hold> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
-    const released = await commands.releaseHold(productId, holdId);
+    let released = await commands.releaseHold(productId, holdId);
+    if (released.kind === 'productNotFound') {
+      await recoverCopy(productId, holdId);
+      released = await commands.releaseHold(productId, holdId);
+    }
     if (released.kind !== 'ended' && released.kind !== 'alreadyEnded') throw refusalError(released, { holdId });
     const hold = toHold(holdId, productId, released.record);
     if (released.kind === 'ended') {

@@ -11,6 +11,7 @@ import type { Order } from '../schemas/order.js';
 import type { Settings } from '../settings.js';
 import { crashPoint } from './faults.js';
 import { productOfHold } from './hold-ids.js';
+import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
 export interface PlacedOrder {
@@ -34,12 +35,19 @@ export type OrderDesk = ReturnType<typeof createOrderDesk>;
 export function createOrderDesk(deps: {
   db: Kysely<Database>;
   commands: RedisCommands;
+  rebuilder: RedisRebuilder;
   clock: RedisClock;
   settings: Settings;
   soldOut: SoldOutCache;
   log: Logger;
 }) {
-  const { db, commands, clock, settings, soldOut, log } = deps;
+  const { db, commands, rebuilder, clock, settings, soldOut, log } = deps;
+
+  /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
+  async function recoverCopy(productId: number): Promise<void> {
+    if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
+    if ((await rebuilder.ensure(productId, 'missing in redis')) === 'absent') throw errors.productNotFound(productId);
+  }
 
   async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
     const productId = productOfHold(holdId);
@@ -53,6 +61,10 @@ export function createOrderDesk(deps: {
         commands.claimHold(productId, holdId, randomUUID()),
       ]);
       if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
+      if (claim.kind === 'productNotFound') {
+        await recoverCopy(productId);
+        continue;
+      }
       if (claim.kind !== 'claimed' && claim.kind !== 'joined') throw refusalError(claim, { holdId });
       const { claimId, record: hold } = claim;
       crashPoint('after-claim');
@@ -66,11 +78,19 @@ export function createOrderDesk(deps: {
         unitPriceCents: hold.price_cents,
         paymentMethod,
         paymentTtlSeconds: settings.orderPaymentTtlMs / 1000,
+        redisGeneration: claim.generation,
       });
       if (!order) {
         // The claim has an outcome already: a copy of this request committed the order (perhaps before a crash
         // that left the units held), or recovery gave the claim up.
-        if ((await ordersRepo.claimOutcome(db, claimId)) === 'abandoned') continue;
+        const outcome = await ordersRepo.claimOutcome(db, claimId);
+        if (outcome === 'abandoned') continue;
+        if (outcome === undefined) {
+          // Fenced: Redis lost the product after this hold was claimed, and its rebuild counted what Postgres
+          // had sold without this order. Committing it now would sell the units twice.
+          log.error({ hold_id: holdId, claim_id: claimId, product_id: productId }, 'hold lost in a redis data loss: no order made');
+          throw errors.holdLost(holdId);
+        }
         const existing = await orderOfConvertedHold(holdId);
         await finishConversion(productId, holdId, existing.id);
         return { order: toOrder(existing), created: false };

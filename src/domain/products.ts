@@ -7,6 +7,7 @@ import type { Inventory, RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { NewProduct, Product } from '../schemas/product.js';
 import { PRODUCT_LOAD_BATCH } from '../settings.js';
+import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
 export type Catalogue = ReturnType<typeof createCatalogue>;
@@ -18,26 +19,18 @@ export type Catalogue = ReturnType<typeof createCatalogue>;
 export function createCatalogue(deps: {
   db: Kysely<Database>;
   commands: RedisCommands;
+  rebuilder: RedisRebuilder;
   log: Logger;
   soldOut?: SoldOutCache;
 }) {
-  const { db, commands, log, soldOut } = deps;
+  const { db, commands, rebuilder, log, soldOut } = deps;
 
-  /** Copies a product row into Redis unless Redis has it; `inSync`: Redis has Postgres's stock version. */
-  async function loadIntoRedis(row: ProductRow, sold: number): Promise<{ loaded: boolean; inSync: boolean }> {
-    const { loaded, version } = await commands.loadProduct({ ...row, sold });
+  /** Makes sure Redis has the product's copy (rebuilt from Postgres if lost); false: no such product. */
+  async function ensureLoaded(id: number): Promise<boolean> {
+    const state = await rebuilder.ensure(id, 'missing in redis');
+    if (state === 'absent') return false;
     // A product the sweeper has never seen is looked at on its next pass, then on its own schedule.
-    await commands.scheduleSweep(row.id, 0, 'new');
-    return { loaded, inSync: version === row.stock_version };
-  }
-
-  /** Loads one product into Redis if Postgres has it (after a Redis restart without persistence, say). */
-  async function ensureLoaded(id: number, trx: Kysely<Database> = db): Promise<boolean> {
-    const row = await productsRepo.findProduct(trx, id);
-    if (!row) return false;
-    const sold = (await productsRepo.soldUnits(trx, [id])).get(id) ?? 0;
-    const { loaded } = await loadIntoRedis(row, sold);
-    if (loaded) log.warn({ product_id: id, sold }, 'product loaded into redis on demand');
+    await commands.scheduleSweep(id, 0, 'new');
     return true;
   }
 
@@ -56,11 +49,15 @@ export function createCatalogue(deps: {
     const rows = await productsRepo.listProducts(db, page);
     if (rows.length === 0) return [];
     const inventories = await commands.inventories(rows.map((row) => row.id));
-    // Not in Redis yet: nothing can be held or sold there, so Postgres's figures are the live ones.
-    return rows.map((row, i) => {
-      const inventory = inventories[i];
-      return inventory ? toProduct(row.id, inventory) : fromRow(row);
-    });
+    const products: Product[] = [];
+    for (const [i, row] of rows.entries()) {
+      let inventory = inventories[i];
+      // Missing in Redis (lost, or never loaded): rebuilt from Postgres first, never shown as if nothing sold.
+      if (!inventory && (await ensureLoaded(row.id))) [inventory] = await commands.inventories([row.id]);
+      if (!inventory) throw errors.rebuilding(row.id);
+      products.push(toProduct(row.id, inventory));
+    }
+    return products;
   }
 
   async function create(input: NewProduct): Promise<Product> {
@@ -71,7 +68,9 @@ export function createCatalogue(deps: {
         stock: input.stock,
         per_customer_limit: input.per_customer_limit ?? null,
       });
-      await loadIntoRedis(inserted, 0);
+      // Loaded under a first generation before the commit: a product Redis refused is not created.
+      await rebuilder.ensureLocked(trx, inserted, 'created');
+      await commands.scheduleSweep(inserted.id, 0, 'new');
       return inserted;
     });
     log.info({ product_id: row.id, stock: row.stock }, 'product created');
@@ -83,8 +82,8 @@ export function createCatalogue(deps: {
       const current = await productsRepo.lockProduct(trx, id);
       if (!current) throw errors.productNotFound(id);
       const updated = await productsRepo.updateStock(trx, id, stock);
-      // Inside the transaction: one connection for the whole change.
-      await ensureLoaded(id, trx);
+      // A copy Redis lost is rebuilt first, under this lock (it then has the new stock already).
+      await rebuilder.ensureLocked(trx, current, 'stock change on a product missing in redis');
       const change = await commands.setStock(id, stock, updated.stock_version);
       if (change.kind !== 'stockSet' && change.kind !== 'unchanged') throw refusalError(change, { productId: id });
       return toProduct(id, {
@@ -92,6 +91,7 @@ export function createCatalogue(deps: {
         held: change.held,
         sold: change.sold,
         per_customer_limit: updated.per_customer_limit ?? 0,
+        generation: updated.redis_generation,
       });
     });
     soldOut?.forget(id);
@@ -100,32 +100,28 @@ export function createCatalogue(deps: {
   }
 
   /**
-   * Run at start: loads every product Redis lacks, and re-applies Postgres's stock where a change reached Redis
-   * but not Postgres (or the reverse) before a crash.
+   * Run at start: rebuilds every product whose copy Redis lacks or holds under another generation, and
+   * re-applies Postgres's stock where a change reached Redis but not Postgres (or the reverse) before a crash.
    */
   async function loadAll(): Promise<{ loaded: number; resynced: number }> {
-    let loaded = 0;
+    const { rebuilt } = await rebuilder.checkAll();
     let resynced = 0;
-    for (let afterId = 0; ;) {
+    for (let afterId = 0; ; ) {
       const rows = await productsRepo.listProducts(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
-      const sold = await productsRepo.soldUnits(
-        db,
-        rows.map((r) => r.id),
-      );
-      for (const row of rows) {
-        const result = await loadIntoRedis(row, sold.get(row.id) ?? 0);
-        if (result.loaded) loaded++;
-        else if (!result.inSync) {
+      const copies = await commands.inventories(rows.map((r) => r.id));
+      for (const [i, row] of rows.entries()) {
+        // Also keeps every product on the sweeper's schedule, whatever happened to it.
+        await commands.scheduleSweep(row.id, 0, 'new');
+        if (copies[i] && copies[i]!.stock_version !== row.stock_version) {
           await resync(row.id);
           resynced++;
         }
       }
       afterId = rows[rows.length - 1]!.id;
     }
-    // Also keeps every product on the sweeper's schedule, whatever happened to it.
-    if (loaded || resynced) log.info({ loaded, resynced }, 'products loaded into redis');
-    return { loaded, resynced };
+    if (rebuilt || resynced) log.info({ loaded: rebuilt, resynced }, 'products loaded into redis');
+    return { loaded: rebuilt, resynced };
   }
 
   async function resync(id: number): Promise<void> {

@@ -10,12 +10,15 @@ import { startSweeper } from '../domain/sweeper.js';
  */
 export default fp(
   async (app) => {
-    const { redisCommands, settings, log, catalogue, orders } = app;
+    const { redisCommands, settings, log, catalogue, orders, rebuilder } = app;
     await catalogue.loadAll();
 
     const loops: Loop[] = [];
     app.addHook('onReady', async () => {
       if (settings.sweepIntervalMs > 0) loops.push(startSweeper(redisCommands, settings, log, orders.recoverClaim));
+      if (settings.redisLossCheckMs > 0) {
+        loops.push(runPeriodically('redis loss watcher', settings.redisLossCheckMs, rebuilder.checkAll, log));
+      }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
       }

@@ -3,11 +3,13 @@ import { createHoldDesk, type HoldDesk } from '../domain/holds.js';
 import { createOrderDesk, type OrderDesk } from '../domain/orders.js';
 import { createPaymentDesk, type PaymentDesk } from '../domain/payments.js';
 import { createCatalogue, type Catalogue } from '../domain/products.js';
+import { createRedisRebuilder, type RedisRebuilder } from '../domain/redis-rebuild.js';
 import { createSoldOutCache } from '../domain/sold-out-cache.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
     catalogue: Catalogue;
+    rebuilder: RedisRebuilder;
     holds: HoldDesk;
     orders: OrderDesk;
     payments: PaymentDesk;
@@ -19,10 +21,12 @@ export default fp<{ now?: () => number }>(
   async (app, { now }) => {
     const { redisCommands: commands, redisClock: clock, db, settings, log } = app;
     const soldOut = createSoldOutCache(settings.soldOutCacheMs, { now });
-    const catalogue = createCatalogue({ db, commands, log, soldOut });
-    const orders = createOrderDesk({ db, commands, clock, settings, soldOut, log });
+    const rebuilder = createRedisRebuilder({ db, commands, log });
+    const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
+    const orders = createOrderDesk({ db, commands, rebuilder, clock, settings, soldOut, log });
     app.decorate('catalogue', catalogue);
-    app.decorate('holds', createHoldDesk({ commands, settings, catalogue, soldOut, log }));
+    app.decorate('rebuilder', rebuilder);
+    app.decorate('holds', createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, log }));
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log }));
   },

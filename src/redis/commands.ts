@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { SalesLedger } from '../db/products.js';
 import type { Settings } from '../settings.js';
 import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
@@ -38,18 +39,19 @@ export type ScriptRefusal =
 
 type Refusal<K extends ScriptRefusal['kind']> = Extract<ScriptRefusal, { kind: K }>;
 
-export type HoldLookup = { kind: 'found'; record: HoldRecord } | Refusal<'holdNotFound'>;
+export type HoldLookup = { kind: 'found'; record: HoldRecord } | Refusal<'holdNotFound' | 'productNotFound'>;
 
 export type HoldRelease =
   | { kind: 'ended'; record: HoldRecord }
   | { kind: 'alreadyEnded'; record: HoldRecord }
-  | Refusal<'holdNotFound' | 'holdConverted' | 'holdConverting'>;
+  | Refusal<'holdNotFound' | 'holdConverted' | 'holdConverting' | 'productNotFound'>;
 
+/** `generation`: of the product's copy in Redis the hold lives in; its order may only commit in the same one. */
 export type HoldClaim =
-  | { kind: 'claimed'; claimId: string; record: HoldRecord }
-  | { kind: 'joined'; claimId: string; record: HoldRecord }
+  | { kind: 'claimed'; claimId: string; record: HoldRecord; generation: number }
+  | { kind: 'joined'; claimId: string; record: HoldRecord; generation: number }
   | { kind: 'converted'; claimId: string }
-  | Refusal<'holdNotFound' | 'holdExpired' | 'holdReleased'>;
+  | Refusal<'holdNotFound' | 'holdExpired' | 'holdReleased' | 'productNotFound'>;
 
 /** A step of a conversion that Postgres has decided (finishConversion, returnSoldUnits, abandonClaim). */
 export type HoldStep =
@@ -72,6 +74,9 @@ export interface Inventory {
   sold: number;
   /** 0: none. */
   per_customer_limit: number;
+  /** Of the copy (src/domain/redis-rebuild.ts); 0 for a copy made before generations existed. */
+  generation: number;
+  stock_version: number;
 }
 
 export interface SweepStep {
@@ -83,7 +88,16 @@ export interface SweepStep {
   staleClaims: { holdId: string; claimId: string }[];
 }
 
-const INVENTORY_FIELDS = ['name', 'price_cents', 'stock', 'held', 'sold', 'per_customer_limit'] as const;
+const INVENTORY_FIELDS = [
+  'name',
+  'price_cents',
+  'stock',
+  'held',
+  'sold',
+  'per_customer_limit',
+  'generation',
+  'stock_version',
+] as const;
 
 export type RedisCommands = ReturnType<typeof createRedisCommands>;
 
@@ -114,11 +128,13 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     },
 
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
-      const reply = await redis.getHold(keysOf(productId).holds, holdId).catch(rethrowRedisFailure);
+      const keys = keysOf(productId);
+      const reply = await redis.getHold(keys.holds, keys.inventory, holdId).catch(rethrowRedisFailure);
       const [code, record] = tuple('getHold', reply, 2);
       if (code === ScriptCode.HOLD_FOUND)
         return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
       if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
+      if (code === ScriptCode.PRODUCT_NOT_FOUND) return { kind: 'productNotFound' };
       throw new ScriptReplyError('getHold', reply);
     },
 
@@ -138,6 +154,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           return { kind: 'holdConverted' };
         case ScriptCode.HOLD_CONVERTING:
           return { kind: 'holdConverting' };
+        case ScriptCode.PRODUCT_NOT_FOUND:
+          return { kind: 'productNotFound' };
         default:
           throw new ScriptReplyError('releaseHold', reply);
       }
@@ -147,19 +165,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       const reply = await redis
         .claimHold(...conversionKeys(productId), holdId, claimId, settings.conversionLeaseMs, settings.holdRetainMs)
         .catch(rethrowRedisFailure);
-      const [code, claim, record] = tuple('claimHold', reply, 3);
+      const [code, claim, record, generation] = tuple('claimHold', reply, 4);
       switch (code) {
         case ScriptCode.CLAIMED:
-          return {
-            kind: 'claimed',
-            claimId: text('claimHold', claim),
-            record: parseHoldRecord(holdId, text('claimHold', record)),
-          };
         case ScriptCode.CLAIM_JOINED:
           return {
-            kind: 'joined',
+            kind: code === ScriptCode.CLAIMED ? 'claimed' : 'joined',
             claimId: text('claimHold', claim),
             record: parseHoldRecord(holdId, text('claimHold', record)),
+            generation: int('claimHold', generation),
           };
         case ScriptCode.HOLD_CONVERTED:
           return { kind: 'converted', claimId: text('claimHold', claim) };
@@ -169,6 +183,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           return { kind: 'holdExpired' };
         case ScriptCode.HOLD_RELEASED:
           return { kind: 'holdReleased' };
+        case ScriptCode.PRODUCT_NOT_FOUND:
+          return { kind: 'productNotFound' };
         default:
           throw new ScriptReplyError('claimHold', reply);
       }
@@ -251,31 +267,46 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       await added.catch(rethrowRedisFailure);
     },
 
-    /** Copies a product into Redis unless Redis has it (lua/loadProduct-1.lua). */
-    async loadProduct(product: {
-      id: number;
-      stock: number;
-      per_customer_limit: number | null;
-      price_cents: number;
-      name: string;
-      stock_version: number;
-      sold: number;
-    }): Promise<{ loaded: boolean; version: number }> {
+    /**
+     * (Re)builds a product's copy in Redis from the ledger under `generation`, dropping whatever Redis held for it
+     * under another one (lua/rebuildProduct-6.lua). The caller holds the product's row lock in Postgres.
+     */
+    async rebuildProduct(
+      product: {
+        id: number;
+        stock: number;
+        per_customer_limit: number | null;
+        price_cents: number;
+        name: string;
+        stock_version: number;
+      },
+      generation: number,
+      ledger: SalesLedger,
+    ): Promise<{ rebuilt: boolean; droppedHeldUnits: number; droppedRecords: number }> {
       const reply = await redis
-        .loadProduct(
-          keysOf(product.id).inventory,
+        .rebuildProduct(
+          ...conversionKeys(product.id),
+          generation,
           product.stock,
           product.per_customer_limit ?? 0,
           product.price_cents,
           product.name,
           product.stock_version,
-          product.sold,
+          ledger.sold,
+          JSON.stringify(ledger.customerUnits.map((c) => [c.customer_id, c.units])),
+          JSON.stringify(ledger.convertedHolds.map((h) => [h.hold_id, h.order_id, h.customer_id ?? '', h.qty, h.unit_price_cents])),
+          settings.convertedHoldRetainMs,
         )
         .catch(rethrowRedisFailure);
-      const [code, version] = tuple('loadProduct', reply, 2);
-      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED)
-        throw new ScriptReplyError('loadProduct', reply);
-      return { loaded: code === ScriptCode.PRODUCT_LOADED, version: int('loadProduct', version) };
+      const [code, droppedHeldUnits, droppedRecords] = tuple('rebuildProduct', reply, 3);
+      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED) {
+        throw new ScriptReplyError('rebuildProduct', reply);
+      }
+      return {
+        rebuilt: code === ScriptCode.PRODUCT_LOADED,
+        droppedHeldUnits: int('rebuildProduct', droppedHeldUnits),
+        droppedRecords: int('rebuildProduct', droppedRecords),
+      };
     },
 
     /** Sets a product's stock under a version from Postgres (lua/setStock-5.lua). */
@@ -326,7 +357,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 }
 
 function toInventory(fields: (string | null)[]): Inventory | null {
-  const [name, price, stock, held, sold, limit] = fields;
+  const [name, price, stock, held, sold, limit, generation, stockVersion] = fields;
   if (stock === null || stock === undefined) return null;
   return {
     name: name ?? '',
@@ -335,6 +366,8 @@ function toInventory(fields: (string | null)[]): Inventory | null {
     held: Number(held),
     sold: Number(sold),
     per_customer_limit: Number(limit ?? 0),
+    generation: Number(generation ?? 0),
+    stock_version: Number(stockVersion ?? 0),
   };
 }
 

@@ -12,7 +12,6 @@ declare module 'ioredis' {
     /** A batch of hold requests for one product: the key count, the keys, then the arguments. */
     reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<unknown, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<unknown, Context>;
-    getHold(holdsKey: string, holdId: string): Result<unknown, Context>;
     releaseExpiredHolds(
       ...args: [...keys: ConversionKeysArgs, batch: number, retainMs: number, maxWaitMs: number, leaseMs: number]
     ): Result<unknown, Context>;
@@ -32,14 +31,21 @@ declare module 'ioredis' {
       holdId: string,
     ): Result<unknown, Context>;
     claimDueProducts(scheduleKey: string, limit: number, leaseMs: number): Result<unknown, Context>;
-    loadProduct(
-      inventoryKey: string,
-      stock: number,
-      perCustomerLimit: number,
-      priceCents: number,
-      name: string,
-      version: number,
-      sold: number,
+    getHold(holdsKey: string, inventoryKey: string, holdId: string): Result<unknown, Context>;
+    rebuildProduct(
+      ...args: [
+        ...keys: ConversionKeysArgs,
+        generation: number,
+        stock: number,
+        perCustomerLimit: number,
+        priceCents: number,
+        name: string,
+        stockVersion: number,
+        sold: number,
+        customerUnitsJson: string,
+        convertedHoldsJson: string,
+        convertedRetainMs: number,
+      ]
     ): Result<unknown, Context>;
     setStock(
       ...args: [...keys: ProductKeysArgs, stock: number, version: number, inlineExpiryLimit: number, retainMs: number]
@@ -70,14 +76,14 @@ export function readScript(name: string, included: Set<string> = new Set()): str
 export const SCRIPT_FILES = [
   'reserveStock',
   'releaseHold-5',
-  'getHold-1',
+  'getHold-2',
   'releaseExpiredHolds-6',
   'claimHold-6',
   'finishConversion-6',
   'abandonClaim-6',
   'returnSoldUnits-3',
   'claimDueProducts-1',
-  'loadProduct-1',
+  'rebuildProduct-6',
   'setStock-5',
 ] as const;
 
