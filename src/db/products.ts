@@ -69,7 +69,13 @@ export interface SalesLedger {
   /** Units in live orders per customer (the per-customer limit counts them). */
   customerUnits: { customer_id: string; units: number }[];
   /** The holds of live orders: a later cancellation returns their units through these records. */
-  convertedHolds: { hold_id: string; order_id: number; customer_id: string | null; qty: number; unit_price_cents: number }[];
+  convertedHolds: {
+    hold_id: string;
+    order_id: number;
+    customer_id: string | null;
+    qty: number;
+    unit_price_cents: number;
+  }[];
 }
 
 /** Live orders of a product (SOLD_ORDER_STATUSES), read under its row lock so no order commits in between. */
@@ -77,7 +83,13 @@ export async function salesLedger(trx: Transaction<Database>, productId: number)
   const rows = await trx
     .selectFrom('order_items')
     .innerJoin('orders', 'orders.id', 'order_items.order_id')
-    .select(['orders.id as order_id', 'orders.hold_id', 'orders.customer_id', 'order_items.qty', 'order_items.unit_price_cents'])
+    .select([
+      'orders.id as order_id',
+      'orders.hold_id',
+      'orders.customer_id',
+      'order_items.qty',
+      'order_items.unit_price_cents',
+    ])
     .where('order_items.product_id', '=', productId)
     .where('orders.status', 'in', SOLD_ORDER_STATUSES)
     .execute();

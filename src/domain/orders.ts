@@ -44,9 +44,9 @@ export function createOrderDesk(deps: {
   const { db, commands, rebuilder, clock, settings, soldOut, log } = deps;
 
   /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
-  async function recoverCopy(productId: number): Promise<void> {
+  async function recoverCopy(productId: number, holdId: string): Promise<void> {
     if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
-    if ((await rebuilder.ensure(productId, 'missing in redis')) === 'absent') throw errors.productNotFound(productId);
+    if ((await rebuilder.ensure(productId, 'missing in redis')) === 'absent') throw errors.holdNotFound(holdId);
   }
 
   async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
@@ -62,7 +62,7 @@ export function createOrderDesk(deps: {
       ]);
       if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };
       if (claim.kind === 'productNotFound') {
-        await recoverCopy(productId);
+        await recoverCopy(productId, holdId);
         continue;
       }
       if (claim.kind !== 'claimed' && claim.kind !== 'joined') throw refusalError(claim, { holdId });
@@ -88,7 +88,10 @@ export function createOrderDesk(deps: {
         if (outcome === undefined) {
           // Fenced: Redis lost the product after this hold was claimed, and its rebuild counted what Postgres
           // had sold without this order. Committing it now would sell the units twice.
-          log.error({ hold_id: holdId, claim_id: claimId, product_id: productId }, 'hold lost in a redis data loss: no order made');
+          log.error(
+            { hold_id: holdId, claim_id: claimId, product_id: productId },
+            'hold lost in a redis data loss: no order made',
+          );
           throw errors.holdLost(holdId);
         }
         const existing = await orderOfConvertedHold(holdId);

@@ -106,7 +106,7 @@ export function createCatalogue(deps: {
   async function loadAll(): Promise<{ loaded: number; resynced: number }> {
     const { rebuilt } = await rebuilder.checkAll();
     let resynced = 0;
-    for (let afterId = 0; ; ) {
+    for (let afterId = 0; ;) {
       const rows = await productsRepo.listProducts(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
       const copies = await commands.inventories(rows.map((r) => r.id));

@@ -89,10 +89,10 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
    * One pass of the loss watcher: compares every product's generation in Postgres with its copy in Redis and
    * rebuilds those lost, so a loss is found within a pass whether or not anyone asks for the product.
    */
-  async function checkAll(): Promise<{ checked: number; rebuilt: number }> {
+  async function checkAll(): Promise<{ checked: number; rebuilt: number; more: boolean }> {
     let checked = 0;
     let rebuilt = 0;
-    for (let afterId = 0; ; ) {
+    for (let afterId = 0; ;) {
       const rows = await productsRepo.listGenerations(db, { limit: PRODUCT_LOAD_BATCH, afterId });
       if (rows.length === 0) break;
       const copies = await commands.inventories(rows.map((r) => r.id));
@@ -105,7 +105,7 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
       checked += rows.length;
       afterId = rows[rows.length - 1]!.id;
     }
-    return { checked, rebuilt };
+    return { checked, rebuilt, more: false };
   }
 
   return {

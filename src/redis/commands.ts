@@ -294,7 +294,9 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           product.stock_version,
           ledger.sold,
           JSON.stringify(ledger.customerUnits.map((c) => [c.customer_id, c.units])),
-          JSON.stringify(ledger.convertedHolds.map((h) => [h.hold_id, h.order_id, h.customer_id ?? '', h.qty, h.unit_price_cents])),
+          JSON.stringify(
+            ledger.convertedHolds.map((h) => [h.hold_id, h.order_id, h.customer_id ?? '', h.qty, h.unit_price_cents]),
+          ),
           settings.convertedHoldRetainMs,
         )
         .catch(rethrowRedisFailure);
