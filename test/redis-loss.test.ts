@@ -150,9 +150,9 @@ t.test(
 
     // The rebuild queues first; then a conversion claims its hold in Redis (still intact) and queues its insert.
     const rebuild = w.app.rebuilder.ensure(product.id, 'test');
-    t.equal(await poll(waiting, (n) => n >= 1, 5000), 1, 'the rebuild waits for the row');
+    t.equal(await poll(waiting, (n) => n >= 1, 15_000), 1, 'the rebuild waits for the row');
     const conversion = w.order(held.hold_id);
-    t.equal(await poll(waiting, (n) => n >= 2, 5000), 2, 'the conversion claimed its hold and waits for the row');
+    t.equal(await poll(waiting, (n) => n >= 2, 15_000), 2, 'the conversion claimed its hold and waits for the row');
 
     // Redis loses everything now; then the row is free: the rebuild goes first.
     await w.direct.flushall();
@@ -194,10 +194,10 @@ t.test('a conversion that committed before the rebuild took the row is counted b
       ).rows[0].n,
     );
   const conversion = w.order(held.hold_id);
-  await poll(waiting, (n) => n >= 1, 5000);
+  await poll(waiting, (n) => n >= 1, 15_000);
   await w.direct.flushall();
   // The watcher notices the loss; its rebuild queues behind the conversion's insert.
-  t.equal(await poll(waiting, (n) => n >= 2, 5000), 2, 'the rebuild waits behind the conversion');
+  t.equal(await poll(waiting, (n) => n >= 2, 15_000), 2, 'the rebuild waits behind the conversion');
   await blocker.query('COMMIT');
   t.equal((await conversion).statusCode, 201, 'the conversion committed first');
   const state = await poll(

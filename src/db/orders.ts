@@ -59,8 +59,8 @@ export async function insertOrderForClaim(db: Kysely<Database>, order: NewOrder)
   const total = order.qty * order.unitPriceCents;
   const { rows } = await sql<OrderRow>`
     WITH fence AS (
-      -- FOR SHARE waits for a rebuild holding the row FOR UPDATE, then re-reads the generation it wrote.
-      SELECT id FROM products WHERE id = ${order.productId} AND redis_generation = ${order.redisGeneration} FOR SHARE
+      -- FOR KEY SHARE waits for a rebuild holding the row FOR UPDATE, then re-reads the generation it wrote.
+      SELECT id FROM products WHERE id = ${order.productId} AND redis_generation = ${order.redisGeneration} FOR KEY SHARE
     ), claim AS (
       INSERT INTO hold_claims (claim_id, hold_id, outcome)
       SELECT ${order.claimId}, ${order.holdId}, 'ordered' FROM fence

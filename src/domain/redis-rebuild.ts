@@ -38,7 +38,7 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
   function rebuild(productId: number, reason: string): Promise<CopyState> {
     return db.transaction().execute(async (trx) => {
       // The row lock fences the rebuild from stock changes, other rebuilds and order inserts (which take the row
-      // FOR SHARE and check the generation): an order either committed before, and is counted below, or waits
+      // FOR KEY SHARE and check the generation): an order either committed before, and is counted below, or waits
       // and then finds the generation changed.
       const row = await productsRepo.lockProduct(trx, productId);
       if (!row) return 'absent';
