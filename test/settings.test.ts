@@ -19,6 +19,7 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     conversionLeaseMs: 10_000,
     settleBatch: 100,
     recoveryIntervalMs: 1000,
+    redisLossCheckMs: 1000,
     sweepIntervalMs: 250,
     sweepBatchSize: 1000,
     sweepClaimSize: 50,

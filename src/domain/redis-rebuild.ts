@@ -17,6 +17,9 @@ export type RedisRebuilder = ReturnType<typeof createRedisRebuilder>;
 
 export type CopyState = 'present' | 'rebuilt' | 'absent';
 
+// Rebuilds one watcher pass runs at once (each holds a Postgres connection for a few statements).
+const PARALLEL_REBUILDS = 8;
+
 export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: RedisCommands; log: Logger }) {
   const { db, commands, log } = deps;
   // Rebuilds in progress in this instance, one per product: what /readyz reports, and what callers join.
@@ -85,33 +88,67 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
     return 'rebuilt';
   }
 
-  /**
-   * One pass of the loss watcher: compares every product's generation in Postgres with its copy in Redis and
-   * rebuilds those lost, so a loss is found within a pass whether or not anyone asks for the product.
-   */
+  /** Compares one page of products (ids after `afterId`) with Redis and rebuilds those lost. */
+  async function checkPage(afterId: number): Promise<{ checked: number; rebuilt: number; lastId: number }> {
+    const rows = await productsRepo.listGenerations(db, { limit: PRODUCT_LOAD_BATCH, afterId });
+    if (rows.length === 0) return { checked: 0, rebuilt: 0, lastId: 0 };
+    const copies = await commands.inventories(rows.map((r) => r.id));
+    const lost = rows.flatMap((row, i) => {
+      const copy = copies[i];
+      return !copy || copy.generation !== row.redis_generation
+        ? [{ id: row.id, reason: copy ? 'stale generation' : 'missing in redis' }]
+        : [];
+    });
+    let rebuilt = 0;
+    // A few at a time: a whole catalogue lost at once is rebuilt in parallel, within the pool's size.
+    for (let i = 0; i < lost.length; i += PARALLEL_REBUILDS) {
+      const states = await Promise.all(
+        lost.slice(i, i + PARALLEL_REBUILDS).map(({ id, reason }) => ensure(id, reason)),
+      );
+      rebuilt += states.filter((state) => state === 'rebuilt').length;
+    }
+    return { checked: rows.length, rebuilt, lastId: rows[rows.length - 1]!.id };
+  }
+
+  /** Compares every product's generation in Postgres with its copy in Redis and rebuilds those lost. */
   async function checkAll(): Promise<{ checked: number; rebuilt: number; more: boolean }> {
+    await commands.markCopies();
     let checked = 0;
     let rebuilt = 0;
     for (let afterId = 0; ;) {
-      const rows = await productsRepo.listGenerations(db, { limit: PRODUCT_LOAD_BATCH, afterId });
-      if (rows.length === 0) break;
-      const copies = await commands.inventories(rows.map((r) => r.id));
-      for (const [i, row] of rows.entries()) {
-        const copy = copies[i];
-        if (!copy || copy.generation !== row.redis_generation) {
-          if ((await ensure(row.id, copy ? 'stale generation' : 'missing in redis')) === 'rebuilt') rebuilt++;
-        }
-      }
-      checked += rows.length;
-      afterId = rows[rows.length - 1]!.id;
+      const page = await checkPage(afterId);
+      if (page.checked === 0) break;
+      checked += page.checked;
+      rebuilt += page.rebuilt;
+      afterId = page.lastId;
     }
     return { checked, rebuilt, more: false };
+  }
+
+  // Where the watcher's round of the catalogue stands.
+  let cursor = 0;
+
+  /**
+   * One pass of the loss watcher. A missing copy marker (Redis restarted empty, FLUSHALL) checks the whole
+   * catalogue at once; otherwise one page is checked, the next one on the next pass, so a loss of part of the data
+   * (a shard, a stale replica) is found within a round whatever the catalogue's size, at a page's cost a pass.
+   */
+  async function watch(): Promise<{ checked: number; rebuilt: number; more: boolean }> {
+    if (await commands.markCopies()) {
+      log.warn('redis copy marker missing: checking every product against postgres');
+      cursor = 0;
+      return checkAll();
+    }
+    const page = await checkPage(cursor);
+    cursor = page.lastId;
+    return { checked: page.checked, rebuilt: page.rebuilt, more: false };
   }
 
   return {
     ensure,
     ensureLocked,
     checkAll,
+    watch,
     /** Products being rebuilt right now in this instance. */
     rebuilding: (): number[] => [...inProgress.keys()],
     isRebuilding: (productId: number): boolean => inProgress.has(productId),

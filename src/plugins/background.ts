@@ -17,7 +17,7 @@ export default fp(
     app.addHook('onReady', async () => {
       if (settings.sweepIntervalMs > 0) loops.push(startSweeper(redisCommands, settings, log, orders.recoverClaim));
       if (settings.redisLossCheckMs > 0) {
-        loops.push(runPeriodically('redis loss watcher', settings.redisLossCheckMs, rebuilder.checkAll, log));
+        loops.push(runPeriodically('redis loss watcher', settings.redisLossCheckMs, rebuilder.watch, log));
       }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));

@@ -5,6 +5,7 @@ import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
   conversionScriptKeys,
+  copyMarkerKey,
   idempotencyClaimKey,
   productKeys,
   productScriptKeys,
@@ -265,6 +266,12 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
             ? redis.zadd(key, 'XX', 'LT', at, member)
             : redis.zadd(key, at, member);
       await added.catch(rethrowRedisFailure);
+    },
+
+    /** Sets the copy marker; true when it was missing (Redis lost its data, or this is its first use). */
+    async markCopies(): Promise<boolean> {
+      const set = await redis.set(copyMarkerKey(prefix), '1', 'NX').catch(rethrowRedisFailure);
+      return set === 'OK';
     },
 
     /**

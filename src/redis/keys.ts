@@ -58,6 +58,15 @@ export function idempotencyClaimKey(prefix: string, idempotencyKey: string): str
   return `${prefix}idempotency:${idempotencyKey}`;
 }
 
+/**
+ * string: present while this Redis still has the copies the service made. A restart without persistence or a
+ * FLUSHALL removes it with everything else, and the loss watcher then checks every product at once
+ * (src/domain/redis-rebuild.ts); a loss of part of the data (one Cluster shard) is found product by product.
+ */
+export function copyMarkerKey(prefix: string): string {
+  return `${prefix}copy-marker`;
+}
+
 /** zset: product id -> when the sweeper next needs to look at it (ms, Redis clock). */
 export function sweepScheduleKey(prefix: string): string {
   return `${prefix}sweep-schedule`;
