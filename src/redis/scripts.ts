@@ -44,6 +44,16 @@ declare module 'ioredis' {
     setStock(
       ...args: [...keys: ProductKeysArgs, stock: number, version: number, inlineExpiryLimit: number, retainMs: number]
     ): Result<unknown, Context>;
+    repairProduct(
+      ...args: [
+        ...keys: ConversionKeysArgs,
+        stock: number,
+        version: number,
+        liveUnits: number,
+        bought: string,
+        inFlight: string,
+      ]
+    ): Result<unknown, Context>;
   }
 }
 
@@ -79,6 +89,7 @@ export const SCRIPT_FILES = [
   'claimDueProducts-1',
   'loadProduct-1',
   'setStock-5',
+  'repairProduct-6',
 ] as const;
 
 /** Registers every script as a command; ioredis sends EVALSHA and falls back to EVAL after a NOSCRIPT. */
