@@ -48,7 +48,7 @@ try {
 
 try {
   const config = loadConfig();
-  const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: 2 });
+  const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: config.DATABASE_TIMEOUT_MS, poolSize: 8 });
   // A repair script reads a product's whole holds hash: give it longer than a request gets.
   const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: 10_000 });
   try {

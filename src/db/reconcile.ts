@@ -75,7 +75,10 @@ export async function productLedger(
     if (row.customer_id !== null) liveUnitsByCustomer.set(row.customer_id, row.units);
   }
   return {
-    ...product,
+    stock: product.stock,
+    // bigint: a string on a pool that did not come from ./connection.ts (the bench's).
+    stock_version: Number(product.stock_version),
+    per_customer_limit: product.per_customer_limit,
     liveUnits,
     liveUnitsByCustomer,
     ordersInFlight: new Map(

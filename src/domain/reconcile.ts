@@ -230,6 +230,9 @@ export interface ReconcileOptions {
 }
 
 const PAGE = 500;
+// Products checked at once: each check is a few round trips to each store, so a catalogue of 10 000 products is
+// checked in seconds rather than tens of seconds.
+const CHECK_CONCURRENCY = 8;
 // A repair retries when a conversion or a return finished between its reads and its script, or an order changed.
 const REPAIR_ATTEMPTS = 5;
 
@@ -247,9 +250,9 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
     const state = await readProductState(redis, prefix, id);
     return compareProduct(id, state, await productLedger(trx, id, convertingHoldIds(state)));
   };
-  for await (const id of productIds(db, options.productIds)) {
-    checked++;
-    drifts.push(...(await check(id)));
+  for await (const page of productPages(db, options.productIds)) {
+    checked += page.length;
+    for (const found of await mapConcurrently(page, CHECK_CONCURRENCY, (id) => check(id))) drifts.push(...found);
   }
   const report: ReconcileReport = { clean: drifts.length === 0, products_checked: checked, drifts };
   if (!options.repair) return report;
@@ -276,17 +279,32 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
   return report;
 }
 
-async function* productIds(db: Kysely<Database>, only: readonly number[] | undefined): AsyncGenerator<number> {
+/** The products to check, a page at a time: the ones asked for, or every product in Postgres in id order. */
+async function* productPages(db: Kysely<Database>, only: readonly number[] | undefined): AsyncGenerator<number[]> {
   if (only) {
-    yield* only;
+    for (let i = 0; i < only.length; i += PAGE) yield only.slice(i, i + PAGE);
     return;
   }
   for (let after = 0; ;) {
     const page = await productIdsAfter(db, after, PAGE);
-    yield* page;
+    if (page.length > 0) yield page;
     if (page.length < PAGE) return;
     after = page[page.length - 1]!;
   }
+}
+
+/** `work` on every item, at most `limit` at a time; the results in the items' order. */
+async function mapConcurrently<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await work(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
 }
 
 /** The repair of one product, under its row lock (`trx`, in which `row` was locked). */
