@@ -2,17 +2,18 @@
  * The invariant check run after each scenario, on every product the scenario used:
  *
  * - granted units never above stock (units in the 201s clients received, per product);
- * - Redis's counters equal the hold records: `held` = Σ qty of the records in the product's `holds` hash whose
- *   status is `held` or `converting`;
  * - stock − held − sold ≥ 0;
- * - `sold` equals Postgres's orders: Σ order_items.qty of the product's orders whose units count as sold
- *   (SOLD_ORDER_STATUSES, src/db/schema.ts: `pending_payment`, `paid`; a `cancelled` order's units went back on
- *   sale, and `refund_required` is only reached from `cancelled`).
+ * - with access to the stores, the reconciliation finds no drift (src/domain/reconcile.ts, `npm run reconcile`):
+ *   `held` = Σ qty of the hold records that are held or converting; `sold` = Σ order_items.qty of the product's
+ *   orders whose units count as sold (SOLD_ORDER_STATUSES), give or take orders between the two stores; each
+ *   customer's units; stock = Postgres's; every active hold in its index.
  *
  * The reads are not one atomic snapshot, so the check looks at the settled state: it is repeated for a few
  * seconds while work that was in flight when the load stopped (an order being written, say) finishes.
  */
-import { SOLD_ORDER_STATUSES } from '../../src/db/schema.js';
+import { Kysely, PostgresDialect } from 'kysely';
+import type { Database } from '../../src/db/schema.js';
+import { reconcile, type Drift } from '../../src/domain/reconcile.js';
 import { productKeys } from '../../src/redis/keys.js';
 import { getProduct } from './api.js';
 import type { Deployment, Stores } from './environment.js';
@@ -46,47 +47,7 @@ const BATCH = 500;
 const SETTLE_TIMEOUT_MS = 15_000;
 const IN_FLIGHT_GRACE_MS = 300;
 
-const holdsKey = (prefix: string, id: number) => productKeys(prefix, id).holds;
 const inventoryKey = (prefix: string, id: number) => productKeys(prefix, id).inventory;
-
-/** Σ qty of a product's hold records that still hold units (status held or converting). */
-function activeUnits(records: string[]): number {
-  let units = 0;
-  for (const raw of records) {
-    const record = JSON.parse(raw) as { qty?: unknown; status?: unknown };
-    if ((record.status === 'held' || record.status === 'converting') && typeof record.qty === 'number')
-      units += record.qty;
-  }
-  return units;
-}
-
-async function holdRecordUnits(stores: Stores, ids: number[]): Promise<Map<number, number>> {
-  const units = new Map<number, number>();
-  const lengths = await stores.redis.pipeline(ids.map((id) => ['hlen', holdsKey(stores.prefix, id)])).exec();
-  const small: number[] = [];
-  for (const [i, id] of ids.entries()) {
-    const length = Number(lengths?.[i]?.[1] ?? 0);
-    if (length <= 2_000) small.push(id);
-    else {
-      // A hot product's hash: page through it rather than block Redis with one huge reply.
-      let total = 0;
-      let cursor = '0';
-      do {
-        const [next, flat] = await stores.redis.hscan(holdsKey(stores.prefix, id), cursor, 'COUNT', 1000);
-        cursor = next;
-        total += activeUnits(flat.filter((_, j) => j % 2 === 1));
-      } while (cursor !== '0');
-      units.set(id, total);
-    }
-  }
-  const values = await stores.redis.pipeline(small.map((id) => ['hvals', holdsKey(stores.prefix, id)])).exec();
-  for (const [i, id] of small.entries()) {
-    const reply = values?.[i];
-    if (!reply || reply[0]) throw reply?.[0] ?? new Error('no HVALS reply');
-    units.set(id, activeUnits(reply[1] as string[]));
-  }
-  return units;
-}
 
 async function redisCounters(stores: Stores, ids: number[]): Promise<Map<number, Counters>> {
   const replies = await stores.redis
@@ -103,15 +64,15 @@ async function redisCounters(stores: Stores, ids: number[]): Promise<Map<number,
   return counters;
 }
 
-async function postgresSold(stores: Stores, ids: number[]): Promise<Map<number, number>> {
-  const { rows } = await stores.db.query<{ product_id: number; units: number }>(
-    `SELECT oi.product_id, SUM(oi.qty)::int AS units
-       FROM order_items oi JOIN orders o ON o.id = oi.order_id
-      WHERE oi.product_id = ANY($1) AND o.status = ANY($2)
-      GROUP BY oi.product_id`,
-    [ids, SOLD_ORDER_STATUSES],
-  );
-  return new Map(rows.map((row) => [Number(row.product_id), Number(row.units)]));
+// A Kysely handle on the bench's pool of the deployment's database, for reconcile(); made once per deployment.
+const ledgers = new WeakMap<Stores, Kysely<Database>>();
+function ledgerOf(stores: Stores): Kysely<Database> {
+  let db = ledgers.get(stores);
+  if (!db) {
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: stores.db }) });
+    ledgers.set(stores, db);
+  }
+  return db;
 }
 
 /** Collects per-product violations of one rule into one Check. */
@@ -140,9 +101,8 @@ class Rule {
 async function checkOnce(deployment: Deployment, ids: number[], grants: Grants): Promise<Check[]> {
   const rules = {
     granted: new Rule('granted units ≤ stock'),
-    records: new Rule('held = Σ qty of held/converting hold records'),
+    reconciled: new Rule('Redis agrees with its hold records and Postgres (reconcile)'),
     available: new Rule('stock − held − sold ≥ 0'),
-    sold: new Rule('sold = Σ qty of live orders in Postgres'),
   };
   const stores = deployment.stores;
   for (let start = 0; start < ids.length; start += BATCH) {
@@ -150,13 +110,20 @@ async function checkOnce(deployment: Deployment, ids: number[], grants: Grants):
     let counters: Map<number, Counters>;
     if (stores) {
       counters = await redisCounters(stores, batch);
-      const [records, sold] = await Promise.all([holdRecordUnits(stores, batch), postgresSold(stores, batch)]);
+      const report = await reconcile({
+        db: ledgerOf(stores),
+        redis: stores.redis,
+        prefix: stores.prefix,
+        productIds: batch,
+      });
+      const drifting = new Map<number, Drift[]>();
+      for (const drift of report.drifts)
+        drifting.set(drift.product_id, [...(drifting.get(drift.product_id) ?? []), drift]);
       for (const id of batch) {
-        const c = counters.get(id)!;
-        const recordUnits = records.get(id) ?? 0;
-        rules.records.expect(c.held === recordUnits, () => `product ${id}: held ${c.held}, records ${recordUnits}`);
-        const orderUnits = sold.get(id) ?? 0;
-        rules.sold.expect(c.sold === orderUnits, () => `product ${id}: sold ${c.sold}, orders ${orderUnits}`);
+        const drifts = drifting.get(id) ?? [];
+        rules.reconciled.expect(drifts.length === 0, () =>
+          drifts.map((d) => `product ${id}: ${d.field} ${d.redis}, expected ${d.expected} (${d.source})`).join('; '),
+        );
       }
     } else {
       counters = new Map();
@@ -176,9 +143,8 @@ async function checkOnce(deployment: Deployment, ids: number[], grants: Grants):
   const noStores = stores ? undefined : 'no store access (set BENCH_REDIS_URL and BENCH_DATABASE_URL)';
   return [
     rules.granted.result(grants.size),
-    rules.records.result(ids.length, noStores),
+    rules.reconciled.result(ids.length, noStores),
     rules.available.result(ids.length),
-    rules.sold.result(ids.length, noStores),
   ];
 }
 

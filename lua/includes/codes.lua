@@ -13,6 +13,7 @@ local CODE = {
   UNITS_RETURNED = 8,        -- a cancelled order's units are back on sale
   STOCK_SET = 9,
   PRODUCT_LOADED = 10,
+  PRODUCT_REPAIRED = 11,     -- a product's counters and indexes were recomputed (reconcile --repair)
   PRODUCT_NOT_FOUND = -1,
   INSUFFICIENT_STOCK = -2,
   CUSTOMER_LIMIT_EXCEEDED = -3,
@@ -26,4 +27,5 @@ local CODE = {
   HOLD_RELEASED = -11,
   HOLD_CONVERTING = -12,
   WRONG_HOLD_STATE = -13,    -- the hold is in a state this step does not apply to (its status is returned)
+  HOLDS_CHANGED = -14,       -- a hold changed state since the caller read it; nothing changed: read again
 }

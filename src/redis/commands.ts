@@ -66,6 +66,36 @@ export type StockChange =
   | { kind: 'unchanged'; stock: number; held: number; sold: number }
   | Refusal<'productNotFound' | 'stockBelowCommitted'>;
 
+/** What a repair writes: Postgres's figures, and the holds whose order's units are between the stores. */
+export interface ProductRepair {
+  stock: number;
+  stockVersion: number;
+  /** Units of the product's live orders (SOLD_ORDER_STATUSES). */
+  liveUnits: number;
+  /** Those units per customer (products with a per-customer limit). */
+  liveUnitsByCustomer: ReadonlyMap<string, number>;
+  /** `converting`: order committed, units still held; `unreturned`: order cancelled, units not returned yet. */
+  inFlight: readonly { holdId: string; kind: 'converting' | 'unreturned' }[];
+}
+
+export interface Counters {
+  stock: number;
+  held: number;
+  sold: number;
+}
+
+export type RepairOutcome =
+  | {
+      kind: 'repaired';
+      before: Counters;
+      after: Counters;
+      customersCorrected: number;
+      holdsReindexed: number;
+      indexEntriesDropped: number;
+    }
+  | { kind: 'holdsChanged'; holdId: string }
+  | Refusal<'productNotFound'>;
+
 /** A product's live counters as Redis holds them. */
 export interface Inventory {
   name: string;
@@ -343,6 +373,37 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         default:
           throw new ScriptReplyError('setStock', reply);
       }
+    },
+
+    /** Rewrites a product's counters and indexes from its hold records and Postgres (lua/repairProduct-6.lua). */
+    async repairProduct(productId: number, repair: ProductRepair): Promise<RepairOutcome> {
+      const lines = (rows: string[][]) => rows.map((fields) => fields.join('\t')).join('\n');
+      const reply = await redis
+        .repairProduct(
+          ...conversionKeys(productId),
+          repair.stock,
+          repair.stockVersion,
+          repair.liveUnits,
+          lines([...repair.liveUnitsByCustomer].map(([customer, units]) => [customer, String(units)])),
+          lines(repair.inFlight.map((hold) => [hold.holdId, hold.kind])),
+        )
+        .catch(rethrowRedisFailure);
+      const [code, ...figures] = tuple('repairProduct', reply, 1);
+      if (code === ScriptCode.PRODUCT_NOT_FOUND) return { kind: 'productNotFound' };
+      if (code === ScriptCode.HOLDS_CHANGED) return { kind: 'holdsChanged', holdId: text('repairProduct', figures[0]) };
+      if (code !== ScriptCode.PRODUCT_REPAIRED || figures.length !== 9)
+        throw new ScriptReplyError('repairProduct', reply);
+      const [stock0, held0, sold0, stock, held, sold, customers, reindexed, dropped] = figures.map((n) =>
+        int('repairProduct', n),
+      ) as [number, number, number, number, number, number, number, number, number];
+      return {
+        kind: 'repaired',
+        before: { stock: stock0, held: held0, sold: sold0 },
+        after: { stock, held, sold },
+        customersCorrected: customers,
+        holdsReindexed: reindexed,
+        indexEntriesDropped: dropped,
+      };
     },
 
     /** The live counters of each product, in order; null for a product Redis does not have. */

@@ -50,6 +50,16 @@ declare module 'ioredis' {
     setStock(
       ...args: [...keys: ProductKeysArgs, stock: number, version: number, inlineExpiryLimit: number, retainMs: number]
     ): Result<unknown, Context>;
+    repairProduct(
+      ...args: [
+        ...keys: ConversionKeysArgs,
+        stock: number,
+        version: number,
+        liveUnits: number,
+        bought: string,
+        inFlight: string,
+      ]
+    ): Result<unknown, Context>;
   }
 }
 
@@ -85,6 +95,7 @@ export const SCRIPT_FILES = [
   'claimDueProducts-1',
   'rebuildProduct-6',
   'setStock-5',
+  'repairProduct-6',
 ] as const;
 
 /** Registers every script as a command; ioredis sends EVALSHA and falls back to EVAL after a NOSCRIPT. */
