@@ -53,6 +53,16 @@ export const ConfigSchema = Type.Object({
     default: 1000,
     description: 'most holds one sweep step releases for one product',
   }),
+  // 1000 by default: twice REDIS_COMMAND_TIMEOUT_MS's default, the longest a live sweeper keeps a product between
+  // claiming and rescheduling it (one step, then one ZADD, each bounded by that timeout), so a live instance's
+  // lease does not lapse; short enough that a dead instance's products are taken over about a second after its
+  // death. At least 100: below that, instances would sweep the same products at once as a rule (safe, wasted).
+  SWEEP_LEASE_MS: Type.Integer({
+    minimum: 100,
+    maximum: TIMER_MAX_MS,
+    default: 1000,
+    description: 'products a sweeper claimed are left to it this long; another instance takes them over after',
+  }),
   ORDER_PAYMENT_TTL_SECONDS: Seconds(900, 'an order unpaid this long after its creation is cancelled'),
   WEBHOOK_SECRET: Type.String({
     default: '',

@@ -17,17 +17,36 @@ export const MAX_HOLD_BATCH = 256;
 /** Orders one settlement step cancels, or returns the units of. */
 export const SETTLE_BATCH = 100;
 
-/** Products one sweeper claim hands out. */
-export const SWEEP_CLAIM_SIZE = 50;
+/** Most products one sweeper claim hands out, however long the lease (SWEEP_LEASE_MS). */
+export const SWEEP_CLAIM_MAX = 50;
 
 /**
- * How long products claimed by a sweeper stay leased to its instance: other instances skip them meanwhile, and
- * take them over if this one dies before rescheduling them. Far above a pass's time budget.
+ * What one sweep step costs per hold it releases (ms), for sizing claims: a step of 1000 holds of
+ * lua/releaseExpiredHolds-6.lua took 15-25 ms, round trip included, on a 2-core machine at a load average of 7
+ * (CI and the bench are like it); this is the top of that.
  */
-export const SWEEP_LEASE_MS = 10_000;
+export const SWEEP_STEP_MS_PER_HOLD = 0.025;
+
+/** A claim's work may take this share of the lease at most (see sweepClaimSize); the rest is margin. */
+export const SWEEP_CLAIM_SHARE_OF_LEASE = 1 / 4;
 
 /** A sweeper pass keeps claiming while work is due, but yields the event loop after this long. */
 export const SWEEP_PASS_BUDGET_MS = 200;
+
+/**
+ * How many products one sweeper claim takes: as many as one sweep step each, at a full batch, fit in a quarter
+ * of the lease (at least one, at most SWEEP_CLAIM_MAX). The steps of one claim are pipelined, so Redis runs them
+ * one after another and the last product of a claim is rescheduled after all of them: sized this way, an instance
+ * never holds more products than it sweeps well within their lease, however many are due, so a live instance's
+ * lease does not run out under another sweeper, and a dead instance leaves at most one claim behind, which other
+ * instances take over once its lease has run out (at most SWEEP_LEASE_MS, plus a sweep interval, after the death). Each product is rescheduled as soon as its own step is done (its lease ends
+ * there); a pass then claims again, in small claims, until its time budget is spent. The pass budget does not
+ * bound a lease: a pass is many claims.
+ */
+export function sweepClaimSize(leaseMs: number, sweepBatchSize: number): number {
+  const stepMs = sweepBatchSize * SWEEP_STEP_MS_PER_HOLD;
+  return Math.max(1, Math.min(SWEEP_CLAIM_MAX, Math.floor((leaseMs * SWEEP_CLAIM_SHARE_OF_LEASE) / stepMs)));
+}
 
 /** Products read from Postgres per query when the start loads into Redis those it lacks. */
 export const PRODUCT_LOAD_BATCH = 500;
@@ -81,10 +100,13 @@ export interface Settings {
   readonly sweepIntervalMs: number;
   /** Most holds one sweep step releases for one product (SWEEP_BATCH_SIZE). */
   readonly sweepBatchSize: number;
-  /** See SWEEP_CLAIM_SIZE. */
-  readonly sweepClaimSize: number;
-  /** See SWEEP_LEASE_MS. */
+  /**
+   * How long products a sweeper claimed stay leased to its instance (SWEEP_LEASE_MS): other instances skip them
+   * meanwhile, and take them over once it has passed, if this one died before rescheduling them.
+   */
   readonly sweepLeaseMs: number;
+  /** Most products one sweeper claim takes: see sweepClaimSize. */
+  readonly sweepClaimSize: number;
   /** See SWEEP_PASS_BUDGET_MS. */
   readonly sweepPassBudgetMs: number;
   /** See PRODUCT_LOAD_BATCH. */
@@ -116,8 +138,8 @@ export function settingsFrom(config: Config): Settings {
     redisLossCheckMs: config.REDIS_LOSS_CHECK_MS,
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
     sweepBatchSize: config.SWEEP_BATCH_SIZE,
-    sweepClaimSize: SWEEP_CLAIM_SIZE,
-    sweepLeaseMs: SWEEP_LEASE_MS,
+    sweepLeaseMs: config.SWEEP_LEASE_MS,
+    sweepClaimSize: sweepClaimSize(config.SWEEP_LEASE_MS, config.SWEEP_BATCH_SIZE),
     sweepPassBudgetMs: SWEEP_PASS_BUDGET_MS,
     productLoadBatch: PRODUCT_LOAD_BATCH,
     webhookSecrets: Object.freeze(

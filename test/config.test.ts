@@ -59,6 +59,7 @@ t.test('integer settings outside their range stop the start, naming the range', 
     // Five times this is Postgres's idle_in_transaction_session_timeout, which stops at 2^31 - 1 ms.
     ['DATABASE_TIMEOUT_MS', '429496730', /^DATABASE_TIMEOUT_MS=429496730: expected an integer from 1 to 429496729/],
     ['SWEEP_BATCH_SIZE', '2001', /^SWEEP_BATCH_SIZE=2001: expected an integer from 1 to 2000/],
+    ['SWEEP_LEASE_MS', '99', /^SWEEP_LEASE_MS=99: expected an integer from 100 to 2147483647/],
     ['DATABASE_POOL_SIZE', '0', /^DATABASE_POOL_SIZE=0: expected an integer of at least 1/],
   ];
   for (const [name, text, expected] of cases) {

@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { loadConfig } from '../src/config.js';
-import { MAX_HOLD_BATCH, settingsFrom, SWEEP_LEASE_MS, SWEEP_PASS_BUDGET_MS } from '../src/settings.js';
+import {
+  MAX_HOLD_BATCH,
+  settingsFrom,
+  SWEEP_CLAIM_MAX,
+  SWEEP_CLAIM_SHARE_OF_LEASE,
+  SWEEP_STEP_MS_PER_HOLD,
+  sweepClaimSize,
+} from '../src/settings.js';
 
 t.test('the default configuration gives these settings, in milliseconds', async (t) => {
   t.same(settingsFrom(loadConfig({})), {
@@ -22,8 +29,8 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     redisLossCheckMs: 1000,
     sweepIntervalMs: 250,
     sweepBatchSize: 1000,
-    sweepClaimSize: 50,
-    sweepLeaseMs: 10_000,
+    sweepLeaseMs: 1000,
+    sweepClaimSize: 10,
     sweepPassBudgetMs: 200,
     productLoadBatch: 500,
     webhookSecrets: [],
@@ -56,5 +63,32 @@ t.test('limits the Lua scripts and the loops rely on', async (t) => {
     MAX_HOLD_BATCH,
     `reserveStock.lua takes batches of up to ${scriptBound}, the service sends up to ${MAX_HOLD_BATCH}`,
   );
-  t.ok(SWEEP_LEASE_MS > 10 * SWEEP_PASS_BUDGET_MS, "a sweeper's lease outlasts its pass many times over");
+  const defaults = settingsFrom(loadConfig({}));
+  t.ok(
+    defaults.sweepLeaseMs >= 2 * defaults.redisCommandTimeoutMs,
+    'a live sweeper reschedules a product (one step, one ZADD, each within the command timeout) within its lease',
+  );
+});
+
+t.test('a sweeper claims no more products than it sweeps in a quarter of their lease', async (t) => {
+  const claimWork = (leaseMs: number, batch: number) => sweepClaimSize(leaseMs, batch) * batch * SWEEP_STEP_MS_PER_HOLD;
+  for (const [leaseMs, batch] of [
+    [1000, 1000],
+    [1000, 100],
+    [500, 2000],
+    [3000, 1000],
+  ] as const) {
+    const size = sweepClaimSize(leaseMs, batch);
+    t.ok(size >= 1 && size <= SWEEP_CLAIM_MAX, `lease ${leaseMs} ms, batch ${batch}: claims ${size}`);
+    if (size > 1) t.ok(claimWork(leaseMs, batch) <= leaseMs * SWEEP_CLAIM_SHARE_OF_LEASE, 'its steps fit');
+    if (size < SWEEP_CLAIM_MAX)
+      t.ok((size + 1) * batch * SWEEP_STEP_MS_PER_HOLD > leaseMs * SWEEP_CLAIM_SHARE_OF_LEASE, 'one more would not');
+  }
+  t.equal(sweepClaimSize(100, 2000), 1, 'a lease shorter than a step still lets a sweeper claim one product');
+  t.equal(sweepClaimSize(60_000, 1000), SWEEP_CLAIM_MAX, 'a long lease claims at most SWEEP_CLAIM_MAX');
+  t.equal(
+    settingsFrom(loadConfig({ SWEEP_LEASE_MS: '2000', SWEEP_BATCH_SIZE: '500' })).sweepClaimSize,
+    sweepClaimSize(2000, 500),
+    'the settings derive it from SWEEP_LEASE_MS and SWEEP_BATCH_SIZE',
+  );
 });

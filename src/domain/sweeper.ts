@@ -1,6 +1,7 @@
 import type { Settings } from '../settings.js';
 import type { Logger } from '../log.js';
 import type { RedisCommands } from '../redis/commands.js';
+import { crashPoint } from './faults.js';
 import { runPeriodically, type Loop } from './loop.js';
 
 /** Decides a conversion claim whose lease ran out (see OrderDesk.recoverClaim). */
@@ -20,7 +21,9 @@ export interface SweepResult {
  * One pass of the sweeper: releases the expired holds of every product whose sweep is due, in batches, and
  * purges records of holds ended longer ago than the retention period. Any number of instances may run passes
  * at once: products are leased to one of them, and each hold is released in the same script step that takes it
- * off the expiry index, so it is released exactly once.
+ * off the expiry index, so it is released exactly once. A pass claims a few products at a time (sweepClaimSize:
+ * what it sweeps well within their lease) and reschedules each as soon as its step is done, which ends its lease;
+ * so an instance that dies leaves at most one claim leased to it, taken over by another once the lease runs out.
  */
 export async function releaseExpiredHolds(
   commands: RedisCommands,
@@ -40,6 +43,7 @@ export async function releaseExpiredHolds(
     const steps = await Promise.all(
       productIds.map(async (productId) => {
         const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize);
+        if (step.expired > 0) crashPoint('after-sweep-step');
         await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
         if (step.expired > 0) log.info({ product_id: productId, count: step.expired }, 'holds expired');
         for (const { holdId, claimId } of step.staleClaims) {
