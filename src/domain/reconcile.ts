@@ -8,6 +8,10 @@ import { createRedisCommands, type Counters, type RedisCommands } from '../redis
 import { readProductState, type RedisProductState } from '../redis/product-state.js';
 import { defineScripts } from '../redis/scripts.js';
 import { settingsFrom } from '../settings.js';
+import { createRedisRebuilder } from './redis-rebuild.js';
+
+// The rebuild logs for the service; reconcile reports what it did itself.
+const silentLog = { info: () => {}, warn: () => {}, error: () => {}, debug: () => {} };
 
 /**
  * Reconciliation (`npm run reconcile`): compares each product's Redis counters with its hold records and with
@@ -324,7 +328,9 @@ async function repairProduct(
     const converting = convertingHoldIds(state);
     const ledger = (await productLedger(trx, id, converting))!;
     if (!state.inventory) {
-      ({ loaded } = await commands.loadProduct({ ...row, sold: ledger.liveUnits }));
+      // Lost in Redis: rebuilt from Postgres under a new generation, as the loss watcher would (under this lock).
+      const rebuilder = createRedisRebuilder({ db: trx, commands, log: silentLog });
+      loaded = (await rebuilder.ensureLocked(trx, row, 'reconcile: missing in redis')) === 'rebuilt';
       await commands.scheduleSweep(id, 0, 'new');
       continue;
     }
