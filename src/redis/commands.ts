@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Settings } from '../settings.js';
-import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
+import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './errors.js';
+import { createExchange } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
   conversionScriptKeys,
@@ -92,13 +93,24 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
   const prefix = settings.redisKeyPrefix;
   const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
   const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
-  const batches = createReserveBatches(redis, {
+  const exchange = createExchange(redis, settings.redisCommandTimeoutMs);
+  const batches = createReserveBatches(redis, exchange, {
     ...settings,
     // Past this moment the callers have been answered 503, so the script must not hold anything.
     reserveDeadline: () => Math.floor(now()) + settings.redisCommandTimeoutMs,
   });
 
   return {
+    /** PING, for the readiness probe. */
+    ping: (): Promise<string> => exchange(() => redis.ping()),
+
+    /** Redis's clock: TIME's seconds and microseconds (src/redis/clock.ts). */
+    time: (): Promise<[number, number]> =>
+      exchange(
+        () => redis.time(),
+        ([seconds, micros]) => [Number(seconds), Number(micros)],
+      ),
+
     /** Decides one hold request in its product's next batch (lua/reserveStock.lua). */
     reserve: (reservation: Reservation): Promise<ReserveOutcome> => batches.reserve(reservation),
 
@@ -107,131 +119,167 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
      * has it. Copies of one request pass (the product's script then answers them all alike).
      */
     async claimIdempotencyKey(key: string, fingerprint: string): Promise<boolean> {
-      const previous = await redis
-        .set(idempotencyClaimKey(prefix, key), fingerprint, 'PX', settings.idempotencyTtlMs, 'NX', 'GET')
-        .catch(rethrowRedisFailure);
-      return previous === null || previous === fingerprint;
+      const claimKey = idempotencyClaimKey(prefix, key);
+      return exchange(
+        () => redis.claimIdempotencyKey(claimKey, fingerprint, settings.idempotencyTtlMs),
+        (reply) => {
+          // Any reply but {this key, a fingerprint} is another command's.
+          if (!Array.isArray(reply) || reply[0] !== claimKey || typeof reply[1] !== 'string')
+            throw new ReplyMismatchError('claimIdempotencyKey', reply);
+          const first: string = reply[1];
+          return first === '' || first === fingerprint;
+        },
+      );
     },
 
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
-      const reply = await redis.getHold(keysOf(productId).holds, holdId).catch(rethrowRedisFailure);
-      const [code, record] = tuple('getHold', reply, 2);
-      if (code === ScriptCode.HOLD_FOUND)
-        return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
-      if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
-      throw new ScriptReplyError('getHold', reply);
+      return exchange(
+        () => redis.getHold(keysOf(productId).holds, holdId),
+        (reply) => {
+          const [code, record] = tuple('getHold', reply, 2);
+          if (code === ScriptCode.HOLD_FOUND)
+            return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
+          if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
+          throw new ScriptReplyError('getHold', reply);
+        },
+      );
     },
 
     async releaseHold(productId: number, holdId: string): Promise<HoldRelease> {
-      const reply = await redis
-        .releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      const [code, record] = tuple('releaseHold', reply, 2);
-      switch (code) {
-        case ScriptCode.HOLD_ENDED:
-          return { kind: 'ended', record: parseHoldRecord(holdId, text('releaseHold', record)) };
-        case ScriptCode.HOLD_FOUND:
-          return { kind: 'alreadyEnded', record: parseHoldRecord(holdId, text('releaseHold', record)) };
-        case ScriptCode.HOLD_NOT_FOUND:
-          return { kind: 'holdNotFound' };
-        case ScriptCode.HOLD_CONVERTED:
-          return { kind: 'holdConverted' };
-        case ScriptCode.HOLD_CONVERTING:
-          return { kind: 'holdConverting' };
-        default:
-          throw new ScriptReplyError('releaseHold', reply);
-      }
+      return exchange(
+        () => redis.releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs),
+        (reply) => {
+          const [code, record] = tuple('releaseHold', reply, 2);
+          switch (code) {
+            case ScriptCode.HOLD_ENDED:
+              return { kind: 'ended', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+            case ScriptCode.HOLD_FOUND:
+              return { kind: 'alreadyEnded', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+            case ScriptCode.HOLD_NOT_FOUND:
+              return { kind: 'holdNotFound' };
+            case ScriptCode.HOLD_CONVERTED:
+              return { kind: 'holdConverted' };
+            case ScriptCode.HOLD_CONVERTING:
+              return { kind: 'holdConverting' };
+            default:
+              throw new ScriptReplyError('releaseHold', reply);
+          }
+        },
+      );
     },
 
     async claimHold(productId: number, holdId: string, claimId: string): Promise<HoldClaim> {
-      const reply = await redis
-        .claimHold(...conversionKeys(productId), holdId, claimId, settings.conversionLeaseMs, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      const [code, claim, record] = tuple('claimHold', reply, 3);
-      switch (code) {
-        case ScriptCode.CLAIMED:
-          return {
-            kind: 'claimed',
-            claimId: text('claimHold', claim),
-            record: parseHoldRecord(holdId, text('claimHold', record)),
-          };
-        case ScriptCode.CLAIM_JOINED:
-          return {
-            kind: 'joined',
-            claimId: text('claimHold', claim),
-            record: parseHoldRecord(holdId, text('claimHold', record)),
-          };
-        case ScriptCode.HOLD_CONVERTED:
-          return { kind: 'converted', claimId: text('claimHold', claim) };
-        case ScriptCode.HOLD_NOT_FOUND:
-          return { kind: 'holdNotFound' };
-        case ScriptCode.HOLD_EXPIRED:
-          return { kind: 'holdExpired' };
-        case ScriptCode.HOLD_RELEASED:
-          return { kind: 'holdReleased' };
-        default:
-          throw new ScriptReplyError('claimHold', reply);
-      }
+      return exchange(
+        () =>
+          redis.claimHold(
+            ...conversionKeys(productId),
+            holdId,
+            claimId,
+            settings.conversionLeaseMs,
+            settings.holdRetainMs,
+          ),
+        (reply) => {
+          const [code, claim, record] = tuple('claimHold', reply, 3);
+          switch (code) {
+            case ScriptCode.CLAIMED:
+              return {
+                kind: 'claimed',
+                claimId: text('claimHold', claim),
+                record: parseHoldRecord(holdId, text('claimHold', record)),
+              };
+            case ScriptCode.CLAIM_JOINED:
+              return {
+                kind: 'joined',
+                claimId: text('claimHold', claim),
+                record: parseHoldRecord(holdId, text('claimHold', record)),
+              };
+            case ScriptCode.HOLD_CONVERTED:
+              return { kind: 'converted', claimId: text('claimHold', claim) };
+            case ScriptCode.HOLD_NOT_FOUND:
+              return { kind: 'holdNotFound' };
+            case ScriptCode.HOLD_EXPIRED:
+              return { kind: 'holdExpired' };
+            case ScriptCode.HOLD_RELEASED:
+              return { kind: 'holdReleased' };
+            default:
+              throw new ScriptReplyError('claimHold', reply);
+          }
+        },
+      );
     },
 
     /** Moves a converting hold's units from held to sold, once its order is committed (lua/finishConversion-6.lua). */
     async finishConversion(productId: number, holdId: string, orderId: number): Promise<HoldStep> {
-      const reply = await redis
-        .finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs)
-        .catch(rethrowRedisFailure);
-      return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
+      return exchange(
+        () =>
+          redis.finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs),
+        (reply) => {
+          return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
+        },
+      );
     },
 
     /** Gives up a claim Postgres recorded as abandoned; the hold is a hold again (lua/abandonClaim-6.lua). */
     async abandonClaim(productId: number, holdId: string, claimId: string): Promise<HoldStep> {
-      const reply = await redis
-        .abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
+      return exchange(
+        () => redis.abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs),
+        (reply) => {
+          return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
+        },
+      );
     },
 
     /** Puts a cancelled order's units back on sale, once (lua/returnSoldUnits-3.lua). */
     async returnSoldUnits(productId: number, holdId: string): Promise<HoldStep> {
       const keys = keysOf(productId);
-      const reply = await redis
-        .returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId)
-        .catch(rethrowRedisFailure);
-      return holdStep('returnSoldUnits', reply, ScriptCode.UNITS_RETURNED);
+      return exchange(
+        () => redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId),
+        (reply) => {
+          return holdStep('returnSoldUnits', reply, ScriptCode.UNITS_RETURNED);
+        },
+      );
     },
 
     /** Leases the products whose sweep is due to this instance (lua/claimDueProducts-1.lua). */
     async claimDueProducts(limit: number, leaseMs: number): Promise<number[]> {
-      const reply = await redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs).catch(rethrowRedisFailure);
-      if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
-      return reply.map((id) => int('claimDueProducts', Number(id)));
+      return exchange(
+        () => redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs),
+        (reply) => {
+          if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
+          return reply.map((id) => int('claimDueProducts', Number(id)));
+        },
+      );
     },
 
     /** One sweep step of one product (lua/releaseExpiredHolds-6.lua). */
     async releaseExpiredHolds(productId: number, batch: number): Promise<SweepStep> {
-      const reply = await redis
-        .releaseExpiredHolds(
-          ...conversionKeys(productId),
-          batch,
-          settings.holdRetainMs,
-          settings.holdTtlMs,
-          settings.conversionLeaseMs,
-        )
-        .catch(rethrowRedisFailure);
-      const [expired, purged, nextSweepAt, ...claims] = tuple('releaseExpiredHolds', reply, 3);
-      if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
-      const staleClaims: SweepStep['staleClaims'] = [];
-      for (let i = 0; i < claims.length; i += 2) {
-        staleClaims.push({
-          holdId: text('releaseExpiredHolds', claims[i]),
-          claimId: text('releaseExpiredHolds', claims[i + 1]),
-        });
-      }
-      return {
-        expired: int('releaseExpiredHolds', expired),
-        purged: int('releaseExpiredHolds', purged),
-        nextSweepAt: int('releaseExpiredHolds', nextSweepAt),
-        staleClaims,
-      };
+      return exchange(
+        () =>
+          redis.releaseExpiredHolds(
+            ...conversionKeys(productId),
+            batch,
+            settings.holdRetainMs,
+            settings.holdTtlMs,
+            settings.conversionLeaseMs,
+          ),
+        (reply) => {
+          const [expired, purged, nextSweepAt, ...claims] = tuple('releaseExpiredHolds', reply, 3);
+          if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
+          const staleClaims: SweepStep['staleClaims'] = [];
+          for (let i = 0; i < claims.length; i += 2) {
+            staleClaims.push({
+              holdId: text('releaseExpiredHolds', claims[i]),
+              claimId: text('releaseExpiredHolds', claims[i + 1]),
+            });
+          }
+          return {
+            expired: int('releaseExpiredHolds', expired),
+            purged: int('releaseExpiredHolds', purged),
+            nextSweepAt: int('releaseExpiredHolds', nextSweepAt),
+            staleClaims,
+          };
+        },
+      );
     },
 
     /**
@@ -242,13 +290,13 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always'): Promise<void> {
       const key = sweepScheduleKey(prefix);
       const member = String(productId);
-      const added =
+      await exchange(() =>
         when === 'new'
           ? redis.zadd(key, 'NX', at, member)
           : when === 'sooner'
             ? redis.zadd(key, 'XX', 'LT', at, member)
-            : redis.zadd(key, at, member);
-      await added.catch(rethrowRedisFailure);
+            : redis.zadd(key, at, member),
+      );
     },
 
     /** Copies a product into Redis unless Redis has it (lua/loadProduct-1.lua). */
@@ -261,63 +309,71 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       stock_version: number;
       sold: number;
     }): Promise<{ loaded: boolean; version: number }> {
-      const reply = await redis
-        .loadProduct(
-          keysOf(product.id).inventory,
-          product.stock,
-          product.per_customer_limit ?? 0,
-          product.price_cents,
-          product.name,
-          product.stock_version,
-          product.sold,
-        )
-        .catch(rethrowRedisFailure);
-      const [code, version] = tuple('loadProduct', reply, 2);
-      if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED)
-        throw new ScriptReplyError('loadProduct', reply);
-      return { loaded: code === ScriptCode.PRODUCT_LOADED, version: int('loadProduct', version) };
+      return exchange(
+        () =>
+          redis.loadProduct(
+            keysOf(product.id).inventory,
+            product.stock,
+            product.per_customer_limit ?? 0,
+            product.price_cents,
+            product.name,
+            product.stock_version,
+            product.sold,
+          ),
+        (reply) => {
+          const [code, version] = tuple('loadProduct', reply, 2);
+          if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED)
+            throw new ScriptReplyError('loadProduct', reply);
+          return { loaded: code === ScriptCode.PRODUCT_LOADED, version: int('loadProduct', version) };
+        },
+      );
     },
 
     /** Sets a product's stock under a version from Postgres (lua/setStock-5.lua). */
     async setStock(productId: number, stock: number, version: number): Promise<StockChange> {
-      const reply = await redis
-        .setStock(
-          ...productScriptKeys(keysOf(productId)),
-          stock,
-          version,
-          settings.inlineExpiryLimit,
-          settings.holdRetainMs,
-        )
-        .catch(rethrowRedisFailure);
-      const [code, ...figures] = tuple('setStock', reply, 4);
-      const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
-      switch (code) {
-        case ScriptCode.STOCK_SET:
-          return { kind: 'stockSet', stock: current, held, sold };
-        case ScriptCode.UNCHANGED:
-          return { kind: 'unchanged', stock: current, held, sold };
-        case ScriptCode.STOCK_BELOW_COMMITTED:
-          return { kind: 'stockBelowCommitted', stock, held, sold };
-        case ScriptCode.PRODUCT_NOT_FOUND:
-          return { kind: 'productNotFound' };
-        default:
-          throw new ScriptReplyError('setStock', reply);
-      }
+      return exchange(
+        () =>
+          redis.setStock(
+            ...productScriptKeys(keysOf(productId)),
+            stock,
+            version,
+            settings.inlineExpiryLimit,
+            settings.holdRetainMs,
+          ),
+        (reply) => {
+          const [code, ...figures] = tuple('setStock', reply, 4);
+          const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
+          switch (code) {
+            case ScriptCode.STOCK_SET:
+              return { kind: 'stockSet', stock: current, held, sold };
+            case ScriptCode.UNCHANGED:
+              return { kind: 'unchanged', stock: current, held, sold };
+            case ScriptCode.STOCK_BELOW_COMMITTED:
+              return { kind: 'stockBelowCommitted', stock, held, sold };
+            case ScriptCode.PRODUCT_NOT_FOUND:
+              return { kind: 'productNotFound' };
+            default:
+              throw new ScriptReplyError('setStock', reply);
+          }
+        },
+      );
     },
 
     /** The live counters of each product, in order; null for a product Redis does not have. */
     async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
       if (productIds.length === 1) {
-        const fields = await redis
-          .hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS)
-          .catch(rethrowRedisFailure);
-        return [toInventory(fields)];
+        return exchange(
+          () => redis.hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS),
+          (fields) => [toInventory(fields)],
+        );
       }
-      const pipeline = redis.pipeline();
-      for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
-      const replies = (await pipeline.exec().catch(rethrowRedisFailure)) ?? [];
+      const replies = await exchange(() => {
+        const pipeline = redis.pipeline();
+        for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
+        return pipeline.exec();
+      });
       return productIds.map((_id, i) => {
-        const [err, fields] = replies[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+        const [err, fields] = replies?.[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return toInventory(fields as (string | null)[]);
       });

@@ -13,6 +13,7 @@ declare module 'ioredis' {
     reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<unknown, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<unknown, Context>;
     getHold(holdsKey: string, holdId: string): Result<unknown, Context>;
+    claimIdempotencyKey(claimKey: string, fingerprint: string, ttlMs: number): Result<unknown, Context>;
     releaseExpiredHolds(
       ...args: [...keys: ConversionKeysArgs, batch: number, retainMs: number, maxWaitMs: number, leaseMs: number]
     ): Result<unknown, Context>;
@@ -71,6 +72,7 @@ export const SCRIPT_FILES = [
   'reserveStock',
   'releaseHold-5',
   'getHold-1',
+  'claimIdempotencyKey-1',
   'releaseExpiredHolds-6',
   'claimHold-6',
   'finishConversion-6',
