@@ -170,6 +170,13 @@ t.test('a stalled Redis is a 503 within the command timeout, auto-pipelined comm
   const redisServer = await privateRedis(t);
   const timeoutMs = 300;
   const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url, REDIS_COMMAND_TIMEOUT_MS: timeoutMs });
+  // The service's own time to answer, from the request's arrival: the HTTP client shares this process's event
+  // loop (and a busy CI machine's cores), so its figures add the time it waited to read the answer.
+  const answered: number[] = [];
+  let paused = false;
+  app.addHook('onResponse', async (_request, reply) => {
+    if (paused && reply.statusCode === 503) answered.push(reply.elapsedTime);
+  });
   const call: Client<HoldBody> = client(await listen(app), 10_000);
   const product = await createProduct(app, { stock: 1_000_000 });
   const pauser = controlClient(t, redisServer.url);
@@ -177,7 +184,6 @@ t.test('a stalled Redis is a 503 within the command timeout, auto-pipelined comm
   const unavailable: number[] = [];
   const statuses: number[] = [];
   let stopAt = Infinity;
-  let paused = false;
   const load = concurrently(
     20,
     () => Date.now() < stopAt,
@@ -204,12 +210,12 @@ t.test('a stalled Redis is a 503 within the command timeout, auto-pipelined comm
   stopAt = 0;
   await load;
 
-  const p99 = percentile(unavailable, 99);
-  t.comment(
-    `${unavailable.length} answers 503 during the pause: p50 ${percentile(unavailable, 50).toFixed(0)} ms, ` +
-      `p99 ${p99.toFixed(0)} ms, max ${Math.max(...unavailable).toFixed(0)} ms; all: ${summary(statuses)}`,
-  );
-  t.ok(unavailable.length >= 20, `${unavailable.length} requests met the stall`);
+  const p99 = percentile(answered, 99);
+  const figures = (ms: number[]) =>
+    `p50 ${percentile(ms, 50).toFixed(0)} ms, p99 ${percentile(ms, 99).toFixed(0)} ms, max ${Math.max(...ms).toFixed(0)} ms`;
+  t.comment(`${answered.length} answers 503 during the pause: by the service ${figures(answered)}`);
+  t.comment(`as the client read them ${figures(unavailable)}; all: ${summary(statuses)}`);
+  t.ok(answered.length >= 20, `${answered.length} requests met the stall`);
   t.ok(p99 <= timeoutMs + 100, `p99 of the 503s ${p99.toFixed(0)} ms <= ${timeoutMs + 100} ms`);
   t.equal(tally(statuses).get(500) ?? 0, 0, 'no 500');
 });
