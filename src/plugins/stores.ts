@@ -14,7 +14,7 @@ declare module 'fastify' {
     config: Config;
     /** The figures the rules use, derived once from `config` (src/settings.ts). */
     settings: Settings;
-    /** The raw connection: for probes only; everything else goes through `redisCommands`. */
+    /** The raw connection, for its events; every command goes through `redisCommands`. */
     redis: Redis;
     redisClock: RedisClock;
     /** Every script and command the service sends to Redis, typed and decoded (src/redis/commands.ts). */
@@ -41,9 +41,13 @@ export default fp<{ config: Config }>(
       redisDown = false;
     });
     app.decorate('redis', redis);
-    const clock = await createRedisClock(redis);
+    // The commands give hold batches deadlines on the clock, and the clock reads Redis's TIME through them.
+    const clockNow = { read: Date.now };
+    const commands = createRedisCommands(redis, settings, () => clockNow.read());
+    const clock = await createRedisClock(commands.time);
+    clockNow.read = clock.now;
     app.decorate('redisClock', clock);
-    app.decorate('redisCommands', createRedisCommands(redis, settings, clock.now));
+    app.decorate('redisCommands', commands);
     const clockSync = setInterval(() => clock.sync().catch(() => {}), 60_000).unref();
 
     const db = createDatabase({

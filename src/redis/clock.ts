@@ -1,5 +1,3 @@
-import type { Redis } from 'ioredis';
-
 /**
  * Redis's clock as seen from this process: the offset between the two, measured with TIME and corrected by
  * half the round trip. Scripts decide by Redis's clock; the service uses this to give them deadlines in it.
@@ -10,13 +8,14 @@ export interface RedisClock {
   sync(): Promise<void>;
 }
 
-export async function createRedisClock(redis: Redis): Promise<RedisClock> {
+/** `readTime`: Redis's TIME, as seconds and microseconds (RedisCommands.time). */
+export async function createRedisClock(readTime: () => Promise<[number, number]>): Promise<RedisClock> {
   let offsetMs = 0;
   const sync = async () => {
     const sent = Date.now();
-    const [seconds, micros] = await redis.time();
+    const [seconds, micros] = await readTime();
     const received = Date.now();
-    offsetMs = Number(seconds) * 1000 + Number(micros) / 1000 - (sent + received) / 2;
+    offsetMs = seconds * 1000 + micros / 1000 - (sent + received) / 2;
   };
   await sync();
   return { now: () => Date.now() + offsetMs, sync };

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { SalesLedger } from '../db/products.js';
 import type { Settings } from '../settings.js';
-import { rethrowRedisFailure, ScriptReplyError } from './errors.js';
+import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './errors.js';
+import { createExchange } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
   conversionScriptKeys,
@@ -137,13 +138,24 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
   const prefix = settings.redisKeyPrefix;
   const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
   const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
-  const batches = createReserveBatches(redis, {
+  const exchange = createExchange(redis, settings.redisCommandTimeoutMs);
+  const batches = createReserveBatches(redis, exchange, {
     ...settings,
     // Past this moment the callers have been answered 503, so the script must not hold anything.
     reserveDeadline: () => Math.floor(now()) + settings.redisCommandTimeoutMs,
   });
 
   return {
+    /** PING, for the readiness probe. */
+    ping: (): Promise<string> => exchange(() => redis.ping()),
+
+    /** Redis's clock: TIME's seconds and microseconds (src/redis/clock.ts). */
+    time: (): Promise<[number, number]> =>
+      exchange(
+        () => redis.time(),
+        ([seconds, micros]) => [Number(seconds), Number(micros)],
+      ),
+
     /** Decides one hold request in its product's next batch (lua/reserveStock.lua). */
     reserve: (reservation: Reservation): Promise<ReserveOutcome> => batches.reserve(reservation),
 
@@ -152,133 +164,174 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
      * has it. Copies of one request pass (the product's script then answers them all alike).
      */
     async claimIdempotencyKey(key: string, fingerprint: string): Promise<boolean> {
-      const previous = await redis
-        .set(idempotencyClaimKey(prefix, key), fingerprint, 'PX', settings.idempotencyTtlMs, 'NX', 'GET')
-        .catch(rethrowRedisFailure);
-      return previous === null || previous === fingerprint;
+      const claimKey = idempotencyClaimKey(prefix, key);
+      return exchange(
+        () => redis.claimIdempotencyKey(claimKey, fingerprint, settings.idempotencyTtlMs),
+        (reply) => {
+          // Any reply but {this key, a fingerprint} is another command's.
+          if (!Array.isArray(reply) || reply[0] !== claimKey || typeof reply[1] !== 'string')
+            throw new ReplyMismatchError('claimIdempotencyKey', reply);
+          const first: string = reply[1];
+          return first === '' || first === fingerprint;
+        },
+      );
     },
 
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
-      const keys = keysOf(productId);
-      const reply = await redis.getHold(keys.holds, keys.inventory, holdId).catch(rethrowRedisFailure);
-      const [code, record] = tuple('getHold', reply, 2);
-      if (code === ScriptCode.HOLD_FOUND)
-        return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
-      if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
-      if (code === ScriptCode.PRODUCT_NOT_FOUND) return { kind: 'productNotFound' };
-      throw new ScriptReplyError('getHold', reply);
+      return exchange(
+        () => redis.getHold(keysOf(productId).holds, keysOf(productId).inventory, holdId),
+        (reply) => {
+          const [code, record] = tuple('getHold', reply, 2);
+          if (code === ScriptCode.HOLD_FOUND)
+            return { kind: 'found', record: parseHoldRecord(holdId, text('getHold', record)) };
+          if (code === ScriptCode.HOLD_NOT_FOUND) return { kind: 'holdNotFound' };
+          if (code === ScriptCode.PRODUCT_NOT_FOUND) return { kind: 'productNotFound' };
+          throw new ScriptReplyError('getHold', reply);
+        },
+      );
     },
 
     async releaseHold(productId: number, holdId: string): Promise<HoldRelease> {
-      const reply = await redis
-        .releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      const [code, record] = tuple('releaseHold', reply, 2);
-      switch (code) {
-        case ScriptCode.HOLD_ENDED:
-          return { kind: 'ended', record: parseHoldRecord(holdId, text('releaseHold', record)) };
-        case ScriptCode.HOLD_FOUND:
-          return { kind: 'alreadyEnded', record: parseHoldRecord(holdId, text('releaseHold', record)) };
-        case ScriptCode.HOLD_NOT_FOUND:
-          return { kind: 'holdNotFound' };
-        case ScriptCode.HOLD_CONVERTED:
-          return { kind: 'holdConverted' };
-        case ScriptCode.HOLD_CONVERTING:
-          return { kind: 'holdConverting' };
-        case ScriptCode.PRODUCT_NOT_FOUND:
-          return { kind: 'productNotFound' };
-        default:
-          throw new ScriptReplyError('releaseHold', reply);
-      }
+      return exchange(
+        () => redis.releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs),
+        (reply) => {
+          const [code, record] = tuple('releaseHold', reply, 2);
+          switch (code) {
+            case ScriptCode.HOLD_ENDED:
+              return { kind: 'ended', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+            case ScriptCode.HOLD_FOUND:
+              return { kind: 'alreadyEnded', record: parseHoldRecord(holdId, text('releaseHold', record)) };
+            case ScriptCode.HOLD_NOT_FOUND:
+              return { kind: 'holdNotFound' };
+            case ScriptCode.HOLD_CONVERTED:
+              return { kind: 'holdConverted' };
+            case ScriptCode.HOLD_CONVERTING:
+              return { kind: 'holdConverting' };
+            case ScriptCode.PRODUCT_NOT_FOUND:
+              return { kind: 'productNotFound' };
+            default:
+              throw new ScriptReplyError('releaseHold', reply);
+          }
+        },
+      );
     },
 
     async claimHold(productId: number, holdId: string, claimId: string): Promise<HoldClaim> {
-      const reply = await redis
-        .claimHold(...conversionKeys(productId), holdId, claimId, settings.conversionLeaseMs, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      const [code, claim, record, generation] = tuple('claimHold', reply, 4);
-      switch (code) {
-        case ScriptCode.CLAIMED:
-        case ScriptCode.CLAIM_JOINED:
-          return {
-            kind: code === ScriptCode.CLAIMED ? 'claimed' : 'joined',
-            claimId: text('claimHold', claim),
-            record: parseHoldRecord(holdId, text('claimHold', record)),
-            generation: int('claimHold', generation),
-          };
-        case ScriptCode.HOLD_CONVERTED:
-          return { kind: 'converted', claimId: text('claimHold', claim) };
-        case ScriptCode.HOLD_NOT_FOUND:
-          return { kind: 'holdNotFound' };
-        case ScriptCode.HOLD_EXPIRED:
-          return { kind: 'holdExpired' };
-        case ScriptCode.HOLD_RELEASED:
-          return { kind: 'holdReleased' };
-        case ScriptCode.PRODUCT_NOT_FOUND:
-          return { kind: 'productNotFound' };
-        default:
-          throw new ScriptReplyError('claimHold', reply);
-      }
+      return exchange(
+        () =>
+          redis.claimHold(
+            ...conversionKeys(productId),
+            holdId,
+            claimId,
+            settings.conversionLeaseMs,
+            settings.holdRetainMs,
+          ),
+        (reply) => {
+          const [code, claim, record, generation] = tuple('claimHold', reply, 4);
+          switch (code) {
+            case ScriptCode.CLAIMED:
+              return {
+                kind: 'claimed',
+                claimId: text('claimHold', claim),
+                record: parseHoldRecord(holdId, text('claimHold', record)),
+                generation: int('claimHold', generation),
+              };
+            case ScriptCode.CLAIM_JOINED:
+              return {
+                kind: 'joined',
+                claimId: text('claimHold', claim),
+                record: parseHoldRecord(holdId, text('claimHold', record)),
+                generation: int('claimHold', generation),
+              };
+            case ScriptCode.HOLD_CONVERTED:
+              return { kind: 'converted', claimId: text('claimHold', claim) };
+            case ScriptCode.HOLD_NOT_FOUND:
+              return { kind: 'holdNotFound' };
+            case ScriptCode.HOLD_EXPIRED:
+              return { kind: 'holdExpired' };
+            case ScriptCode.HOLD_RELEASED:
+              return { kind: 'holdReleased' };
+            case ScriptCode.PRODUCT_NOT_FOUND:
+              return { kind: 'productNotFound' };
+            default:
+              throw new ScriptReplyError('claimHold', reply);
+          }
+        },
+      );
     },
 
     /** Moves a converting hold's units from held to sold, once its order is committed (lua/finishConversion-6.lua). */
     async finishConversion(productId: number, holdId: string, orderId: number): Promise<HoldStep> {
-      const reply = await redis
-        .finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs)
-        .catch(rethrowRedisFailure);
-      return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
+      return exchange(
+        () =>
+          redis.finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs),
+        (reply) => {
+          return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
+        },
+      );
     },
 
     /** Gives up a claim Postgres recorded as abandoned; the hold is a hold again (lua/abandonClaim-6.lua). */
     async abandonClaim(productId: number, holdId: string, claimId: string): Promise<HoldStep> {
-      const reply = await redis
-        .abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs)
-        .catch(rethrowRedisFailure);
-      return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
+      return exchange(
+        () => redis.abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs),
+        (reply) => {
+          return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
+        },
+      );
     },
 
     /** Puts a cancelled order's units back on sale, once (lua/returnSoldUnits-3.lua). */
     async returnSoldUnits(productId: number, holdId: string): Promise<HoldStep> {
       const keys = keysOf(productId);
-      const reply = await redis
-        .returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId)
-        .catch(rethrowRedisFailure);
-      return holdStep('returnSoldUnits', reply, ScriptCode.UNITS_RETURNED);
+      return exchange(
+        () => redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId),
+        (reply) => {
+          return holdStep('returnSoldUnits', reply, ScriptCode.UNITS_RETURNED);
+        },
+      );
     },
 
     /** Leases the products whose sweep is due to this instance (lua/claimDueProducts-1.lua). */
     async claimDueProducts(limit: number, leaseMs: number): Promise<number[]> {
-      const reply = await redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs).catch(rethrowRedisFailure);
-      if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
-      return reply.map((id) => int('claimDueProducts', Number(id)));
+      return exchange(
+        () => redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs),
+        (reply) => {
+          if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
+          return reply.map((id) => int('claimDueProducts', Number(id)));
+        },
+      );
     },
 
     /** One sweep step of one product (lua/releaseExpiredHolds-6.lua). */
     async releaseExpiredHolds(productId: number, batch: number): Promise<SweepStep> {
-      const reply = await redis
-        .releaseExpiredHolds(
-          ...conversionKeys(productId),
-          batch,
-          settings.holdRetainMs,
-          settings.holdTtlMs,
-          settings.conversionLeaseMs,
-        )
-        .catch(rethrowRedisFailure);
-      const [expired, purged, nextSweepAt, ...claims] = tuple('releaseExpiredHolds', reply, 3);
-      if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
-      const staleClaims: SweepStep['staleClaims'] = [];
-      for (let i = 0; i < claims.length; i += 2) {
-        staleClaims.push({
-          holdId: text('releaseExpiredHolds', claims[i]),
-          claimId: text('releaseExpiredHolds', claims[i + 1]),
-        });
-      }
-      return {
-        expired: int('releaseExpiredHolds', expired),
-        purged: int('releaseExpiredHolds', purged),
-        nextSweepAt: int('releaseExpiredHolds', nextSweepAt),
-        staleClaims,
-      };
+      return exchange(
+        () =>
+          redis.releaseExpiredHolds(
+            ...conversionKeys(productId),
+            batch,
+            settings.holdRetainMs,
+            settings.holdTtlMs,
+            settings.conversionLeaseMs,
+          ),
+        (reply) => {
+          const [expired, purged, nextSweepAt, ...claims] = tuple('releaseExpiredHolds', reply, 3);
+          if (claims.length % 2 !== 0) throw new ScriptReplyError('releaseExpiredHolds', reply);
+          const staleClaims: SweepStep['staleClaims'] = [];
+          for (let i = 0; i < claims.length; i += 2) {
+            staleClaims.push({
+              holdId: text('releaseExpiredHolds', claims[i]),
+              claimId: text('releaseExpiredHolds', claims[i + 1]),
+            });
+          }
+          return {
+            expired: int('releaseExpiredHolds', expired),
+            purged: int('releaseExpiredHolds', purged),
+            nextSweepAt: int('releaseExpiredHolds', nextSweepAt),
+            staleClaims,
+          };
+        },
+      );
     },
 
     /**
@@ -289,18 +342,18 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always'): Promise<void> {
       const key = sweepScheduleKey(prefix);
       const member = String(productId);
-      const added =
+      await exchange(() =>
         when === 'new'
           ? redis.zadd(key, 'NX', at, member)
           : when === 'sooner'
             ? redis.zadd(key, 'XX', 'LT', at, member)
-            : redis.zadd(key, at, member);
-      await added.catch(rethrowRedisFailure);
+            : redis.zadd(key, at, member),
+      );
     },
 
     /** Sets the copy marker; true when it was missing (Redis lost its data, or this is its first use). */
     async markCopies(): Promise<boolean> {
-      const set = await redis.set(copyMarkerKey(prefix), '1', 'NX').catch(rethrowRedisFailure);
+      const set = await exchange(() => redis.set(copyMarkerKey(prefix), '1', 'NX'));
       return set === 'OK';
     },
 
@@ -320,8 +373,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       generation: number,
       ledger: SalesLedger,
     ): Promise<{ rebuilt: boolean; droppedHeldUnits: number; droppedRecords: number }> {
-      const reply = await redis
-        .rebuildProduct(
+      const reply = await exchange(() =>
+        redis.rebuildProduct(
           ...conversionKeys(product.id),
           generation,
           product.stock,
@@ -335,8 +388,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
             ledger.convertedHolds.map((h) => [h.hold_id, h.order_id, h.customer_id ?? '', h.qty, h.unit_price_cents]),
           ),
           settings.convertedHoldRetainMs,
-        )
-        .catch(rethrowRedisFailure);
+        ),
+      );
       const [code, droppedHeldUnits, droppedRecords] = tuple('rebuildProduct', reply, 3);
       if (code !== ScriptCode.PRODUCT_LOADED && code !== ScriptCode.UNCHANGED) {
         throw new ScriptReplyError('rebuildProduct', reply);
@@ -350,44 +403,47 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /** Sets a product's stock under a version from Postgres (lua/setStock-5.lua). */
     async setStock(productId: number, stock: number, version: number): Promise<StockChange> {
-      const reply = await redis
-        .setStock(
-          ...productScriptKeys(keysOf(productId)),
-          stock,
-          version,
-          settings.inlineExpiryLimit,
-          settings.holdRetainMs,
-        )
-        .catch(rethrowRedisFailure);
-      const [code, ...figures] = tuple('setStock', reply, 4);
-      const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
-      switch (code) {
-        case ScriptCode.STOCK_SET:
-          return { kind: 'stockSet', stock: current, held, sold };
-        case ScriptCode.UNCHANGED:
-          return { kind: 'unchanged', stock: current, held, sold };
-        case ScriptCode.STOCK_BELOW_COMMITTED:
-          return { kind: 'stockBelowCommitted', stock, held, sold };
-        case ScriptCode.PRODUCT_NOT_FOUND:
-          return { kind: 'productNotFound' };
-        default:
-          throw new ScriptReplyError('setStock', reply);
-      }
+      return exchange(
+        () =>
+          redis.setStock(
+            ...productScriptKeys(keysOf(productId)),
+            stock,
+            version,
+            settings.inlineExpiryLimit,
+            settings.holdRetainMs,
+          ),
+        (reply) => {
+          const [code, ...figures] = tuple('setStock', reply, 4);
+          const [current, held, sold] = figures.map((n) => int('setStock', n)) as [number, number, number];
+          switch (code) {
+            case ScriptCode.STOCK_SET:
+              return { kind: 'stockSet', stock: current, held, sold };
+            case ScriptCode.UNCHANGED:
+              return { kind: 'unchanged', stock: current, held, sold };
+            case ScriptCode.STOCK_BELOW_COMMITTED:
+              return { kind: 'stockBelowCommitted', stock, held, sold };
+            case ScriptCode.PRODUCT_NOT_FOUND:
+              return { kind: 'productNotFound' };
+            default:
+              throw new ScriptReplyError('setStock', reply);
+          }
+        },
+      );
     },
 
     /** Rewrites a product's counters and indexes from its hold records and Postgres (lua/repairProduct-6.lua). */
     async repairProduct(productId: number, repair: ProductRepair): Promise<RepairOutcome> {
       const lines = (rows: string[][]) => rows.map((fields) => fields.join('\t')).join('\n');
-      const reply = await redis
-        .repairProduct(
+      const reply = await exchange(() =>
+        redis.repairProduct(
           ...conversionKeys(productId),
           repair.stock,
           repair.stockVersion,
           repair.liveUnits,
           lines([...repair.liveUnitsByCustomer].map(([customer, units]) => [customer, String(units)])),
           lines(repair.inFlight.map((hold) => [hold.holdId, hold.kind])),
-        )
-        .catch(rethrowRedisFailure);
+        ),
+      );
       const [code, ...figures] = tuple('repairProduct', reply, 1);
       if (code === ScriptCode.PRODUCT_NOT_FOUND) return { kind: 'productNotFound' };
       if (code === ScriptCode.HOLDS_CHANGED) return { kind: 'holdsChanged', holdId: text('repairProduct', figures[0]) };
@@ -409,16 +465,18 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     /** The live counters of each product, in order; null for a product Redis does not have. */
     async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
       if (productIds.length === 1) {
-        const fields = await redis
-          .hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS)
-          .catch(rethrowRedisFailure);
-        return [toInventory(fields)];
+        return exchange(
+          () => redis.hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS),
+          (fields) => [toInventory(fields)],
+        );
       }
-      const pipeline = redis.pipeline();
-      for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
-      const replies = (await pipeline.exec().catch(rethrowRedisFailure)) ?? [];
+      const replies = await exchange(() => {
+        const pipeline = redis.pipeline();
+        for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
+        return pipeline.exec();
+      });
       return productIds.map((_id, i) => {
-        const [err, fields] = replies[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+        const [err, fields] = replies?.[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return toInventory(fields as (string | null)[]);
       });

@@ -12,6 +12,7 @@ const TRANSIENT_REPLY = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY
  * used up), so Redis is unavailable, whatever its message says.
  */
 export function redisFailure(err: unknown): Error {
+  if (err instanceof ReplyMismatchError) return new StoreUnavailableError('redis', err);
   if (err instanceof StoreUnavailableError || err instanceof ScriptReplyError) return err;
   if (err instanceof ReplyError) {
     const reply = err as Error;
@@ -32,5 +33,16 @@ export class ScriptReplyError extends Error {
   override readonly name = 'ScriptReplyError';
   constructor(command: string, reply: unknown) {
     super(`${command} answered ${JSON.stringify(reply)?.slice(0, 200)}`);
+  }
+}
+
+/**
+ * A reply that names another command's keys or requests: the connection matched a reply to the wrong command
+ * (replies were lost on it). Not a bug in the command: the connection is reset and the caller answered 503.
+ */
+export class ReplyMismatchError extends Error {
+  override readonly name = 'ReplyMismatchError';
+  constructor(command: string, reply: unknown) {
+    super(`${command} was answered another command's reply ${JSON.stringify(reply)?.slice(0, 200)}`);
   }
 }

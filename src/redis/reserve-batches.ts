@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { redisFailure, ScriptReplyError } from './errors.js';
+import { isNoScript, resetConnection, type Exchange } from './connection.js';
+import { redisFailure, ReplyMismatchError, ScriptReplyError } from './errors.js';
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
 import type { Settings } from '../settings.js';
 import { ScriptCode } from './script-codes.js';
@@ -27,7 +28,13 @@ export type ReserveOutcome =
 
 export interface ReserveBatchSettings extends Pick<
   Settings,
-  'redisKeyPrefix' | 'holdTtlMs' | 'inlineExpiryLimit' | 'idempotencyTtlMs' | 'holdRetainMs' | 'maxHoldBatch'
+  | 'redisKeyPrefix'
+  | 'holdTtlMs'
+  | 'inlineExpiryLimit'
+  | 'idempotencyTtlMs'
+  | 'holdRetainMs'
+  | 'maxHoldBatch'
+  | 'redisCommandTimeoutMs'
 > {
   /** The moment (ms, Redis's clock) past which the callers of a batch sent now have been answered 503. */
   reserveDeadline: () => number;
@@ -49,7 +56,7 @@ interface Waiting {
  * request in arrival order, exactly as separate calls would; a request alone is a batch of one, sent as soon as
  * the current turn ends.
  */
-export function createReserveBatches(redis: Redis, settings: ReserveBatchSettings) {
+export function createReserveBatches(redis: Redis, exchange: Exchange, settings: ReserveBatchSettings) {
   const pending = new Map<number, Waiting[]>();
   let flushScheduled = false;
 
@@ -60,18 +67,28 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
       for (const [productId, batch] of pending) send(productId, batch);
     } else {
       // Batches of several products go in one write, as one explicit pipeline.
-      const pipeline = redis.pipeline();
-      const batches = [...pending];
-      for (const [productId, batch] of batches) pipeline.reserveStock(...scriptArguments(productId, batch));
-      pipeline.exec().then(
+      const batches = [...pending].map(([productId, batch]) => ({ batch, args: scriptArguments(productId, batch) }));
+      const started = Date.now();
+      exchange(() => {
+        const pipeline = redis.pipeline();
+        for (const { args } of batches) pipeline.reserveStock(...args);
+        return pipeline.exec();
+      }).then(
         (results) =>
-          batches.forEach(([, batch], i) => {
-            const [err, reply] = results?.[i] ?? [new Error('reserveStock: no reply in the pipeline')];
-            if (err) fail(batch, redisFailure(err));
-            else settle(batch, reply);
+          batches.forEach(({ batch, args }, i) => {
+            const [err, reply] = results?.[i] ?? [new ScriptReplyError('reserveStock', 'no reply in the pipeline')];
+            if (!err) return decide(batch, Promise.resolve(reply));
+            // A NOSCRIPT did not run: that batch goes again alone, within what is left of the deadline.
+            const left = settings.redisCommandTimeoutMs - (Date.now() - started);
+            if (isNoScript(err) && left > 0)
+              return decide(
+                batch,
+                exchange(() => redis.reserveStock(...args), undefined, left),
+              );
+            fail(batch, redisFailure(err));
           }),
         (err: unknown) => {
-          for (const [, batch] of batches) fail(batch, redisFailure(err));
+          for (const { batch } of batches) fail(batch, err);
         },
       );
     }
@@ -79,9 +96,17 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   }
 
   function send(productId: number, batch: Waiting[]): void {
-    redis.reserveStock(...scriptArguments(productId, batch)).then(
-      (reply) => settle(batch, reply),
-      (err: unknown) => fail(batch, redisFailure(err)),
+    decide(
+      batch,
+      exchange(() => redis.reserveStock(...scriptArguments(productId, batch))),
+    );
+  }
+
+  /** Settles a batch's requests once its reply (or its error) is in. */
+  function decide(batch: Waiting[], reply: Promise<unknown>): void {
+    reply.then(
+      (lines) => settle(batch, lines),
+      (err: unknown) => fail(batch, err),
     );
   }
 
@@ -113,14 +138,21 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
     ];
   }
 
+  /**
+   * Settles each request of a batch with its line of the script's reply. A reply with another number of lines, or
+   * granting a hold this batch did not ask for, is another command's: the connection is out of step.
+   */
   function settle(batch: Waiting[], reply: unknown): void {
     const lines = typeof reply === 'string' ? reply.split('\n') : [];
-    if (lines.length !== batch.length) {
-      fail(batch, new ScriptReplyError('reserveStock', `${lines.length} lines for ${batch.length} requests`));
+    const outcomes = lines.map(decodeLine);
+    const foreign = lines.length !== batch.length || outcomes.some((o, i) => o && !ownHold(batch[i]!.reservation, o));
+    if (foreign) {
+      resetConnection(redis);
+      fail(batch, redisFailure(new ReplyMismatchError('reserveStock', reply)));
       return;
     }
     for (let i = 0; i < batch.length; i++) {
-      const outcome = decodeLine(lines[i]!);
+      const outcome = outcomes[i];
       if (outcome) batch[i]!.resolve(outcome);
       else batch[i]!.reject(new ScriptReplyError('reserveStock', lines[i]));
     }
@@ -156,6 +188,14 @@ export function createReserveBatches(redis: Redis, settings: ReserveBatchSetting
   }
 
   return { reserve };
+}
+
+/** A granted hold is the request's own, or for a replay one of the same product (ids start with the product id). */
+function ownHold(reservation: Reservation, outcome: ReserveOutcome): boolean {
+  if (outcome.kind !== 'held') return true;
+  return outcome.replayed
+    ? outcome.holdId.startsWith(`${reservation.productId}-`)
+    : outcome.holdId === reservation.holdId;
 }
 
 /** One line of reserveStock's reply: code, hold id, a, b, replayed (see lua/reserveStock.lua); undefined if malformed. */

@@ -12,6 +12,7 @@ declare module 'ioredis' {
     /** A batch of hold requests for one product: the key count, the keys, then the arguments. */
     reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<unknown, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<unknown, Context>;
+    claimIdempotencyKey(claimKey: string, fingerprint: string, ttlMs: number): Result<unknown, Context>;
     releaseExpiredHolds(
       ...args: [...keys: ConversionKeysArgs, batch: number, retainMs: number, maxWaitMs: number, leaseMs: number]
     ): Result<unknown, Context>;
@@ -87,6 +88,7 @@ export const SCRIPT_FILES = [
   'reserveStock',
   'releaseHold-5',
   'getHold-2',
+  'claimIdempotencyKey-1',
   'releaseExpiredHolds-6',
   'claimHold-6',
   'finishConversion-6',

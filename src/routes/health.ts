@@ -16,7 +16,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/readyz', { schema: { response: { 200: HealthSchema, 503: HealthSchema } } }, async (_request, reply) => {
     const [redis, postgres] = await Promise.all([
-      app.redis.ping().then(
+      app.redisCommands.ping().then(
         () => 'ok',
         () => 'unavailable',
       ),

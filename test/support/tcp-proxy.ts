@@ -16,18 +16,42 @@ import type { Test } from 'tap';
  */
 export type ProxyMode = 'forward' | 'refuse' | 'blackhole' | 'stall' | 'strand';
 
+/**
+ * What happens to the server's replies on forwarded connections, one RESP reply at a time (so a reply is lost
+ * whole and the byte stream stays well formed, as when a server drops replies or a client misses them):
+ * - `forward`: passed on.
+ * - `drop`: the next `count` replies are discarded, then replies pass again.
+ * - `delay`: every reply is passed on `ms` later.
+ * - `swallow`: every reply is discarded.
+ */
+export type ReplyFault =
+  { kind: 'forward' } | { kind: 'drop'; count: number } | { kind: 'delay'; ms: number } | { kind: 'swallow' };
+
 export interface TcpProxy {
   readonly port: number;
   readonly mode: ProxyMode;
   cut(mode: Exclude<ProxyMode, 'forward'>): Promise<void>;
   /** Forwards again: stalled connections resume, swallowed ones are dropped. */
   restore(): Promise<void>;
+  /** Treats the server's replies on every forwarded connection as `fault` says (a proxy started with `resp`). */
+  faultReplies(fault: ReplyFault): void;
+  /** Replies the proxy has discarded so far. */
+  readonly droppedReplies: number;
+  /** Drops the open connections (each end sees a reset) and forwards new ones. */
+  reset(): void;
   /** Drops everything and stops listening. */
   close(): Promise<void>;
 }
 
-/** A fault-injecting TCP proxy in front of `target`, listening on a free port of 127.0.0.1. */
-export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
+/**
+ * A fault-injecting TCP proxy in front of `target`, listening on a free port of 127.0.0.1. With `resp` (a Redis
+ * target) it reads the server's bytes as RESP replies, so `faultReplies` can act on whole replies; otherwise it
+ * passes bytes on as they come.
+ */
+export async function startTcpProxy(
+  target: { host: string; port: number },
+  { resp = false }: { resp?: boolean } = {},
+): Promise<TcpProxy> {
   let mode: ProxyMode = 'forward';
   // Both ends of every forwarded connection, and the connections accepted while cut.
   const forwarded = new Set<net.Socket>();
@@ -39,6 +63,31 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     socket.on('error', () => {});
   };
 
+  let replyFault: ReplyFault = { kind: 'forward' };
+  let droppedReplies = 0;
+  /** Passes one client's replies on in order, each no sooner than the delay in force when it arrived. */
+  const replyPasser = (client: net.Socket) => {
+    const waiting: { at: number; reply: Buffer }[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    const drain = () => {
+      timer = undefined;
+      while (waiting.length > 0 && waiting[0]!.at <= Date.now()) client.write(waiting.shift()!.reply);
+      if (waiting.length > 0) timer = setTimeout(drain, waiting[0]!.at - Date.now());
+    };
+    client.on('close', () => clearTimeout(timer));
+    return (reply: Buffer) => {
+      if (replyFault.kind === 'drop' || replyFault.kind === 'swallow') {
+        droppedReplies++;
+        if (replyFault.kind === 'drop' && --replyFault.count <= 0) replyFault = { kind: 'forward' };
+        return;
+      }
+      const at = replyFault.kind === 'delay' ? Date.now() + replyFault.ms : 0;
+      if (at === 0 && waiting.length === 0) return void client.write(reply);
+      waiting.push({ at: Math.max(at, waiting.at(-1)?.at ?? 0), reply: Buffer.from(reply) });
+      timer ??= setTimeout(drain, Math.max(0, waiting[0]!.at - Date.now()));
+    };
+  };
+
   const server = net.createServer((client) => {
     if (mode !== 'forward' && mode !== 'strand') {
       track(client, swallowed); // accepted, never read, never answered
@@ -48,10 +97,25 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     track(client, forwarded);
     track(upstream, forwarded);
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (!resp) upstream.pipe(client);
+    else forwardReplies(upstream, replyPasser(client));
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());
   });
+
+  /** Hands each whole RESP reply from `upstream` to `passReply`. */
+  const forwardReplies = (upstream: net.Socket, passReply: (reply: Buffer) => void) => {
+    let unparsed: Buffer = Buffer.alloc(0);
+    upstream.on('data', (chunk: Buffer) => {
+      unparsed = unparsed.length === 0 ? chunk : Buffer.concat([unparsed, chunk]);
+      let start = 0;
+      for (let end = replyEnd(unparsed, start); end > 0; end = replyEnd(unparsed, start)) {
+        passReply(unparsed.subarray(start, end));
+        start = end;
+      }
+      unparsed = unparsed.subarray(start);
+    });
+  };
 
   const destroyAll = (set: Set<net.Socket>) => {
     for (const socket of set) socket.destroy();
@@ -83,6 +147,15 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     get mode() {
       return mode;
     },
+    get droppedReplies() {
+      return droppedReplies;
+    },
+    faultReplies(fault) {
+      replyFault = { ...fault };
+    },
+    reset() {
+      for (const socket of forwarded) socket.resetAndDestroy();
+    },
     async cut(newMode) {
       mode = newMode;
       if (newMode === 'refuse') return stopListening();
@@ -101,6 +174,34 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       await stopListening();
     },
   };
+}
+
+/**
+ * Where the RESP reply starting at `start` ends (the index after it), or -1 when `buffer` does not hold all of
+ * it yet. Enough of RESP2 and RESP3 for the proxy to keep whole replies whole.
+ */
+function replyEnd(buffer: Buffer, start: number): number {
+  if (start >= buffer.length) return -1;
+  const lineEnd = buffer.indexOf('\r\n', start);
+  if (lineEnd < 0) return -1;
+  const afterLine = lineEnd + 2;
+  const type = String.fromCharCode(buffer[start]!);
+  const length = Number(buffer.toString('latin1', start + 1, lineEnd));
+  if ('$!='.includes(type)) {
+    if (length < 0) return afterLine;
+    const end = afterLine + length + 2;
+    return end <= buffer.length ? end : -1;
+  }
+  if ('*~>%|'.includes(type)) {
+    if (length < 0) return afterLine;
+    let position = afterLine;
+    for (let i = 0; i < ('%|'.includes(type) ? 2 * length : length); i++) {
+      position = replyEnd(buffer, position);
+      if (position < 0) return -1;
+    }
+    return position;
+  }
+  return afterLine; // simple string, error, integer, null, double, boolean, big number
 }
 
 /** A proxy in front of the server of a database URL, closed when the test ends, and the URL that goes through it. */
