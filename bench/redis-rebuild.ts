@@ -34,6 +34,16 @@ const config = loadConfig(
 const db = createDatabase({ url: config.DATABASE_URL, timeoutMs: 30_000, poolSize: 4 });
 const redis = await connectRedis({ url: redisUrl, commandTimeoutMs: 5000 });
 const plain = new Redis(redisUrl);
+
+/** Deletes every key of this run's prefix (SCAN + UNLINK, never FLUSHALL: the Redis may be shared). */
+async function deleteDeploymentKeys(): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await plain.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await plain.unlink(...keys);
+  } while (cursor !== '0');
+}
 try {
   await migrateToLatest(db);
   const direct = new pg.Client({ connectionString: config.DATABASE_URL });
@@ -52,12 +62,7 @@ try {
   const loadMs = performance.now() - started;
 
   // The loss: every key of this deployment gone at once.
-  let cursor = '0';
-  do {
-    const [next, keys] = await plain.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await plain.unlink(...keys);
-  } while (cursor !== '0');
+  await deleteDeploymentKeys();
 
   started = performance.now();
   const second = await rebuilder.checkAll();
@@ -74,12 +79,7 @@ try {
     }),
   );
 } finally {
-  let cursor = '0';
-  do {
-    const [next, keys] = await plain.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await plain.unlink(...keys);
-  } while (cursor !== '0');
+  await deleteDeploymentKeys();
   plain.disconnect();
   redis.disconnect();
   await db.destroy();

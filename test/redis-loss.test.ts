@@ -24,6 +24,8 @@ async function lossWorld(t: Test) {
     RECOVERY_INTERVAL_MS: 0,
     // The tests hold a product's row on purpose: a rebuild waiting for it must not time out meanwhile.
     DATABASE_TIMEOUT_MS: 15_000,
+    // Not a test of timeouts: a busy machine must not turn a conversion into a 503 before it reaches Postgres.
+    REDIS_COMMAND_TIMEOUT_MS: 5000,
   });
   const direct = new Redis(redisServer.url);
   t.teardown(() => direct.disconnect());
@@ -51,7 +53,29 @@ async function lossWorld(t: Test) {
     );
     return rows[0].n;
   };
-  return { ...service, direct, hold, order, product, webhook, liveUnits };
+  /** Holds a product's row FOR UPDATE from another session, as a slow transaction would, until `release`. */
+  const lockProductRow = async (productId: number) => {
+    const client = new pg.Client({ connectionString: service.config.DATABASE_URL });
+    await client.connect();
+    t.teardown(() => client.end());
+    await client.query('BEGIN');
+    await client.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
+    return {
+      /** Sessions of this database waiting for a lock. */
+      waiting: async (): Promise<number> =>
+        Number(
+          (
+            await client.query(
+              "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+          ).rows[0].n,
+        ),
+      release: async () => {
+        await client.query('COMMIT');
+      },
+    };
+  };
+  return { ...service, direct, hold, order, product, webhook, liveUnits, lockProductRow };
 }
 
 t.test(
@@ -134,19 +158,8 @@ t.test(
     const held = (await w.hold({ product_id: product.id, qty: 1 })).json();
 
     // Another session holds the product's row: the conversion's insert and the rebuild both queue behind it.
-    const blocker = new pg.Client({ connectionString: w.config.DATABASE_URL });
-    await blocker.connect();
-    t.teardown(() => blocker.end());
-    await blocker.query('BEGIN');
-    await blocker.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [product.id]);
-    const waiting = async () =>
-      Number(
-        (
-          await blocker.query(
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-          )
-        ).rows[0].n,
-      );
+    const blocker = await w.lockProductRow(product.id);
+    const waiting = blocker.waiting;
 
     // The rebuild queues first; then a conversion claims its hold in Redis (still intact) and queues its insert.
     const rebuild = w.app.rebuilder.ensure(product.id, 'test');
@@ -156,7 +169,7 @@ t.test(
 
     // Redis loses everything now; then the row is free: the rebuild goes first.
     await w.direct.flushall();
-    await blocker.query('COMMIT');
+    await blocker.release();
     t.equal(await rebuild, 'rebuilt', 'the rebuild found the copy lost and rebuilt it');
     const answer = await conversion;
     t.equal(answer.statusCode, 409, 'the conversion from before the loss is refused');
@@ -180,25 +193,14 @@ t.test('a conversion that committed before the rebuild took the row is counted b
   const w = await lossWorld(t);
   const product = await createProduct(w.app, { stock: 1 });
   const held = (await w.hold({ product_id: product.id, qty: 1 })).json();
-  const blocker = new pg.Client({ connectionString: w.config.DATABASE_URL });
-  await blocker.connect();
-  t.teardown(() => blocker.end());
-  await blocker.query('BEGIN');
-  await blocker.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [product.id]);
-  const waiting = async () =>
-    Number(
-      (
-        await blocker.query(
-          "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-        )
-      ).rows[0].n,
-    );
+  const blocker = await w.lockProductRow(product.id);
+  const waiting = blocker.waiting;
   const conversion = w.order(held.hold_id);
   await poll(waiting, (n) => n >= 1, 15_000);
   await w.direct.flushall();
   // The watcher notices the loss; its rebuild queues behind the conversion's insert.
   t.equal(await poll(waiting, (n) => n >= 2, 15_000), 2, 'the rebuild waits behind the conversion');
-  await blocker.query('COMMIT');
+  await blocker.release();
   t.equal((await conversion).statusCode, 201, 'the conversion committed first');
   const state = await poll(
     () => w.product(product.id),
@@ -232,11 +234,7 @@ t.test('a stale copy (a replica that missed writes) is found by its generation a
 t.test('/readyz says which products are being rebuilt, and holds on them answer 503 meanwhile', async (t) => {
   const w = await lossWorld(t);
   const product = await createProduct(w.app, { stock: 5 });
-  const blocker = new pg.Client({ connectionString: w.config.DATABASE_URL });
-  await blocker.connect();
-  t.teardown(() => blocker.end());
-  await blocker.query('BEGIN');
-  await blocker.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [product.id]);
+  const blocker = await w.lockProductRow(product.id);
   await w.direct.flushall();
   await poll(
     async () => w.app.rebuilder.rebuilding(),
@@ -249,7 +247,7 @@ t.test('/readyz says which products are being rebuilt, and holds on them answer 
   const refused = await w.hold({ product_id: product.id, qty: 1 });
   t.equal(refused.statusCode, 503, 'a hold during the rebuild answers 503');
   t.equal(refused.headers['retry-after'], '1');
-  await blocker.query('COMMIT');
+  await blocker.release();
   await poll(
     async () => w.app.rebuilder.rebuilding(),
     (ids) => ids.length === 0,
