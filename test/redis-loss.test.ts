@@ -61,11 +61,14 @@ async function lossWorld(t: Test) {
     await client.query('BEGIN');
     await client.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
     return {
-      /** Sessions of this database waiting for a lock. */
+      /**
+       * Sessions of this database waiting for a lock. Asked outside the blocker's transaction: within one,
+       * pg_stat_activity keeps the sessions it listed first, so a connection opened later would never be counted.
+       */
       waiting: async (): Promise<number> =>
         Number(
           (
-            await client.query(
+            await pool.query(
               "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
             )
           ).rows[0].n,
