@@ -67,6 +67,8 @@ interface Sent {
   status?: number;
   body?: AnswerBody;
   retryAfter?: string | null;
+  /** Idempotent-Replayed: true, the stored answer of an earlier request under the same key. */
+  replayed?: boolean;
   ms: number;
   /** When it was answered (performance.now()). */
   at: number;
@@ -101,6 +103,7 @@ class Ledger {
         status: answer.status,
         body: answer.body,
         retryAfter: answer.headers.get('retry-after'),
+        replayed: answer.headers.get('idempotent-replayed') === 'true',
         ms: answer.ms,
         at: performance.now(),
       };
@@ -379,7 +382,16 @@ async function expectNothingLost(t: Test, w: ServiceWorld, ledger: Ledger, produ
       `product ${productId}: sold ${units.sold} == units of live orders ${rows[0]!.n}, not oversold (stock ${units.stock})`,
     );
   }
-  return { twoOrders };
+  return { twoOrders, lostOrders: lostOrders.length, lostWebhooks: lostWebhooks.length };
+}
+
+/** The figures every test reports once the checks ran. */
+function lossFigures(ledger: Ledger, found: { twoOrders: number; lostOrders: number; lostWebhooks: number }) {
+  const replays = ledger.sent.filter((s) => s.replayed).length;
+  return (
+    `orders answered ${ledger.orders.size}, lost ${found.lostOrders}; webhooks answered 200 ${ledger.webhooks.size}, ` +
+    `lost ${found.lostWebhooks}; holds with two orders: ${found.twoOrders}; answers replayed under a key: ${replays}`
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -452,7 +464,7 @@ t.test(
     expectOnlyHonestAnswers(t, ledger, 'during the crashes');
 
     const settleMs = await expectSettled(t, w, products);
-    const { twoOrders } = await expectNothingLost(t, w, ledger, products);
+    const found = await expectNothingLost(t, w, ledger, products);
     // The loops had work: conversions the crash left claimed (their clients gave up) were abandoned by recovery,
     // and orders nobody paid were cancelled at their deadline, their units back on sale (checked above).
     const { rows } = await w.db.query<{ abandoned: number; overdue: number }>(
@@ -463,9 +475,7 @@ t.test(
     const { abandoned, overdue } = rows[0]!;
     t.ok(abandoned > 0, `recovery abandoned ${abandoned} claims the crash left behind`);
     t.ok(overdue > 0, `${overdue} orders unpaid at their deadline were cancelled by the settlement loop`);
-    t.comment(
-      `measured: settled ${settleMs} ms after the storm; orders answered ${ledger.orders.size}, lost 0 (checked above); holds with two orders: ${twoOrders}`,
-    );
+    t.comment(`measured: settled ${settleMs} ms after the storm; ${lossFigures(ledger, found)}`);
     for (const service of services) t.equal(service.child.exitCode, null, 'the service process is still running');
     // Only warnings and retries of the background loops are expected while Postgres was away.
     const errors = errorLines(...services).filter((line) => !/failed; retrying/.test(line));
@@ -519,13 +529,13 @@ t.test(
 
     // Every interrupted conversion is finished or abandoned by recovery; then the checks.
     const settleMs = await expectSettled(t, w, products);
-    const { twoOrders } = await expectNothingLost(t, w, ledger, products);
+    const found = await expectNothingLost(t, w, ledger, products);
     const { rows } = await w.db.query<{ abandoned: number; ordered: number }>(
       `SELECT count(*) FILTER (WHERE outcome = 'abandoned')::int AS abandoned,
               count(*) FILTER (WHERE outcome = 'ordered')::int AS ordered FROM hold_claims`,
     );
     t.comment(
-      `measured: ${ROUNDS} kills; settled ${settleMs} ms after the last restart; claims ordered ${rows[0]!.ordered}, abandoned by recovery ${rows[0]!.abandoned}; orders answered ${ledger.orders.size}, lost 0 (checked above); holds with two orders: ${twoOrders}`,
+      `measured: ${ROUNDS} kills; settled ${settleMs} ms after the last restart; claims ordered ${rows[0]!.ordered}, abandoned by recovery ${rows[0]!.abandoned}; ${lossFigures(ledger, found)}`,
     );
     t.same(errorLines(...all).slice(0, 10), [], 'nothing logged at level error');
   },
