@@ -24,7 +24,7 @@ import { privatePostgres, privatePostgresUnavailable } from './support/private-p
 import { seededRandom } from './support/random.js';
 import { conversions, inventory, keysOf, type HoldRecord } from './support/redis-state.js';
 import { errorLines, serviceWorld, type Service, type ServiceWorld } from './support/service-process.js';
-import { poll } from './support/wait.js';
+import { eventually, poll } from './support/wait.js';
 
 const ROUNDS = Number(process.env.CRASH_ROUNDS ?? 3);
 const PG_CRASHES = Number(process.env.PG_CRASHES ?? 1);
@@ -476,7 +476,10 @@ t.test(
     t.ok(abandoned > 0, `recovery abandoned ${abandoned} claims the crash left behind`);
     t.ok(overdue > 0, `${overdue} orders unpaid at their deadline were cancelled by the settlement loop`);
     t.comment(`measured: settled ${settleMs} ms after the storm; ${lossFigures(ledger, found)}`);
-    for (const service of services) t.equal(service.child.exitCode, null, 'the service process is still running');
+    for (const service of services) {
+      t.equal(service.child.exitCode, null, 'the service process is still running');
+      t.ok(await eventually(() => service.isReady(), 10_000, 100), 'and ready: /readyz answers 200 again');
+    }
     // Only warnings and retries of the background loops are expected while Postgres was away.
     const errors = errorLines(...services).filter((line) => !/failed; retrying/.test(line));
     t.same(errors.slice(0, 10), [], 'nothing logged at level error but the loops retrying');
