@@ -8,7 +8,7 @@
  * busy CI machine. Durability across an operating-system crash is not what these tests measure.
  */
 import { execFile } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync } from 'node:fs';
 import { chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,8 +18,24 @@ import { freePort } from './processes.js';
 
 const run = promisify(execFile);
 
-/** Where Debian installs the PostgreSQL 15 server binaries (initdb, pg_ctl, postgres). */
-const BIN = process.env.TEST_POSTGRES_BIN ?? '/usr/lib/postgresql/15/bin';
+/**
+ * Where the server binaries (initdb, pg_ctl, postgres) are: TEST_POSTGRES_BIN, else the newest version Debian
+ * installed under /usr/lib/postgresql (15 on these machines), so CI on another release does not skip the tests.
+ */
+const BIN = process.env.TEST_POSTGRES_BIN ?? debianPostgresBin() ?? '/usr/lib/postgresql/15/bin';
+
+function debianPostgresBin(): string | undefined {
+  let versions: string[];
+  try {
+    versions = readdirSync('/usr/lib/postgresql').filter((v) => /^[0-9]+$/.test(v));
+  } catch {
+    return undefined;
+  }
+  const newest = versions
+    .sort((a, b) => Number(b) - Number(a))
+    .find((v) => existsSync(`/usr/lib/postgresql/${v}/bin/initdb`));
+  return newest === undefined ? undefined : `/usr/lib/postgresql/${newest}/bin`;
+}
 // Starting waits for crash recovery to replay the WAL written since the last checkpoint: seconds at most here.
 const START_DEADLINE_S = 60;
 
@@ -43,7 +59,7 @@ export function privatePostgresUnavailable(): string | undefined {
     try {
       accessSync(join(BIN, name), constants.X_OK);
     } catch {
-      return `no PostgreSQL server binaries in ${BIN} (${name} missing): install postgresql-15 or set TEST_POSTGRES_BIN`;
+      return `no PostgreSQL server binaries in ${BIN} (${name} missing): install postgresql or set TEST_POSTGRES_BIN`;
     }
   }
   return undefined;
