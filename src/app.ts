@@ -48,12 +48,27 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     childLoggerFactory: () => log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // On close: idle keep-alive connections are closed at once, requests arriving meanwhile (on connections
+    // still open) are answered 503 with `Connection: close`, /readyz among them, so a load balancer drains.
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
     ajv: {
       // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.log = log;
+
+  // Requests in flight when the close began end their connection with their answer (Fastify marks only those
+  // it refuses), so no keep-alive client sends another request onto a socket about to close.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close');
+    done(null, payload);
+  });
 
   // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
   app.removeContentTypeParser('text/plain');

@@ -108,6 +108,11 @@ export const ConfigSchema = Type.Object({
   }),
   DATABASE_POOL_SIZE: PositiveInt(20, 'Postgres connections per instance'),
   BODY_LIMIT_BYTES: PositiveInt(16_384, 'largest request body accepted'),
+  SHUTDOWN_GRACE_MS: Milliseconds(
+    1,
+    10_000,
+    'after SIGTERM or SIGINT, the most time to finish requests in flight and close the stores; then exit 1',
+  ),
 });
 
 export type Config = Static<typeof ConfigSchema>;
