@@ -18,21 +18,22 @@ async function main(): Promise<void> {
   // Read before anything starts: a bad variable stops the start here, with a message naming it.
   const { LOG_LEVEL, SHUTDOWN_GRACE_MS } = loadConfig(env);
   const bootLog = pino({ level: LOG_LEVEL });
-  let services: ServiceUrls | undefined;
-  let app: FastifyInstance | undefined;
+  // What has started so far, for a signal that comes during the start.
+  const started: { services?: ServiceUrls; app?: FastifyInstance } = {};
   // From here on, a signal stops whatever has started so far.
   closeOnSignals({
     graceMs: SHUTDOWN_GRACE_MS,
     log: bootLog,
     close: async () => {
       // close() stops accepting connections, lets requests in flight finish, stops the loops, closes the stores.
-      await app?.close();
-      await services?.stop();
+      await started.app?.close();
+      await started.services?.stop();
     },
   });
-  services = await ensureLocalServices(env, bootLog);
+  const services = await ensureLocalServices(env, bootLog);
+  started.services = services;
   try {
-    app = await start(env, services, bootLog);
+    started.app = await start(env, services, bootLog);
   } catch (err) {
     await services.stop();
     throw err;
