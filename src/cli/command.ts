@@ -23,9 +23,8 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-/** One `flashsale` command: what `flashsale --help` lists, and how it runs. */
+/** One `flashsale` command. */
 export interface Command {
-  summary: string;
   /** Runs with the arguments after the command's name; resolves to the exit code. */
   run(args: string[]): Promise<number>;
 }

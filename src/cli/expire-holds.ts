@@ -10,7 +10,6 @@ prints what it did per product. Products a running instance is sweeping at this 
 
 /** `flashsale expire-holds`: the sweeper's work, once, now. */
 export const expireHolds: Command = {
-  summary: 'release every expired hold now, printing what was released per product',
   async run(args) {
     const parsed = parseCommand(args, USAGE, { json: { type: 'boolean', default: false } });
     if (!parsed) return EXIT.OK;

@@ -1,25 +1,35 @@
 import { InvalidConfigError } from '../config.js';
 import { AppError } from '../errors.js';
 import { EXIT, UsageError, type Command } from './command.js';
-import { expireHolds } from './expire-holds.js';
-import { inspect } from './inspect.js';
-import { migrate } from './migrate.js';
-import { reconcile } from './reconcile.js';
-import { restock } from './restock.js';
-import { seed } from './seed.js';
-import { serve } from './serve.js';
-import { stock } from './stock.js';
 
-/** `flashsale <command>`: the service and its operations, one program (bin/flashsale.js, `npm run cli --`). */
-const COMMANDS: Record<string, Command> = {
-  serve,
-  migrate,
-  seed,
-  stock,
-  'expire-holds': expireHolds,
-  reconcile,
-  inspect,
-  restock,
+/**
+ * `flashsale <command>`: the service and its operations, one program (bin/flashsale.js, `npm run cli --`). Each
+ * command's module is loaded only when it runs, so `--help` and a short command do not load them all.
+ */
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  serve: { summary: 'run the service', load: async () => (await import('./serve.js')).serve },
+  migrate: { summary: 'apply pending database migrations', load: async () => (await import('./migrate.js')).migrate },
+  seed: { summary: 'add the demo products', load: async () => (await import('./seed.js')).seed },
+  stock: {
+    summary: 'stock, held, sold and available units per product',
+    load: async () => (await import('./stock.js')).stock,
+  },
+  'expire-holds': {
+    summary: 'release every expired hold now, printing what was released per product',
+    load: async () => (await import('./expire-holds.js')).expireHolds,
+  },
+  reconcile: {
+    summary: 'compare Redis with the hold records and Postgres; --repair fixes drift',
+    load: async () => (await import('./reconcile.js')).reconcile,
+  },
+  inspect: {
+    summary: 'the Redis keys and Postgres rows of a product, a hold or an order',
+    load: async () => (await import('./inspect.js')).inspect,
+  },
+  restock: {
+    summary: "set a product's total stock (the API's rule: never below held + sold)",
+    load: async () => (await import('./restock.js')).restock,
+  },
 };
 
 const USAGE = `usage: flashsale <command> [options]    (flashsale <command> --help for its options)
@@ -39,13 +49,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return name === undefined ? EXIT.USAGE : EXIT.OK;
   }
-  const command = COMMANDS[name];
-  if (!command) {
+  const entry = COMMANDS[name];
+  if (!entry) {
     process.stderr.write(`flashsale: unknown command ${name}\n${USAGE}\n`);
     return EXIT.USAGE;
   }
   try {
-    return await command.run(args);
+    return await (await entry.load()).run(args);
   } catch (err) {
     // parseArgs's own errors (unknown option, missing value) are usage errors too.
     const code = (err as { code?: unknown }).code;

@@ -41,7 +41,6 @@ interface Inspection {
 
 /** `flashsale inspect`: what is stored about one thing, in both stores. */
 export const inspect: Command = {
-  summary: 'the Redis keys and Postgres rows of a product, a hold or an order',
   async run(args) {
     const parsed = parseCommand(args, USAGE, {
       json: { type: 'boolean', default: false },

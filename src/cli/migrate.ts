@@ -10,7 +10,6 @@ Applies pending migrations to DATABASE_URL (the database is created when missing
 
 /** `flashsale migrate` (`npm run migrate`). */
 export const migrate: Command = {
-  summary: 'apply pending database migrations',
   async run(args) {
     const parsed = parseCommand(args, USAGE, {});
     if (!parsed) return EXIT.OK;

@@ -13,7 +13,6 @@ exit: 0 clean (after the repair, with --repair), 1 drift found or left, or a sto
 
 /** `flashsale reconcile` (`npm run reconcile`). */
 export const reconcile: Command = {
-  summary: 'compare Redis with the hold records and Postgres; --repair fixes drift',
   async run(args) {
     const parsed = parseCommand(args, USAGE, {
       check: { type: 'boolean', default: false },

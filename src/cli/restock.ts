@@ -10,7 +10,6 @@ const STOCK_MAX = 1_000_000_000;
 
 /** `flashsale restock`: the admin stock change, from a terminal. */
 export const restock: Command = {
-  summary: "set a product's total stock (the API's rule: never below held + sold)",
   async run(args) {
     const parsed = parseCommand(args, USAGE, { json: { type: 'boolean', default: false } });
     if (!parsed) return EXIT.OK;

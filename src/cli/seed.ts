@@ -19,7 +19,6 @@ const DEMO_PRODUCTS = [
 
 /** `flashsale seed` (`npm run seed`). */
 export const seed: Command = {
-  summary: 'add the demo products',
   async run(args) {
     if (!parseCommand(args, USAGE, {})) return EXIT.OK;
     commandConfig(); // a bad variable stops here, before any store is started

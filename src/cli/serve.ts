@@ -8,7 +8,6 @@ it with grace (SHUTDOWN_GRACE_MS): exit 0, or 1 when the grace period ran out.`;
 
 /** `flashsale serve` (`npm start`). */
 export const serve: Command = {
-  summary: 'run the service',
   async run(args) {
     const parsed = parseCommand(args, USAGE, {});
     if (!parsed) return EXIT.OK;

@@ -11,7 +11,6 @@ lacks is loaded from Postgres first).
 
 /** `flashsale stock`: the live figures of every product, or of one. */
 export const stock: Command = {
-  summary: 'stock, held, sold and available units per product',
   async run(args) {
     const parsed = parseCommand(args, USAGE, {
       product: { type: 'string' },
