@@ -5,6 +5,7 @@ import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
 import domain from './plugins/domain.js';
+import draining from './plugins/draining.js';
 import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
@@ -59,20 +60,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.log = log;
 
-  // Requests in flight when the close began end their connection with their answer (Fastify marks only those
-  // it refuses), so no keep-alive client sends another request onto a socket about to close.
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-  });
-  app.addHook('onSend', (_request, reply, payload, done) => {
-    if (closing) reply.header('connection', 'close');
-    done(null, payload);
-  });
-
   // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
   app.removeContentTypeParser('text/plain');
 
+  await app.register(draining);
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(adminAuth);

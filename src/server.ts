@@ -16,7 +16,7 @@ import { closeOnSignals } from './shutdown.js';
 async function main(): Promise<void> {
   const env = withEnvFile(process.env);
   // Read before anything starts: a bad variable stops the start here, with a message naming it.
-  const { LOG_LEVEL, SHUTDOWN_GRACE_MS } = loadConfig(env);
+  const { LOG_LEVEL, SHUTDOWN_GRACE_MS, SHUTDOWN_DRAIN_MS } = loadConfig(env);
   const bootLog = pino({ level: LOG_LEVEL });
   // What has started so far, for a signal that comes during the start.
   const started: { services?: ServiceUrls; app?: FastifyInstance } = {};
@@ -25,6 +25,7 @@ async function main(): Promise<void> {
     graceMs: SHUTDOWN_GRACE_MS,
     log: bootLog,
     close: async () => {
+      if (started.app) await drain(started.app, SHUTDOWN_DRAIN_MS);
       // close() stops accepting connections, lets requests in flight finish, stops the loops, closes the stores.
       await started.app?.close();
       await started.services?.stop();
@@ -66,3 +67,15 @@ main().catch((err: unknown) => {
   pino().fatal({ err }, (err as Error).message);
   process.exit(1);
 });
+
+/**
+ * Keeps serving for up to `ms` while draining (answers close their connections, /readyz says 503), so a load
+ * balancer moves away and keep-alive clients reconnect elsewhere; ends early once no connection is open.
+ */
+async function drain(app: FastifyInstance, ms: number): Promise<void> {
+  app.startDraining();
+  const deadline = Date.now() + ms;
+  const open = () =>
+    new Promise<number>((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  while (Date.now() < deadline && (await open()) > 0) await new Promise((r) => setTimeout(r, 20));
+}

@@ -89,7 +89,7 @@ t.test('SIGTERM under keep-alive load: requests in flight are answered, exit 0 w
   signalledAt = took?.time ?? killedAt;
 
   t.same(status, { code: 0, signal: null }, 'the process exits 0');
-  t.comment(`exit ${exitMs.toFixed(0)} ms after SIGTERM, under 16 keep-alive connections`);
+  t.comment(`exit ${exitMs.toFixed(0)} ms after SIGTERM (SHUTDOWN_DRAIN_MS 1000), under 16 keep-alive connections`);
   t.same(errorLines(service), [], 'nothing logged at error level');
 
   const before = outcomes.filter((o) => o.sentAt < signalledAt!);
@@ -127,7 +127,7 @@ t.test('SIGTERM under keep-alive load: requests in flight are answered, exit 0 w
 
 /** A service whose next stock change waits on a row another session holds: a request that stays in flight. */
 async function blockedRequest(t: Test, env: Record<string, string>) {
-  const world = await serviceWorld(t, { DATABASE_TIMEOUT_MS: '20000', ...env });
+  const world = await serviceWorld(t, { DATABASE_TIMEOUT_MS: '20000', SHUTDOWN_DRAIN_MS: '0', ...env });
   const service = await world.start();
   const product = await createProductAt(service.base, { stock: 10 });
   const blocker = await world.db.connect();

@@ -12,12 +12,6 @@ const HealthSchema = Type.Object({
 
 /** Liveness and readiness: ready only while both stores answer and no product's Redis copy is being rebuilt. */
 const routes: FastifyPluginAsyncTypebox = async (app) => {
-  // Once the app closes, never ready again: a probe already running when the close began says so too.
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-  });
-
   app.get('/healthz', { schema: { response: { 200: HealthSchema } } }, async () => ({ status: 'ok' }));
 
   app.get('/readyz', { schema: { response: { 200: HealthSchema, 503: HealthSchema } } }, async (_request, reply) => {
@@ -31,7 +25,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         () => 'unavailable',
       ),
     ]);
-    if (closing) return reply.code(503).send({ status: 'closing', redis, postgres });
+    // Stopping: never ready again, also for a probe that was running when the stop began.
+    if (app.draining) return reply.code(503).send({ status: 'draining', redis, postgres });
     const rebuilding = app.rebuilder.rebuilding();
     if (rebuilding.length > 0) {
       // Holds on those products answer 503 until their copy is rebuilt from Postgres.
