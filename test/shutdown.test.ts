@@ -101,9 +101,14 @@ t.test('SIGTERM under keep-alive load: requests in flight are answered, exit 0 w
   );
   t.same(unanswered, [], 'every request sent before the signal got an answer (no reset, no timeout)');
   t.same(
-    before.filter((o) => o.status !== 200 && o.status !== 201),
+    before.filter((o) => o.path !== '/readyz' && o.status !== 200 && o.status !== 201),
     [],
-    'and a normal one: the service served them',
+    'and served: the stores stay open until the requests in flight are done',
+  );
+  t.same(
+    before.filter((o) => o.path === '/readyz' && o.status !== 200 && o.status !== 503),
+    [],
+    'a probe running at the signal says ready or draining',
   );
   const count = (pick: (o: Outcome) => boolean) => after.filter(pick).length;
   const errors = after.filter((o) => o.error !== undefined).map((o) => o.error);
