@@ -10,8 +10,9 @@ import { closeOnSignals } from './shutdown.js';
 
 /**
  * Starts the service: stores (private ones when none are configured or running), migrations, then HTTP; on
- * SIGTERM or SIGINT stops it (src/shutdown.ts): no new connections, requests in flight answered, background
- * loops stopped after their pass, Redis and Postgres closed, private stores stopped, then exit 0.
+ * SIGTERM or SIGINT stops it (src/shutdown.ts): a drain (/readyz 503, answers close their connections), then no
+ * new connections, requests in flight answered, background loops stopped after their pass, Redis and Postgres
+ * closed, private stores stopped, exit 0.
  */
 async function main(): Promise<void> {
   const env = withEnvFile(process.env);

@@ -1,7 +1,7 @@
 import pino from 'pino';
 import { migrateToLatest } from '../db/migrate.js';
 import { withEnvFile } from '../env-file.js';
-import { commandConfig, EXIT, openStores, parseCommand, type Command } from './command.js';
+import { EXIT, openStores, parseCommand, type Command } from './command.js';
 import { ensureDatabase, ensureLocalServices } from './local-services.js';
 import { loadConfig } from '../config.js';
 
@@ -21,9 +21,9 @@ const DEMO_PRODUCTS = [
 export const seed: Command = {
   async run(args) {
     if (!parseCommand(args, USAGE, {})) return EXIT.OK;
-    commandConfig(); // a bad variable stops here, before any store is started
-    const log = pino();
     const env = withEnvFile(process.env);
+    loadConfig(env); // a bad variable stops here, before any store is started
+    const log = pino();
     const services = await ensureLocalServices(env, log);
     try {
       const config = loadConfig(env, { REDIS_URL: services.redisUrl, DATABASE_URL: services.databaseUrl });
