@@ -5,6 +5,7 @@ import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
 import domain from './plugins/domain.js';
+import draining from './plugins/draining.js';
 import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
@@ -48,6 +49,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     childLoggerFactory: () => log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // On close: idle keep-alive connections are closed at once, requests arriving meanwhile (on connections
+    // still open) are answered 503 with `Connection: close`, /readyz among them, so a load balancer drains.
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
     ajv: {
       // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },
@@ -58,6 +63,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
   app.removeContentTypeParser('text/plain');
 
+  await app.register(draining);
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(adminAuth);

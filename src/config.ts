@@ -108,6 +108,16 @@ export const ConfigSchema = Type.Object({
   }),
   DATABASE_POOL_SIZE: PositiveInt(20, 'Postgres connections per instance'),
   BODY_LIMIT_BYTES: PositiveInt(16_384, 'largest request body accepted'),
+  SHUTDOWN_DRAIN_MS: Milliseconds(
+    0,
+    1000,
+    'after SIGTERM or SIGINT, requests are still served this long (with Connection: close, /readyz 503) before the server stops accepting',
+  ),
+  SHUTDOWN_GRACE_MS: Milliseconds(
+    1,
+    10_000,
+    'after SIGTERM or SIGINT, the most time to drain, finish requests in flight and close the stores; then exit 1',
+  ),
 });
 
 export type Config = Static<typeof ConfigSchema>;

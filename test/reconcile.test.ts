@@ -204,7 +204,7 @@ function runCli(w: TestApp, args: string[]): Promise<{ code: number; stdout: str
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', 'src/cli/reconcile.ts', ...args],
+      ['--import', 'tsx', 'src/cli/flashsale.ts', 'reconcile', ...args],
       {
         cwd: ROOT,
         env: {

@@ -1,6 +1,6 @@
 // Finds or starts the Redis and PostgreSQL a local run needs, so `npm start` works on a bare machine.
 import { spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, delimiter, dirname, join } from 'node:path';
@@ -34,40 +34,73 @@ const HOW_TO_GET =
   'or install them with `apt-get install -y redis-server postgresql`, ' +
   'or point REDIS_URL / DATABASE_URL at running servers.';
 
-/** Returns URLs to use. Env wins; else the default local ports if something listens; else private instances. */
-export async function ensureLocalServices(env: NodeJS.ProcessEnv, log: Log): Promise<ServiceUrls> {
+/** Where private stores live and which ports they take: the checkout's `.local/` and the standard ports. */
+export interface LocalServiceOptions {
+  root?: string;
+  redisPort?: number;
+  postgresPort?: number;
+}
+
+/**
+ * Returns URLs to use. Env wins; else a private store an earlier start left running (see leftoverRedis); else the
+ * default local ports if something listens; else private instances. Private stores, started or taken over, are
+ * stopped by `stop()`.
+ */
+export async function ensureLocalServices(
+  env: NodeJS.ProcessEnv,
+  log: Log,
+  options: LocalServiceOptions = {},
+): Promise<ServiceUrls> {
+  const { redisPort = 6379, postgresPort = 5432 } = options;
   const started: PrivateService[] = [];
   const stop = async (): Promise<void> => {
     // Reverse order, and each only once, so a double stop() is harmless.
     for (const s of started.splice(0).reverse()) await s.stop();
   };
   // Only looked up when needed: a deployed build with both URLs set has no use for the checkout.
-  const local = (name: string): string => join(findRepoRoot(), '.local', name);
+  const local = (name: string): string => join(options.root ?? findRepoRoot(), '.local', name);
   try {
     let redisUrl = env.REDIS_URL;
     if (!redisUrl) {
-      if (await isListening('127.0.0.1', 6379)) {
-        redisUrl = DEFAULT_REDIS_URL;
+      const dir = local('redis');
+      const leftover = await leftoverRedis(dir, redisPort);
+      if (leftover) {
+        started.push(leftover);
+        redisUrl = leftover.url;
+        log.warn(
+          { redisUrl, dir, pid: leftover.pid },
+          'taking over the private redis-server an earlier start left running; it stops with this one',
+        );
+      } else if (await isListening('127.0.0.1', redisPort)) {
+        redisUrl = `redis://127.0.0.1:${redisPort}`;
       } else {
-        const dir = local('redis');
-        const redis = await startPrivateRedis(dir, 6379);
+        const redis = await startPrivateRedis(dir, redisPort);
         started.push(redis);
         redisUrl = redis.url;
-        log.warn({ redisUrl, dir }, 'nothing on 127.0.0.1:6379: started a private redis-server');
+        log.warn({ redisUrl, dir }, `nothing on 127.0.0.1:${redisPort}: started a private redis-server`);
       }
     }
     let databaseUrl = env.DATABASE_URL;
     if (!databaseUrl) {
-      if (await isListening('127.0.0.1', 5432)) {
-        databaseUrl = DEFAULT_DATABASE_URL;
+      const dir = local('pg');
+      const leftover = await leftoverPostgres(dir, postgresPort);
+      if (leftover) {
+        started.push(leftover);
+        databaseUrl = leftover.url;
+        log.warn(
+          { databaseUrl, dir, pid: leftover.pid },
+          'taking over the private PostgreSQL an earlier start left running; it stops with this one',
+        );
+      } else if (await isListening('127.0.0.1', postgresPort)) {
+        databaseUrl =
+          postgresPort === 5432 ? DEFAULT_DATABASE_URL : `postgres://postgres@127.0.0.1:${postgresPort}/flashsale`;
       } else {
-        const dir = local('pg');
-        const postgres = await startPrivatePostgres(dir, 5432);
+        const postgres = await startPrivatePostgres(dir, postgresPort);
         started.push(postgres);
         databaseUrl = postgres.url;
         // A fresh cluster has no application database yet.
         await ensureDatabase(databaseUrl);
-        log.warn({ databaseUrl, dir }, 'nothing on 127.0.0.1:5432: started a private PostgreSQL');
+        log.warn({ databaseUrl, dir }, `nothing on 127.0.0.1:${postgresPort}: started a private PostgreSQL`);
       }
     }
     log.info({ redisUrl: redactUrl(redisUrl), databaseUrl: redactUrl(databaseUrl) }, 'using services');
@@ -127,12 +160,20 @@ export async function startPrivateRedis(dir: string, port: number): Promise<Priv
     '--logfile',
     join(dir, 'redis.log'),
   ]);
-  // PING, not just connect: while it replays the AOF Redis accepts connections but answers LOADING.
-  await waitFor(
+  await redisAnswering(dir, port);
+  return privateRedis(port);
+}
+
+// PING, not just connect: while it replays the AOF Redis accepts connections but answers LOADING.
+function redisAnswering(dir: string, port: number): Promise<void> {
+  return waitFor(
     () => redisCommand(port, 'PING').then((r) => r.startsWith('+PONG')),
     30_000,
     `redis-server on port ${port} did not answer PING; see ${join(dir, 'redis.log')}`,
   );
+}
+
+function privateRedis(port: number): PrivateService {
   return {
     url: `redis://127.0.0.1:${port}`,
     stop: async () => {
@@ -144,6 +185,61 @@ export async function startPrivateRedis(dir: string, port: number): Promise<Priv
       );
     },
   };
+}
+
+/**
+ * The private redis-server a start that was killed (SIGKILL, a crash) left running: its pid file names a live
+ * redis-server. It is daemonised on purpose, so that unsynced AOF writes outlive the crash; the next start takes
+ * it over (same folder, same data) and stops it when it stops, rather than using it as a foreign server and
+ * leaving it running forever.
+ */
+export async function leftoverRedis(
+  dir: string,
+  port: number,
+): Promise<(PrivateService & { pid: number }) | undefined> {
+  const pid = livePid(join(dir, 'redis.pid'), 'redis-server');
+  if (pid === undefined) return undefined;
+  await redisAnswering(dir, port);
+  return { ...privateRedis(port), pid };
+}
+
+/** The private PostgreSQL a killed start left running (its postmaster.pid names a live postgres), as leftoverRedis. */
+async function leftoverPostgres(dir: string, port: number): Promise<(PrivateService & { pid: number }) | undefined> {
+  const data = join(dir, 'data');
+  const pid = livePid(join(data, 'postmaster.pid'), 'postgres');
+  const binDir = findPostgresBinDir();
+  if (pid === undefined || !binDir) return undefined;
+  const asOwner = await postgresRunner(dir);
+  return {
+    pid,
+    url: `postgres://postgres@127.0.0.1:${port}/flashsale`,
+    stop: async () => {
+      await asOwner(join(binDir, 'pg_ctl'), ['-D', data, '-m', 'fast', '-w', 'stop']);
+    },
+  };
+}
+
+/** The pid a pid file names, if that process is alive and runs `program` (a reused pid runs something else). */
+function livePid(pidFile: string, program: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    const command = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+    return basename(command).startsWith(program) ? pid : undefined;
+  } catch {
+    // No /proc (macOS): whether the process is alive at all.
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
 }
 
 /** initdb (once) and start PostgreSQL on `port` with its cluster in `dir/data`; resolves once it accepts connections. */

@@ -15,6 +15,16 @@ export interface SweepResult {
   staleClaims: number;
   /** The pass stopped at its time budget with products still due. */
   more: boolean;
+  /** The products where the pass had work, with what it did to each. */
+  byProduct: ProductSweep[];
+}
+
+/** What a pass did to one product. */
+export interface ProductSweep {
+  product_id: number;
+  expired: number;
+  purged: number;
+  stale_claims: number;
 }
 
 /**
@@ -31,7 +41,7 @@ export async function releaseExpiredHolds(
   log: Logger,
   onStaleClaim?: StaleClaimHandler,
 ): Promise<SweepResult> {
-  const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false };
+  const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false, byProduct: [] };
   const started = Date.now();
   for (;;) {
     if (Date.now() - started >= settings.sweepPassBudgetMs) {
@@ -56,14 +66,20 @@ export async function releaseExpiredHolds(
             log.error({ hold_id: holdId, err }, 'recovery of a conversion claim failed; retrying after its lease'),
           );
         }
-        return { expired: step.expired, purged: step.purged, staleClaims: step.staleClaims.length };
+        return {
+          product_id: productId,
+          expired: step.expired,
+          purged: step.purged,
+          stale_claims: step.staleClaims.length,
+        };
       }),
     );
     result.products += productIds.length;
     for (const step of steps) {
       result.expired += step.expired;
       result.purged += step.purged;
-      result.staleClaims += step.staleClaims;
+      result.staleClaims += step.stale_claims;
+      if (step.expired + step.purged + step.stale_claims > 0) result.byProduct.push(step);
     }
   }
   return result;

@@ -32,8 +32,10 @@ export default fp<{ config: Config }>(
 
     const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS });
     let redisDown = false;
+    let closing = false;
     redis.on('close', () => {
-      if (!redisDown) app.log.error('redis connection lost; answering 503 until it is back');
+      // The app's own quit() closes it too: that is no outage.
+      if (!redisDown && !closing) app.log.error('redis connection lost; answering 503 until it is back');
       redisDown = true;
     });
     redis.on('ready', () => {
@@ -59,6 +61,7 @@ export default fp<{ config: Config }>(
 
     app.addHook('onClose', async () => {
       clearInterval(clockSync);
+      closing = true;
       await db.destroy();
       // quit() waits for replies still in flight; disconnect() if Redis is already gone.
       if (redis.status === 'ready') await redis.quit().catch(() => redis.disconnect());

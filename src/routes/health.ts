@@ -25,6 +25,8 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         () => 'unavailable',
       ),
     ]);
+    // Stopping: never ready again, also for a probe that was running when the stop began.
+    if (app.draining) return reply.code(503).send({ status: 'draining', redis, postgres });
     const rebuilding = app.rebuilder.rebuilding();
     if (rebuilding.length > 0) {
       // Holds on those products answer 503 until their copy is rebuilt from Postgres.
