@@ -52,7 +52,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // On close: idle keep-alive connections are closed at once, requests arriving meanwhile (on connections
     // still open) are answered 503 with `Connection: close`, /readyz among them, so a load balancer drains.
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // src/plugins/draining.ts answers while closing, with Retry-After.
+    return503OnClosing: false,
     ajv: {
       // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },

@@ -123,6 +123,15 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>;
 type ConfigName = keyof Config;
 
+/** What one setting must respect given another, checked once each is valid on its own. */
+const RULES_BETWEEN_SETTINGS: { name: ConfigName; holds: (config: Config) => boolean; says: string }[] = [
+  {
+    name: 'SHUTDOWN_DRAIN_MS',
+    holds: (c) => c.SHUTDOWN_DRAIN_MS < c.SHUTDOWN_GRACE_MS,
+    says: 'must be shorter than SHUTDOWN_GRACE_MS, or every stop would run out of grace while draining',
+  },
+];
+
 /** The configuration could not be read: `problems` has one line per bad variable, naming it. */
 export class InvalidConfigError extends Error {
   override readonly name = 'InvalidConfigError';
@@ -152,6 +161,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   for (const error of Value.Errors(ConfigSchema, config)) {
     const name = error.path.split('/')[1] as ConfigName;
     if (!problems.has(name)) problems.set(name, problem(name, error.value));
+  }
+  if (problems.size === 0) {
+    for (const rule of RULES_BETWEEN_SETTINGS) {
+      if (!rule.holds(config as Config)) problems.set(rule.name, `${rule.name}: ${rule.says}`);
+    }
   }
   if (problems.size > 0) {
     const order = Object.keys(ConfigSchema.properties);

@@ -5,6 +5,9 @@ import type { Config } from './config.js';
  * short (lua/reserveStock.lua), a stock change before it compares the new stock with what is committed
  * (lua/setStock-5.lua). Bounds the work of one call.
  */
+/** Seconds a client is asked to wait before retrying after any 503: outages here are reconnects and failovers. */
+export const RETRY_AFTER_SECONDS = '1';
+
 export const INLINE_EXPIRY_LIMIT = 100;
 
 /**

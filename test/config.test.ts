@@ -74,6 +74,13 @@ t.test('integer settings outside their range stop the start, naming the range', 
   );
 });
 
+t.test('a drain as long as the grace period stops the start: every stop would run out of grace', async (t) => {
+  const found = problems({ SHUTDOWN_DRAIN_MS: '5000', SHUTDOWN_GRACE_MS: '5000' });
+  t.equal(found.length, 1);
+  t.match(found[0], /^SHUTDOWN_DRAIN_MS: must be shorter than SHUTDOWN_GRACE_MS/);
+  t.equal(loadConfig({ SHUTDOWN_DRAIN_MS: '4999', SHUTDOWN_GRACE_MS: '5000' }).SHUTDOWN_DRAIN_MS, 4999);
+});
+
 t.test('LOG_LEVEL must be a pino level, named with the ones it accepts', async (t) => {
   t.equal(loadConfig({ LOG_LEVEL: 'debug' }).LOG_LEVEL, 'debug');
   t.same(problems({ LOG_LEVEL: 'verbose' }), [

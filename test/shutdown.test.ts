@@ -18,6 +18,7 @@ interface Outcome {
   sentAt: number;
   status?: number;
   connection?: string;
+  retryAfter?: string;
   error?: string;
 }
 
@@ -35,7 +36,12 @@ function send(agent: http.Agent, service: Service, method: string, path: string,
     req.once('response', (res) => {
       res.resume();
       res.once('end', () =>
-        resolve({ ...outcome, status: res.statusCode, connection: String(res.headers.connection) }),
+        resolve({
+          ...outcome,
+          status: res.statusCode,
+          connection: String(res.headers.connection),
+          retryAfter: res.headers['retry-after'],
+        }),
       );
     });
     req.once('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
@@ -127,6 +133,11 @@ t.test('SIGTERM under keep-alive load: requests in flight are answered, exit 0 w
     after.filter((o) => o.status !== undefined && o.connection !== 'close'),
     [],
     'every answer after the signal closes its connection',
+  );
+  t.same(
+    outcomes.filter((o) => o.status === 503 && o.retryAfter === undefined),
+    [],
+    'every 503 while stopping says when to retry',
   );
 });
 

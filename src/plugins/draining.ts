@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin';
+import { errors } from '../errors.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -21,8 +22,15 @@ export default fp(
     app.decorate('startDraining', () => {
       draining = true;
     });
+    // Once the close has begun, a request still arriving is refused by the service's own 503, which carries
+    // Retry-After like every other 503 (Fastify's return503OnClosing answers without it).
+    let closing = false;
     app.addHook('preClose', async () => {
       draining = true;
+      closing = true;
+    });
+    app.addHook('onRequest', async () => {
+      if (closing) throw errors.unavailable('the service is stopping, so it');
     });
     app.addHook('onSend', (_request, reply, payload, done) => {
       if (draining) reply.header('connection', 'close');

@@ -1,6 +1,7 @@
 import type { FastifyError } from 'fastify';
 import fp from 'fastify-plugin';
 import { AppError, errorBody, StoreUnavailableError, type ErrorCode } from '../errors.js';
+import { RETRY_AFTER_SECONDS } from '../settings.js';
 
 // Fastify's own request errors, by code, as this API's codes.
 const FASTIFY_ERRORS: Record<string, ErrorCode> = {
@@ -11,8 +12,6 @@ const FASTIFY_ERRORS: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
 };
 
-// Seconds a client is asked to wait before retrying after a 503: outages here are reconnects and failovers.
-const RETRY_AFTER_SECONDS = '1';
 
 /**
  * The one error handler: every error answers `{code, message, ...details}` (src/errors.ts makes the body).

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
+import { RETRY_AFTER_SECONDS } from '../settings.js';
 
 const HealthSchema = Type.Object({
   status: Type.String(),
@@ -25,15 +26,14 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         () => 'unavailable',
       ),
     ]);
+    const notReady = () => reply.code(503).header('retry-after', RETRY_AFTER_SECONDS);
     // Stopping: never ready again, also for a probe that was running when the stop began.
-    if (app.draining) return reply.code(503).send({ status: 'draining', redis, postgres });
+    if (app.draining) return notReady().send({ status: 'draining', redis, postgres });
     const rebuilding = app.rebuilder.rebuilding();
-    if (rebuilding.length > 0) {
-      // Holds on those products answer 503 until their copy is rebuilt from Postgres.
-      return reply.code(503).header('retry-after', '1').send({ status: 'rebuilding', redis, postgres, rebuilding });
-    }
-    const ready = redis === 'ok' && postgres === 'ok';
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable', redis, postgres });
+    // Holds on those products answer 503 until their copy is rebuilt from Postgres.
+    if (rebuilding.length > 0) return notReady().send({ status: 'rebuilding', redis, postgres, rebuilding });
+    if (redis === 'ok' && postgres === 'ok') return { status: 'ready', redis, postgres };
+    return notReady().send({ status: 'unavailable', redis, postgres });
   });
 };
 
