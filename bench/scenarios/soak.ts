@@ -147,9 +147,16 @@ function signedWebhook(body: string, secret: string): { body: string; headers: R
  * order), then sends every open order its webhook.
  */
 async function settleCutCycles(url: string, secret: string, runTag: string, tally: Tally): Promise<number> {
+  // The requests the load left in flight may still be running in the service (a conversion, a webhook): give
+  // them a moment, and ask again while one is still under way (409).
+  await sleep(500);
   const post = async (path: string, init: { body: string; headers: Record<string, string> }) => {
-    const response = await fetch(`${url}${path}`, { method: 'POST', ...init, signal: AbortSignal.timeout(30_000) });
-    return { status: response.status, body: await response.text() };
+    for (let attempt = 1; ; attempt++) {
+      const response = await fetch(`${url}${path}`, { method: 'POST', ...init, signal: AbortSignal.timeout(30_000) });
+      const answer = { status: response.status, body: await response.text() };
+      if (answer.status !== 409 || attempt === 10) return answer;
+      await sleep(200);
+    }
   };
   const cut = tally.ordering.size + tally.openOrders.size;
   await mapConcurrently([...tally.ordering], 8, async ([holdId, cycle]) => {
