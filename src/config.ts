@@ -83,6 +83,11 @@ export const ConfigSchema = Type.Object({
     1000,
     "pause between checks that every product's copy in Redis is there under Postgres's generation (0 turns it off)",
   ),
+  MEMORY_LOG_INTERVAL_MS: Milliseconds(
+    0,
+    0,
+    'log process.memoryUsage() at info level this often, whatever LOG_LEVEL (0 turns it off)',
+  ),
   ADMIN_TOKEN: Type.String({ default: '', description: 'bearer token for admin routes; empty disables them' }),
   // Spelled out, not mapped from a list: a mapped list would type the level as any string.
   LOG_LEVEL: Type.Union(

@@ -117,6 +117,9 @@ export interface Settings {
 
   /** Payment webhook signing secrets (WEBHOOK_SECRET split at commas); empty: webhooks are accepted unsigned. */
   readonly webhookSecrets: readonly string[];
+
+  /** Pause between memory usage lines in the log; 0: none (MEMORY_LOG_INTERVAL_MS). */
+  readonly memoryLogIntervalMs: number;
 }
 
 /** The settings of a configuration; call once, where the configuration is loaded, and hand the result around. */
@@ -139,6 +142,7 @@ export function settingsFrom(config: Config): Settings {
     settleBatch: SETTLE_BATCH,
     recoveryIntervalMs: config.RECOVERY_INTERVAL_MS,
     redisLossCheckMs: config.REDIS_LOSS_CHECK_MS,
+    memoryLogIntervalMs: config.MEMORY_LOG_INTERVAL_MS,
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
     sweepBatchSize: config.SWEEP_BATCH_SIZE,
     sweepLeaseMs: config.SWEEP_LEASE_MS,

@@ -34,6 +34,7 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     sweepPassBudgetMs: 200,
     productLoadBatch: 500,
     webhookSecrets: [],
+    memoryLogIntervalMs: 0,
   });
 });
 

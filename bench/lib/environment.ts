@@ -3,7 +3,7 @@
  * database and Redis key prefix), the two reference servers, and their databases. `cleanup()` stops them all,
  * drops the databases and deletes the keys (SCAN MATCH prefix* + UNLINK; never FLUSHALL).
  */
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,6 +75,11 @@ export class ManagedDeployment implements Deployment {
     return this.server?.pid;
   }
 
+  /** The log file of its current (or last) run. */
+  get logPath(): string | undefined {
+    return this.server?.logPath;
+  }
+
   /** Starts the service with the defaults plus `overrides` (service environment variables). */
   async start(overrides: Record<string, string> = {}): Promise<void> {
     if (this.server && !this.server.exit) throw new Error(`${this.name} is already running`);
@@ -102,6 +107,30 @@ export class ManagedDeployment implements Deployment {
 
   async stop(): Promise<void> {
     await this.server?.stop();
+  }
+
+  /**
+   * `npm run reconcile -- --check` (the compiled CLI) on every product of this deployment's stores: clean (exit
+   * 0), drift (1) or a failure (2), with what it printed.
+   */
+  reconcileCheck(): Promise<{ exitCode: number; output: string }> {
+    const env = childEnv({
+      REDIS_URL: this.environment.redisUrl,
+      DATABASE_URL: this.databaseUrl,
+      REDIS_KEY_PREFIX: this.stores.prefix,
+      LOG_LEVEL: 'warn',
+    });
+    return new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [this.environment.compiled('cli/reconcile.js'), '--check'],
+        { cwd: REPO_ROOT, env, timeout: 120_000, encoding: 'utf8' },
+        (err, stdout, stderr) => {
+          const code = err ? (typeof err.code === 'number' ? err.code : 2) : 0;
+          resolve({ exitCode: code, output: `${stdout}${stderr}`.trim() });
+        },
+      );
+    });
   }
 
   assertAlive(): void {
@@ -177,8 +206,13 @@ export class BenchEnvironment {
   }
 
   serverScript(): string {
+    return this.compiled('server.js');
+  }
+
+  /** A compiled script of src/ in the private build, e.g. `cli/reconcile.js`. */
+  compiled(script: string): string {
     if (!this.buildDir) throw new Error('build() first');
-    return join(this.buildDir, 'dist', 'src', 'server.js');
+    return join(this.buildDir, 'dist', 'src', script);
   }
 
   /** CREATE DATABASE flashsale_bench_<random>; dropped by cleanup(). Returns its URL. */

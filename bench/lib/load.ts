@@ -11,6 +11,8 @@ export interface LoadSpec {
   duration?: number;
   /** Stop after this many responses instead of after `duration`. */
   amount?: number;
+  /** Requests per second over all connections (autocannon overallRate); unset: as fast as answers come. */
+  overallRate?: number;
   requests: autocannon.Request[];
   /** Status codes this load expects; any other answer is counted as unexpected. */
   expected: readonly number[];
@@ -64,6 +66,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadSummary> {
         connections: spec.connections,
         duration: spec.duration ?? 10,
         amount: spec.amount,
+        overallRate: spec.overallRate,
         requests: spec.requests,
         timeout: 10,
       },

@@ -65,7 +65,8 @@ function readProc(pid: number): Proc | undefined {
   }
 }
 
-function readRssKb(pid: number): number {
+/** A process's resident set size now (VmRSS of /proc/<pid>/status), KiB; 0 when it is gone. */
+export function readRssKb(pid: number): number {
   try {
     const match = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) : 0;

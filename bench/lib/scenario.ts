@@ -38,6 +38,32 @@ export interface Figures {
   /** expiry-storm: hold p99 (ms) of the hot-sku requests answered while the sweep ran, and after it. */
   sweepHoldP99?: number;
   afterSweepHoldP99?: number;
+  /** soak: its rates, memory trends and answers. */
+  soak?: SoakFigures;
+}
+
+/** How a memory figure moved over a soak: medians of its first and last windows after the warm-up. */
+export interface MemoryTrend {
+  firstMedianMb: number;
+  lastMedianMb: number;
+  /** (last − first) ÷ first, in %. */
+  growthPercent: number;
+  firstSamples: number;
+  lastSamples: number;
+}
+
+export interface SoakFigures {
+  /** Requests/s of the mix at full load (the probe), the fixed rate asked for (half of it), the rate achieved. */
+  probeRate: number;
+  targetRate: number;
+  achievedRate: number;
+  /** VmRSS of the service process (/proc) and V8 heap used (its memory log); undefined when not measurable. */
+  rss: MemoryTrend | undefined;
+  heapUsed: MemoryTrend | undefined;
+  /** Every sample: [seconds since the soak began, MiB]. */
+  series: { rss: [number, number][]; heapUsed: [number, number][] };
+  /** Answers per kind of request and status over the warm-up, the probe and the soak. */
+  answers: Record<string, Record<string, number>>;
 }
 
 export interface ScenarioResult {

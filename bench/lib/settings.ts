@@ -1,6 +1,16 @@
 import { parseArgs } from 'node:util';
 
-export const SCENARIO_NAMES = ['hot-sku', 'sold-out', 'sellout', 'catalogue', 'checkout', 'expiry-storm'] as const;
+export const SCENARIO_NAMES = [
+  'hot-sku',
+  'sold-out',
+  'sellout',
+  'catalogue',
+  'checkout',
+  'expiry-storm',
+  'soak',
+] as const;
+/** Scenarios a run without names leaves out unless it is the smoke form: they take minutes. */
+const LONG_SCENARIOS: readonly ScenarioName[] = ['soak'];
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 /** What one run of the suite does: read from the command line. */
@@ -20,14 +30,19 @@ export interface Settings {
   catalogueProducts: number;
   /** Stock of the product sold out in the sellout scenario. */
   selloutStock: number;
+  /** Seconds of the soak at a fixed rate (after its probe). */
+  soakDuration: number;
+  /** Seconds of the soak's probe at full load, which measures the rate the soak then runs at half of. */
+  soakProbe: number;
 }
 
-export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--smoke]
+export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke]
 
-scenarios: ${SCENARIO_NAMES.join(', ')} (default: all of them)
-  --connections N   concurrent connections (default 100; 20 with --smoke)
-  --duration S      seconds of measured load per scenario (default 10; 2 with --smoke)
-  --smoke           the CI form: short runs, small data sets; fails only on broken invariants or crashes
+scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
+  --connections N     concurrent connections (default 100; 20 with --smoke)
+  --duration S        seconds of measured load per scenario (default 10; 2 with --smoke)
+  --soak-duration S   seconds of the soak at half its probed maximum rate (default 600; 30 with --smoke)
+  --smoke             the CI form: short runs, small data sets; fails only on broken invariants or crashes
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -50,6 +65,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     options: {
       connections: { type: 'string' },
       duration: { type: 'string' },
+      'soak-duration': { type: 'string' },
       smoke: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -60,8 +76,9 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${SCENARIO_NAMES.join(', ')}`);
   const chosen = new Set(positionals.filter(isScenarioName));
   const smoke = values.smoke;
+  const byDefault = (name: ScenarioName) => smoke || !LONG_SCENARIOS.includes(name);
   return {
-    scenarios: SCENARIO_NAMES.filter((name) => chosen.size === 0 || chosen.has(name)),
+    scenarios: SCENARIO_NAMES.filter((name) => (chosen.size === 0 ? byDefault(name) : chosen.has(name))),
     connections: positiveInteger('connections', values.connections, smoke ? 20 : 100),
     duration: positiveInteger('duration', values.duration, smoke ? 2 : 10),
     warmup: smoke ? 1 : 3,
@@ -69,5 +86,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     stormHolds: smoke ? 5_000 : 100_000,
     catalogueProducts: smoke ? 500 : 10_000,
     selloutStock: smoke ? 2_000 : 10_000,
+    soakDuration: positiveInteger('soak-duration', values['soak-duration'], smoke ? 30 : 600),
+    soakProbe: smoke ? 3 : 10,
   };
 }

@@ -5,6 +5,7 @@ import { checkout } from './checkout.js';
 import { expiryStorm } from './expiry-storm.js';
 import { hotSku } from './hot-sku.js';
 import { sellout } from './sellout.js';
+import { soak } from './soak.js';
 import { soldOut } from './sold-out.js';
 
 export const SCENARIOS: Record<ScenarioName, Scenario> = {
@@ -14,4 +15,5 @@ export const SCENARIOS: Record<ScenarioName, Scenario> = {
   catalogue,
   checkout,
   'expiry-storm': expiryStorm,
+  soak,
 };

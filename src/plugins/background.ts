@@ -6,7 +6,8 @@ import { startSweeper } from '../domain/sweeper.js';
  * The service's own work besides answering requests, all in one place. At start, every product Redis lacks is
  * loaded from Postgres before the app serves. Then two loops run until the app closes: the sweeper (expired
  * holds, stale conversion claims) and order settlement (overdue payments, units of cancelled orders), so
- * recovery after a crash begins with the process.
+ * recovery after a crash begins with the process. With MEMORY_LOG_INTERVAL_MS set, another logs the process's
+ * memory (bench/scenarios/soak.ts reads it to see whether the heap grows over a long run).
  */
 export default fp(
   async (app) => {
@@ -21,6 +22,15 @@ export default fp(
       }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
+      }
+      if (settings.memoryLogIntervalMs > 0) {
+        // Setting the interval is the request for these lines: they are written at info whatever LOG_LEVEL.
+        const memoryLog = app.log.child({}, { level: 'info' });
+        const report = async () => {
+          memoryLog.info({ memory: process.memoryUsage() }, 'memory usage');
+          return {};
+        };
+        loops.push(runPeriodically('memory report', settings.memoryLogIntervalMs, report, log));
       }
     });
     // Registered after the stores plugin, so it runs before Redis and Postgres are closed.
