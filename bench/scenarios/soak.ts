@@ -372,6 +372,10 @@ export const soak: Scenario = {
       managed = await environment.launchService('service-soak', {
         HOLD_TTL_SECONDS: String(SOAK_HOLD_TTL_SECONDS),
         MEMORY_LOG_INTERVAL_MS: String(sampleMs),
+        // The soak judges memory and answers over time, not outage handling: a shared machine that starves Redis
+        // of CPU for half a second must not turn into 503s that fail it (outages are the fault tests' subject).
+        REDIS_COMMAND_TIMEOUT_MS: '3000',
+        DATABASE_TIMEOUT_MS: '5000',
       });
     }
     const deployment: Deployment = managed ?? shared;
