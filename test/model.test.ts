@@ -394,7 +394,8 @@ class PaymentEvent implements Command {
 
 /** docs/conversion.md's payment table: the order's next status, or 'final' when the event is refused (409). */
 function paymentTransition(status: OrderStatus, event: 'success' | 'failure'): OrderStatus | 'final' {
-  if (event === 'success') return status === 'pending_payment' ? 'paid' : status === 'cancelled' ? 'refund_required' : status;
+  if (event === 'success')
+    return status === 'pending_payment' ? 'paid' : status === 'cancelled' ? 'refund_required' : status;
   if (status === 'pending_payment' || status === 'cancelled') return 'cancelled';
   return 'final';
 }
@@ -407,6 +408,7 @@ class Redeliver implements Command {
     const d = nth(m.deliveries, this.delivery);
     await step(m, w, async () => {
       const response = await webhook(w, d.body);
+      count(answers, `redeliver ${response.statusCode}`);
       return () => {
         assert.deepEqual(
           { statusCode: response.statusCode, body: response.json(), replayed: response.headers['idempotent-replayed'] },
@@ -447,6 +449,7 @@ class ExpireOldest implements Command {
   async run(m: Model, w: World) {
     const oldest = Math.min(...activeHolds(m).map((h) => h.expiresAt));
     await waitPastOnRedisClock(w.direct, new Date(oldest).toISOString());
+    count(answers, 'expire');
     await step(m, w, async () => () => {});
   }
   toString = () => 'expire(oldest)';
@@ -458,6 +461,7 @@ class RedisLoss implements Command {
   async run(m: Model, w: World) {
     await step(m, w, async () => {
       await w.direct.flushall();
+      count(answers, 'redisLoss');
       const ids = m.products.map((p) => p.id);
       const rebuilt = await eventually(async () => {
         if (w.app.rebuilder.rebuilding().length > 0) return false;
