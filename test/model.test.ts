@@ -80,11 +80,26 @@ interface Delivery {
   answer: unknown;
 }
 
+/** What Redis remembers of an Idempotency-Key: the request it was first used with, and the answer it keeps. */
+interface KeyUse {
+  /** The first request sent with it, to send again. */
+  request: PlaceHold;
+  fingerprint: string;
+  /** The Redis losses before it was used: a decision from before the last loss is forgotten. */
+  losses: number;
+  /** Holds and refusals for want of units are replayed; other answers are decided again. */
+  answer?: Answer;
+}
+
 interface Model {
+  /** Names this run's Idempotency-Keys apart from other runs'. */
+  run: number;
   products: ModelProduct[];
   holds: ModelHold[];
   orders: ModelOrder[];
   deliveries: Delivery[];
+  keys: Map<string, KeyUse>;
+  losses: number;
 }
 
 const isLive = (order: ModelOrder) => order.status === 'pending_payment' || order.status === 'paid';
@@ -259,31 +274,37 @@ class PlaceHold implements Command {
     readonly product: number,
     readonly qty: number,
     readonly customer: string | null,
+    /** Which of a few Idempotency-Keys it is sent with, if any. */
+    readonly key: number | null = null,
   ) {}
   check = () => true;
   async run(m: Model, w: World) {
     const p = m.products[this.product]!;
+    const key = this.key === null || this.qty > MAX_QTY ? undefined : `model-${m.run}-cart-${this.key}`;
+    const fingerprint = JSON.stringify([p.id, this.qty, this.customer]);
     await step(m, w, async () => {
-      const available = figures(m, p).available_stock;
-      const units = this.customer === null ? 0 : customerUnits(m, p, this.customer);
-      let expected: Expected;
-      if (this.qty > MAX_QTY) expected = { statusCode: 400, code: 'VALIDATION_ERROR' };
-      else if (p.limit > 0 && this.customer === null) expected = { statusCode: 400, code: 'CUSTOMER_ID_REQUIRED' };
-      else if (available < this.qty)
-        expected = {
-          statusCode: 409,
-          code: 'INSUFFICIENT_STOCK',
-          fields: { available_stock: available, requested: this.qty },
-        };
-      else if (p.limit > 0 && units + this.qty > p.limit)
-        expected = {
-          statusCode: 409,
-          code: 'CUSTOMER_LIMIT_EXCEEDED',
-          fields: { customer_units: units, per_customer_limit: p.limit, requested: this.qty },
-        };
-      else expected = { statusCode: 201, fields: { product_id: p.id, qty: this.qty, status: 'held' } };
+      const use = key === undefined ? undefined : m.keys.get(key);
+      const remembered = use !== undefined && use.losses === m.losses;
+      const expected: Expected =
+        remembered && use.fingerprint !== fingerprint
+          ? { statusCode: 422, code: 'IDEMPOTENCY_KEY_REUSED' }
+          : this.decision(m, p);
+      const replay = remembered && use.fingerprint === fingerprint ? use.answer : undefined;
       const payload = { product_id: p.id, qty: this.qty, ...(this.customer ? { customer_id: this.customer } : {}) };
-      const answer = await call(w, 'POST', '/api/holds', payload);
+      const answer = await call(w, 'POST', '/api/holds', payload, key ? { 'idempotency-key': key } : {});
+      if (replay) {
+        count(answers, `hold replayed ${answer.statusCode}`);
+        return () =>
+          assert.deepEqual(
+            {
+              statusCode: answer.statusCode,
+              body: answer.body,
+              replayed: answer.response.headers['idempotent-replayed'],
+            },
+            { ...replay, replayed: 'true' },
+            `${this}: the key's first answer, replayed`,
+          );
+      }
       if (answer.statusCode === 201 && expected.statusCode === 201) {
         m.holds.push({
           id: answer.body.hold_id as string,
@@ -295,10 +316,52 @@ class PlaceHold implements Command {
           recorded: true,
         });
       }
+      if (key !== undefined && !remembered) {
+        const kept = answer.statusCode === 201 || answer.statusCode === 409;
+        m.keys.set(key, {
+          request: this,
+          fingerprint,
+          losses: m.losses,
+          ...(kept ? { answer: pickAnswer(answer) } : {}),
+        });
+      }
       return () => assertAnswer(answer, expected, this.toString());
     });
   }
-  toString = () => `hold(p${this.product}, ${this.qty}, ${this.customer ?? 'anonymous'})`;
+  /** The hold or refusal the rules give this request now. */
+  private decision(m: Model, p: ModelProduct): Expected {
+    const available = figures(m, p).available_stock;
+    const units = this.customer === null ? 0 : customerUnits(m, p, this.customer);
+    if (this.qty > MAX_QTY) return { statusCode: 400, code: 'VALIDATION_ERROR' };
+    if (p.limit > 0 && this.customer === null) return { statusCode: 400, code: 'CUSTOMER_ID_REQUIRED' };
+    if (available < this.qty)
+      return {
+        statusCode: 409,
+        code: 'INSUFFICIENT_STOCK',
+        fields: { available_stock: available, requested: this.qty },
+      };
+    if (p.limit > 0 && units + this.qty > p.limit)
+      return {
+        statusCode: 409,
+        code: 'CUSTOMER_LIMIT_EXCEEDED',
+        fields: { customer_units: units, per_customer_limit: p.limit, requested: this.qty },
+      };
+    return { statusCode: 201, fields: { product_id: p.id, qty: this.qty, status: 'held' } };
+  }
+  toString = () =>
+    `hold(p${this.product}, ${this.qty}, ${this.customer ?? 'anonymous'}${this.key === null ? '' : `, key ${this.key}`})`;
+}
+
+const pickAnswer = (answer: Answer): Answer => ({ statusCode: answer.statusCode, body: answer.body });
+
+/** A client retries a hold request with its Idempotency-Key, as it was first sent. */
+class RetryHold implements Command {
+  constructor(readonly key: number) {}
+  check = (m: Readonly<Model>) => m.keys.size > 0;
+  async run(m: Model, w: World) {
+    await nth([...m.keys.values()], this.key).request.run(m, w);
+  }
+  toString = () => `retry(key use #${this.key})`;
 }
 
 /** What a hold's id answers to, by the model: a release and a conversion of it (undefined: the usual path). */
@@ -470,6 +533,7 @@ class RedisLoss implements Command {
       }, 30_000);
       // Holds live in Redis only; orders are Postgres's, and the records of live orders' holds are rebuilt.
       for (const h of m.holds) h.recorded = h.status === 'converted' && isLive(h.order!);
+      m.losses++;
       return () => assert.ok(rebuilt, 'the service rebuilt its products after the loss');
     });
   }
@@ -482,6 +546,10 @@ const holdAnyone = fc
 const holdCustomer = fc
   .tuple(fc.nat({ max: 2 }), fc.integer({ min: 1, max: 4 }), fc.constantFrom(...CUSTOMERS))
   .map(([product, qty, customer]) => new PlaceHold(product, qty, customer));
+// A few keys, so that the same one comes back: with the same request (replayed) or another (refused).
+const holdWithKey = fc
+  .tuple(fc.nat({ max: 2 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom(null, ...CUSTOMERS), fc.nat({ max: 2 }))
+  .map(([product, qty, customer, key]) => new PlaceHold(product, qty, customer, key));
 const convert = fc.nat().map((i) => new ConvertHold(i));
 const pay = fc.nat().map((i) => new PaymentEvent(i, 'success'));
 const fail = fc.nat().map((i) => new PaymentEvent(i, 'failure'));
@@ -491,6 +559,8 @@ const commandArbitraries = [
   holdAnyone,
   holdCustomer,
   holdCustomer,
+  holdWithKey,
+  fc.nat().map((i) => new RetryHold(i)),
   fc.nat().map((i) => new ReleaseHold(i)),
   convert,
   convert,
@@ -544,7 +614,15 @@ t.test(
       fc.commands(commandArbitraries, { maxCommands: STEPS, size: 'max', replayPath: process.env.MODEL_REPLAY_PATH }),
       async (specs, commands) => {
         runsStarted++;
-        const model: Model = { products: [], holds: [], orders: [], deliveries: [] };
+        const model: Model = {
+          run: runsStarted,
+          products: [],
+          holds: [],
+          orders: [],
+          deliveries: [],
+          keys: new Map(),
+          losses: 0,
+        };
         for (const spec of specs) {
           const created = await createProduct(service.app, {
             stock: spec.stock,
