@@ -12,6 +12,7 @@
  * prints MODEL_SEED and MODEL_PATH, which replay it (and its shrinking) exactly.
  */
 import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import pg from 'pg';
@@ -100,6 +101,8 @@ interface Model {
   deliveries: Delivery[];
   keys: Map<string, KeyUse>;
   losses: number;
+  /** A loss the run went on from without waiting for the rebuild: until it is done, 503s may answer. */
+  rebuildUnwaited: boolean;
 }
 
 const isLive = (order: ModelOrder) => order.status === 'pending_payment' || order.status === 'paid';
@@ -152,6 +155,20 @@ interface Answer {
 async function call(w: World, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown, headers = {}) {
   const response = await w.app.inject({ method, url, payload: payload as Record<string, unknown>, headers });
   return { statusCode: response.statusCode, body: response.json<Record<string, unknown>>(), response };
+}
+
+/**
+ * `call`, as a client that honours Retry-After does it: a 503 that says the product is being rebuilt is asked
+ * again, but only after a loss the run did not wait out; anywhere else it fails the step.
+ */
+async function callRetrying(m: Model, ...args: Parameters<typeof call>) {
+  for (let attempt = 1; ; attempt++) {
+    const answer = await call(...args);
+    const rebuilding = answer.statusCode === 503 && String(answer.body.message).includes('being rebuilt');
+    if (!rebuilding || !m.rebuildUnwaited || attempt === 200) return answer;
+    count(answers, `503 while rebuilt (asked again)`);
+    await sleep(10);
+  }
 }
 
 function webhook(w: World, body: string) {
@@ -221,7 +238,7 @@ async function step(m: Model, w: World, act: () => Promise<() => void>): Promise
   stepsRun++;
   await expireDueHolds(m, w);
   const compareAnswer = await act();
-  const products = await Promise.all(m.products.map((p) => call(w, 'GET', `/api/products/${p.id}`)));
+  const products = await Promise.all(m.products.map((p) => callRetrying(m, w, 'GET', `/api/products/${p.id}`)));
   const orders = await ordersOfProducts(
     { db: w.pool },
     m.products.map((p) => p.id),
@@ -291,7 +308,7 @@ class PlaceHold implements Command {
           : this.decision(m, p);
       const replay = remembered && use.fingerprint === fingerprint ? use.answer : undefined;
       const payload = { product_id: p.id, qty: this.qty, ...(this.customer ? { customer_id: this.customer } : {}) };
-      const answer = await call(w, 'POST', '/api/holds', payload, key ? { 'idempotency-key': key } : {});
+      const answer = await callRetrying(m, w, 'POST', '/api/holds', payload, key ? { 'idempotency-key': key } : {});
       if (replay) {
         count(answers, `hold replayed ${answer.statusCode}`);
         return () =>
@@ -389,7 +406,7 @@ class ReleaseHold implements Command {
     await step(m, w, async () => {
       const what = `${this} on ${describeHold(h)}`;
       const expected = endedHoldAnswer(h, 'release') ?? { statusCode: 200, fields: { status: 'released' } };
-      const answer = await call(w, 'DELETE', `/api/holds/${h.id}`);
+      const answer = await callRetrying(m, w, 'DELETE', `/api/holds/${h.id}`);
       if (h.recorded && h.status === 'held' && answer.statusCode === 200) h.status = 'released';
       return () => assertAnswer(answer, expected, what);
     });
@@ -408,7 +425,7 @@ class ConvertHold implements Command {
         statusCode: 201,
         fields: { hold_id: h.id, status: 'pending_payment', customer_id: h.customer },
       };
-      const answer = await call(w, 'POST', '/api/orders', { hold_id: h.id });
+      const answer = await callRetrying(m, w, 'POST', '/api/orders', { hold_id: h.id });
       if (expected.statusCode === 201 && answer.statusCode === 201) {
         const id = answer.body.order_id as number;
         assert.ok(!m.orders.some((o) => o.id === id), `order ${id} is new`);
@@ -498,7 +515,7 @@ class SetStock implements Command {
         this.stock < committed
           ? { statusCode: 409, code: 'STOCK_BELOW_COMMITTED' }
           : { statusCode: 200, fields: { stock: this.stock, available_stock: this.stock - committed } };
-      const answer = await call(w, 'PUT', `/api/products/${p.id}/stock`, { stock: this.stock }, admin);
+      const answer = await callRetrying(m, w, 'PUT', `/api/products/${p.id}/stock`, { stock: this.stock }, admin);
       if (expected.statusCode === 200 && answer.statusCode === 200) p.stock = this.stock;
       return () => assertAnswer(answer, expected, this.toString());
     });
@@ -519,25 +536,32 @@ class ExpireOldest implements Command {
 }
 
 /** Redis loses everything; the service notices by itself and rebuilds from Postgres. */
+/**
+ * Redis loses everything; the service notices by itself and rebuilds from Postgres. `waited`: the next step comes
+ * once it has; otherwise at once, meeting products missing or being rebuilt.
+ */
 class RedisLoss implements Command {
+  constructor(readonly waited: boolean) {}
   check = () => true;
   async run(m: Model, w: World) {
     await step(m, w, async () => {
       await w.direct.flushall();
-      count(answers, 'redisLoss');
+      count(answers, this.waited ? 'redisLoss' : 'redisLoss (not waited)');
       const ids = m.products.map((p) => p.id);
-      const rebuilt = await eventually(async () => {
+      const rebuilt = async () => {
         if (w.app.rebuilder.rebuilding().length > 0) return false;
         const present = await Promise.all(ids.map((id) => w.direct.exists(productKeys(w.prefix, id).inventory)));
         return present.every((n) => n === 1);
-      }, 30_000);
+      };
+      const done = this.waited ? await eventually(rebuilt, 30_000) : true;
       // Holds live in Redis only; orders are Postgres's, and the records of live orders' holds are rebuilt.
       for (const h of m.holds) h.recorded = h.status === 'converted' && isLive(h.order!);
       m.losses++;
-      return () => assert.ok(rebuilt, 'the service rebuilt its products after the loss');
+      m.rebuildUnwaited = !this.waited;
+      return () => assert.ok(done, 'the service rebuilt its products after the loss');
     });
   }
-  toString = () => 'redisLoss()';
+  toString = () => `redisLoss(${this.waited ? 'waited' : 'not waited'})`;
 }
 
 const holdAnyone = fc
@@ -572,7 +596,8 @@ const commandArbitraries = [
   fc.nat().map((i) => new Redeliver(i)),
   fc.tuple(fc.nat({ max: 2 }), fc.integer({ min: 0, max: 15 })).map(([p, stock]) => new SetStock(p, stock)),
   fc.constant(new ExpireOldest()),
-  fc.constant(new RedisLoss()),
+  fc.constant(new RedisLoss(true)),
+  fc.constant(new RedisLoss(false)),
 ];
 
 /** Three products: stock 0..12, each with a per-customer limit (1..5) or none. */
@@ -622,6 +647,7 @@ t.test(
           deliveries: [],
           keys: new Map(),
           losses: 0,
+          rebuildUnwaited: false,
         };
         for (const spec of specs) {
           const created = await createProduct(service.app, {
@@ -630,19 +656,22 @@ t.test(
           });
           model.products.push({ id: created.id, stock: spec.stock, limit: spec.limit });
         }
-        await fc.asyncModelRun(() => ({ model, real: world }), commands);
-        const report = await reconcile({
-          db,
-          redis: direct,
-          prefix: service.prefix,
-          productIds: model.products.map((p) => p.id),
-        });
-        assert.deepEqual(report.drifts, [], 'reconcile --check finds no drift');
-        assert.equal(report.clean, true, 'reconcile --check is clean');
-        await retireProducts(
-          pool,
-          model.products.map((p) => p.id),
-        );
+        try {
+          await fc.asyncModelRun(() => ({ model, real: world }), commands);
+          const report = await reconcile({
+            db,
+            redis: direct,
+            prefix: service.prefix,
+            productIds: model.products.map((p) => p.id),
+          });
+          assert.deepEqual(report.drifts, [], 'reconcile --check finds no drift');
+          assert.equal(report.clean, true, 'reconcile --check is clean');
+        } finally {
+          await retireProducts(
+            pool,
+            model.products.map((p) => p.id),
+          );
+        }
       },
     );
 
