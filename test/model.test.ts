@@ -1,15 +1,17 @@
 /**
- * Model-based test: random sequences of what buyers, the payment provider, an admin and Redis do to a few
- * products, run against the whole service (real Redis of its own, real Postgres) and against a small model of
- * the rules, kept in step. After every step both agree on the answer, the products' figures and the orders in
- * Postgres, and available = stock - held - sold >= 0; every run ends with a clean reconciliation.
+ * Model-based test: random sequences of what buyers (holds, with and without a customer or an Idempotency-Key;
+ * releases; conversions), the payment provider (signed webhooks and their copies), an admin (stock changes),
+ * time (hold expiry) and Redis (FLUSHALL) do to three products, run against the whole service (a redis-server of
+ * its own, its own Postgres database) and against a small model of the rules. After every step both agree on
+ * the answer, every product's figures and the orders in Postgres, and available = stock - held - sold >= 0;
+ * every run ends with a clean reconcile --check.
  *
  * Time: holds live HOLD_TTL_SECONDS = 1 s by Redis's clock. Before each step every hold within GUARD_MS of its
- * expiry is waited out and swept, so no hold expires while a step runs; a step that ran longer than that on a
- * busy machine proves nothing and its run is discarded (fc.pre), never judged.
+ * expiry is waited out and swept, so no hold expires while a step runs; a run in which a step took longer than
+ * that on a busy machine proves nothing and is discarded (fc.pre), never judged.
  *
- * MODEL_RUNS (default 20) and MODEL_STEPS (most commands a run, default 30) make a long form by hand; a failure
- * prints MODEL_SEED and MODEL_PATH, which replay it (and its shrinking) exactly.
+ * MODEL_RUNS (default 20) and MODEL_STEPS (most commands a run, default 50) make the long form by hand; a
+ * failure prints MODEL_SEED, MODEL_PATH and MODEL_REPLAY_PATH, which replay its shrunk sequence.
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
