@@ -699,15 +699,15 @@ t.test(
         .join(', ')}`,
     );
     if (details.failed) {
+      // What went wrong in the shrunk sequence (fast-check 4 keeps it out of its report's text).
+      const error = details.errorInstance;
+      t.comment(error instanceof Error ? error.message : String(error));
       // The counterexample's replayPath says which of its commands ran: with it, the replay is the same sequence.
-      const replayPath = /replayPath="([^"]+)"/.exec(String(details.counterexample))?.[1] ?? '';
+      const replayPath = /replayPath="([^"]+)"/.exec(fc.stringify(details.counterexample))?.[1] ?? '';
       t.comment(
         `replay: MODEL_SEED=${seed} MODEL_PATH=${details.counterexamplePath} MODEL_REPLAY_PATH='${replayPath}' ` +
           'npx tap test/model.test.ts',
       );
-      // What went wrong in the shrunk sequence (fast-check 4 keeps it out of its report's text).
-      const error = details.errorInstance;
-      t.comment(error instanceof Error ? error.message : String(error));
     }
     t.notOk(details.failed, (await fc.asyncDefaultReportMessage(details)) ?? 'the model and the service agree');
     t.equal(details.numRuns, RUNS, `all ${RUNS} runs ran`);
