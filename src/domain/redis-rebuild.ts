@@ -22,19 +22,35 @@ const PARALLEL_REBUILDS = 8;
 
 export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: RedisCommands; log: Logger }) {
   const { db, commands, log } = deps;
-  // Rebuilds in progress in this instance, one per product: what /readyz reports, and what callers join.
+  // Rebuilds in progress in this instance, one per product: what /readyz reports.
   const inProgress = new Map<number, Promise<CopyState>>();
+  // The check that follows each one, for the callers that came while it ran.
+  const queued = new Map<number, Promise<CopyState>>();
 
   /**
    * Makes sure Redis has this product's copy under Postgres's generation, rebuilding it when it does not.
-   * `absent`: no such product. Concurrent calls for one product share one rebuild.
+   * `absent`: no such product. Callers that come while a check runs share the one that follows it: the running
+   * check may have found the copy present just before Redis lost it again, which would leave them without one.
    */
   function ensure(productId: number, reason: string): Promise<CopyState> {
-    let running = inProgress.get(productId);
-    if (!running) {
-      running = rebuild(productId, reason).finally(() => inProgress.delete(productId));
-      inProgress.set(productId, running);
+    const running = inProgress.get(productId);
+    if (!running) return start(productId, reason);
+    let next = queued.get(productId);
+    if (!next) {
+      next = running
+        .catch(() => undefined)
+        .then(() => {
+          queued.delete(productId);
+          return ensure(productId, reason);
+        });
+      queued.set(productId, next);
     }
+    return next;
+  }
+
+  function start(productId: number, reason: string): Promise<CopyState> {
+    const running = rebuild(productId, reason).finally(() => inProgress.delete(productId));
+    inProgress.set(productId, running);
     return running;
   }
 
