@@ -22,30 +22,23 @@ const PARALLEL_REBUILDS = 8;
 
 export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: RedisCommands; log: Logger }) {
   const { db, commands, log } = deps;
-  // Rebuilds in progress in this instance, one per product: what /readyz reports.
+  // Rebuilds in progress in this instance, one per product: what /readyz reports, and what callers join.
   const inProgress = new Map<number, Promise<CopyState>>();
-  // The check that follows each one, for the callers that came while it ran.
-  const queued = new Map<number, Promise<CopyState>>();
 
   /**
    * Makes sure Redis has this product's copy under Postgres's generation, rebuilding it when it does not.
-   * `absent`: no such product. Callers that come while a check runs share the one that follows it: the running
-   * check may have found the copy present just before Redis lost it again, which would leave them without one.
+   * `absent`: no such product. Concurrent calls for one product share one rebuild; a caller that joined one
+   * looks again afterwards, since it may have read the copy just before Redis lost it again (two losses in a
+   * row), and checks afresh if the copy is missing.
    */
   function ensure(productId: number, reason: string): Promise<CopyState> {
     const running = inProgress.get(productId);
     if (!running) return start(productId, reason);
-    let next = queued.get(productId);
-    if (!next) {
-      next = running
-        .catch(() => undefined)
-        .then(() => {
-          queued.delete(productId);
-          return ensure(productId, reason);
-        });
-      queued.set(productId, next);
-    }
-    return next;
+    return running.then(async (state) => {
+      if (state === 'absent') return state;
+      const [copy] = await commands.inventories([productId]);
+      return copy ? state : ensure(productId, reason);
+    });
   }
 
   function start(productId: number, reason: string): Promise<CopyState> {
