@@ -5,8 +5,10 @@
  */
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import pino from 'pino';
 import t, { type Test } from 'tap';
 import { SOLD_ORDER_STATUSES } from '../src/db/schema.js';
+import { createRedisRebuilder } from '../src/domain/redis-rebuild.js';
 import { signPayload } from '../src/domain/signatures.js';
 import { productKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct } from './support/app.js';
@@ -258,4 +260,34 @@ t.test('/readyz says which products are being rebuilt, and holds on them answer 
   );
   t.equal((await w.hold({ product_id: product.id, qty: 1 })).statusCode, 201, 'served again once rebuilt');
   t.equal((await w.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+});
+
+// Found by test/model.test.ts (two Redis losses in a row, then a read answered 503 "Redis lost it again"): a
+// caller that found the copy missing joined a check that had read the copy just before the loss.
+t.test('a caller that finds the copy lost during a check that read it before the loss gets it rebuilt', async (t) => {
+  const w = await lossWorld(t);
+  const product = await createProduct(w.app, { stock: 5 });
+  let joiner: Promise<unknown> | undefined;
+  // The service's own commands, with one seam: right after the first check reads the copy, Redis loses
+  // everything and a caller that sees that asks for the copy while the check is still running.
+  const commands = {
+    ...w.app.redisCommands,
+    inventories: async (ids: number[]) => {
+      const copies = await w.app.redisCommands.inventories(ids);
+      if (!joiner) {
+        await w.direct.flushall();
+        joiner = rebuilder.ensure(product.id, 'missing in redis');
+      }
+      return copies;
+    },
+  };
+  const rebuilder = createRedisRebuilder({ db: w.app.db, commands, log: pino({ level: 'silent' }) });
+  t.equal(await rebuilder.ensure(product.id, 'test'), 'present', 'the first check read the copy before the loss');
+  // Its own check rebuilt the copy (or found it rebuilt by the service's loss watcher, which also runs).
+  t.not(await joiner, 'absent');
+  t.equal(
+    await w.direct.exists(productKeys(w.config.REDIS_KEY_PREFIX, product.id).inventory),
+    1,
+    'the caller that came after the loss is answered once the copy is back',
+  );
 });

@@ -27,14 +27,23 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
 
   /**
    * Makes sure Redis has this product's copy under Postgres's generation, rebuilding it when it does not.
-   * `absent`: no such product. Concurrent calls for one product share one rebuild.
+   * `absent`: no such product. Concurrent calls for one product share one rebuild; a caller that joined one
+   * looks again afterwards, since it may have read the copy just before Redis lost it again (two losses in a
+   * row), and checks afresh if the copy is missing.
    */
   function ensure(productId: number, reason: string): Promise<CopyState> {
-    let running = inProgress.get(productId);
-    if (!running) {
-      running = rebuild(productId, reason).finally(() => inProgress.delete(productId));
-      inProgress.set(productId, running);
-    }
+    const running = inProgress.get(productId);
+    if (!running) return start(productId, reason);
+    return running.then(async (state) => {
+      if (state === 'absent') return state;
+      const [copy] = await commands.inventories([productId]);
+      return copy ? state : ensure(productId, reason);
+    });
+  }
+
+  function start(productId: number, reason: string): Promise<CopyState> {
+    const running = rebuild(productId, reason).finally(() => inProgress.delete(productId));
+    inProgress.set(productId, running);
     return running;
   }
 

@@ -18,13 +18,20 @@ export interface OrderOfHold {
   product_id: number;
 }
 
+const ORDERS_WITH_ITEM = `SELECT o.id::int AS id, o.hold_id, o.status, o.payment_status, o.units_released_at, i.qty,
+    i.product_id FROM orders o JOIN order_items i ON i.order_id = o.id`;
+
 /** The orders of a hold, oldest first: exactly-once conversion means at most one. */
 export async function ordersOfHold({ db }: PostgresScope, holdId: string): Promise<OrderOfHold[]> {
-  const { rows } = await db.query<OrderOfHold>(
-    `SELECT o.id::int AS id, o.hold_id, o.status, o.payment_status, o.units_released_at, i.qty, i.product_id
-       FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.hold_id = $1 ORDER BY o.id`,
-    [holdId],
-  );
+  const { rows } = await db.query<OrderOfHold>(`${ORDERS_WITH_ITEM} WHERE o.hold_id = $1 ORDER BY o.id`, [holdId]);
+  return rows;
+}
+
+/** Every order of these products, oldest first. */
+export async function ordersOfProducts({ db }: PostgresScope, productIds: readonly number[]): Promise<OrderOfHold[]> {
+  const { rows } = await db.query<OrderOfHold>(`${ORDERS_WITH_ITEM} WHERE i.product_id = ANY($1) ORDER BY o.id`, [
+    productIds,
+  ]);
   return rows;
 }
 
