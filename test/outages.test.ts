@@ -52,7 +52,7 @@ const unavailable = { code: 'SERVICE_UNAVAILABLE' };
 
 t.test('when Redis dies, requests that need it get a fast 503, and the service recovers by itself', async (t) => {
   const redisServer = await privateRedis(t);
-  const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url });
+  const { app } = await buildTestApp(t, { REDIS_URL: redisServer.url, REDIS_COMMAND_TIMEOUT_MS: 500 });
   const call = await serve(app);
 
   const product = await createProduct(app, { stock: 5 });

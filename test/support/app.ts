@@ -91,7 +91,7 @@ export interface TestAppOptions {
 
 /**
  * The whole service on its own database and key prefix, closed when the test ends. The sweeper is off unless
- * the test turns it on, so tests decide when expired holds are released.
+ * the test turns it on, so tests decide when expired holds are released; Redis commands time out after 2 s.
  */
 export async function buildTestApp(
   t: Test,
@@ -107,6 +107,9 @@ export async function buildTestApp(
       ADMIN_TOKEN,
       LOG_LEVEL: 'silent',
       SWEEP_INTERVAL_MS: 0,
+      // Longer than the service's 500 ms: a test run beside others on a loaded machine must not see 503s it is
+      // not about; the tests of timeouts and outages set their own.
+      REDIS_COMMAND_TIMEOUT_MS: 2000,
       ...overrides,
     },
   );
