@@ -4,13 +4,14 @@ import { startSweeper } from '../domain/sweeper.js';
 
 /**
  * The service's own work besides answering requests, all in one place. At start, every product Redis lacks is
- * loaded from Postgres before the app serves. Then two loops run until the app closes: the sweeper (expired
+ * loaded from Postgres before the app serves. Then loops run until the app closes: the sweeper (expired
  * holds, stale conversion claims) and order settlement (overdue payments, units of cancelled orders), so
- * recovery after a crash begins with the process.
+ * recovery after a crash begins with the process. With order settlement runs the retention of webhook deliveries
+ * for orders that do not exist.
  */
 export default fp(
   async (app) => {
-    const { redisCommands, settings, log, catalogue, orders, rebuilder } = app;
+    const { redisCommands, settings, log, catalogue, orders, payments, rebuilder } = app;
     await catalogue.loadAll();
 
     const loops: Loop[] = [];
@@ -21,6 +22,10 @@ export default fp(
       }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
+        // At the same pace: a pass that finds nothing to delete is one indexed query.
+        loops.push(
+          runPeriodically('webhook retention', settings.recoveryIntervalMs, payments.purgeOrphanDeliveries, log),
+        );
       }
     });
     // Registered after the stores plugin, so it runs before Redis and Postgres are closed.

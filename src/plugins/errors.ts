@@ -27,7 +27,7 @@ export default fp(
         return reply.code(err.statusCode).send(err.body());
       }
       if (err instanceof StoreUnavailableError) {
-        request.log.warn({ req_id: request.id, store: err.store, err: err.message }, 'store unavailable');
+        request.log.warn({ store: err.store, err: err.message }, 'store unavailable');
         return reply
           .code(503)
           .header('retry-after', RETRY_AFTER_SECONDS)
@@ -51,7 +51,7 @@ export default fp(
       if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
         return reply.code(fastifyError.statusCode).send(errorBody('BAD_REQUEST', fastifyError.message));
       }
-      request.log.error({ req_id: request.id, err }, 'unexpected error');
+      request.log.error({ err }, 'unexpected error');
       return reply.code(500).send(errorBody('INTERNAL_ERROR', 'internal error'));
     });
 
