@@ -316,7 +316,11 @@ t.test('the same idempotency key with another body is refused with 422 and chang
 t.test(
   'a payment that arrives after the deadline cancelled the order needs a refund and sells nothing twice',
   async (t) => {
-    const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true, ORDER_PAYMENT_TTL_SECONDS: 1, RECOVERY_INTERVAL_MS: 100 });
+    const service = await buildTestApp(t, {
+      WEBHOOK_ALLOW_UNSIGNED: true,
+      ORDER_PAYMENT_TTL_SECONDS: 1,
+      RECOVERY_INTERVAL_MS: 100,
+    });
     const base = await listen(service.app);
     const { productId, orderId } = await pendingOrder(base, service.app, { stock: 3, qty: 3 });
 
@@ -526,7 +530,10 @@ t.test('with no secret set, a forged unsigned delivery is refused with 401 and c
   const service = await buildTestApp(t, { WEBHOOK_SECRET: '' });
   const base = await listen(service.app);
   const { orderId } = await pendingOrder(base, service.app);
-  const forged = await deliver(base, webhook({ idempotency_key: 'evt_forged', order_id: orderId, event_type: 'success' }));
+  const forged = await deliver(
+    base,
+    webhook({ idempotency_key: 'evt_forged', order_id: orderId, event_type: 'success' }),
+  );
   t.equal(forged.status, 401);
   t.equal(forged.body.code, 'INVALID_SIGNATURE');
   t.match(forged.body.message, /no WEBHOOK_SECRET/);
@@ -537,21 +544,24 @@ t.test('with no secret set, a forged unsigned delivery is refused with 401 and c
   t.same(await deliveries(service), [], 'nothing recorded');
 });
 
-t.test('with WEBHOOK_ALLOW_UNSIGNED=true and no secret, unsigned deliveries are accepted and kept as unsigned', async (t) => {
-  const service = await buildTestApp(t, { WEBHOOK_SECRET: '', WEBHOOK_ALLOW_UNSIGNED: true });
-  const base = await listen(service.app);
-  const { orderId } = await pendingOrder(base, service.app);
-  const answer = await deliver(
-    base,
-    webhook({ idempotency_key: 'evt_unsigned', order_id: orderId, event_type: 'success' }),
-  );
-  t.equal(answer.status, 200);
-  t.same(answer.body, { order_id: orderId, status: 'paid', payment_status: 'completed' });
-  t.same(
-    (await deliveries(service, 'evt_unsigned')).map((d) => d.signature),
-    ['unsigned'],
-  );
-});
+t.test(
+  'with WEBHOOK_ALLOW_UNSIGNED=true and no secret, unsigned deliveries are accepted and kept as unsigned',
+  async (t) => {
+    const service = await buildTestApp(t, { WEBHOOK_SECRET: '', WEBHOOK_ALLOW_UNSIGNED: true });
+    const base = await listen(service.app);
+    const { orderId } = await pendingOrder(base, service.app);
+    const answer = await deliver(
+      base,
+      webhook({ idempotency_key: 'evt_unsigned', order_id: orderId, event_type: 'success' }),
+    );
+    t.equal(answer.status, 200);
+    t.same(answer.body, { order_id: orderId, status: 'paid', payment_status: 'completed' });
+    t.same(
+      (await deliveries(service, 'evt_unsigned')).map((d) => d.signature),
+      ['unsigned'],
+    );
+  },
+);
 
 t.test('a success whose amount or currency differ from the order does not pay it, and says so', async (t) => {
   const service = await buildTestApp(t, { WEBHOOK_SECRET: SECRET });
@@ -559,13 +569,11 @@ t.test('a success whose amount or currency differ from the order does not pay it
   // 2 units at 1999: the order's total is 3998 (USD, the default CURRENCY).
   const { orderId } = await pendingOrder(base, service.app);
   const mismatchOf = async () =>
-    (
-      await service.app.db
-        .selectFrom('payments')
-        .select(['status', 'mismatch'])
-        .where('order_id', '=', orderId)
-        .executeTakeFirstOrThrow()
-    );
+    await service.app.db
+      .selectFrom('payments')
+      .select(['status', 'mismatch'])
+      .where('order_id', '=', orderId)
+      .executeTakeFirstOrThrow();
 
   const tampered = webhook({
     idempotency_key: 'evt_cheap',
@@ -632,7 +640,11 @@ t.test('a success whose amount or currency differ from the order does not pay it
 });
 
 t.test('deliveries for orders that do not exist are purged after WEBHOOK_RETAIN_SECONDS, others kept', async (t) => {
-  const service = await buildTestApp(t, { WEBHOOK_SECRET: SECRET, WEBHOOK_RETAIN_SECONDS: 60, RECOVERY_INTERVAL_MS: 0 });
+  const service = await buildTestApp(t, {
+    WEBHOOK_SECRET: SECRET,
+    WEBHOOK_RETAIN_SECONDS: 60,
+    RECOVERY_INTERVAL_MS: 0,
+  });
   const base = await listen(service.app);
   const { orderId } = await pendingOrder(base, service.app);
   for (const [key, id] of [

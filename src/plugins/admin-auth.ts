@@ -6,7 +6,7 @@ import { errors } from '../errors.js';
 declare module 'fastify' {
   interface FastifyInstance {
     /**
-     * preHandler of admin routes: requires `Authorization: Bearer <ADMIN_TOKEN>`. An address that presented
+     * onRequest hook of admin routes (before the body is read or checked): requires `Authorization: Bearer <ADMIN_TOKEN>`. An address that presented
      * ADMIN_AUTH_MAX_FAILURES wrong tokens in a window is answered 429 until the window ends, whatever it sends.
      */
     verifyAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
@@ -37,7 +37,6 @@ export default fp(
       if (presented && timingSafeEqual(digest(presented), expected)) return;
       const counted = await commands.adminFailures(request.ip, windowMs, true);
       request.log.warn({ client: request.ip, failures: counted.failures }, 'wrong admin token');
-      if (counted.failures >= maxFailures) throw throttled(reply, counted.msLeft);
       throw errors.unauthorized();
     });
   },

@@ -90,11 +90,18 @@ export default fp(
     // Added to the routes it concerns when they are declared, so other routes pay nothing for it.
     app.addHook('onRoute', (route) => {
       if (!UNCACHEABLE_PREFIXES.some((prefix) => route.url.startsWith(prefix))) return;
-      const noStore = (_request: unknown, reply: { header: (name: string, value: string) => unknown }, done: () => void) => {
+      const noStore = (
+        _request: unknown,
+        reply: { header: (name: string, value: string) => unknown },
+        done: () => void,
+      ) => {
         reply.header('cache-control', 'no-store');
         done();
       };
-      route.onRequest = [...(Array.isArray(route.onRequest) ? route.onRequest : route.onRequest ? [route.onRequest] : []), noStore];
+      route.onRequest = [
+        ...(Array.isArray(route.onRequest) ? route.onRequest : route.onRequest ? [route.onRequest] : []),
+        noStore,
+      ];
     });
 
     const origins = new Set(
