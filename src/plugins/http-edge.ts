@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import cors from '@fastify/cors';
-import type { FastifyHttpOptions } from 'fastify';
+import type { FastifyHttpOptions, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { BaseLogger, Logger as PinoLogger } from 'pino';
 import type { Config } from '../config.js';
@@ -12,6 +12,11 @@ export const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 // Answers whose content is one buyer's and changes by the second: no cache, shared or private, may keep them.
 const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders'];
+
+const noStore: onRequestHookHandler = (_request, reply, done) => {
+  reply.header('cache-control', 'no-store');
+  done();
+};
 
 /** The request id of a request: the client's, when well-formed (CLIENT_REQUEST_ID), else a new UUID. */
 export function requestIdOf(request: IncomingMessage): string {
@@ -89,19 +94,9 @@ export default fp(
     });
     // Added to the routes it concerns when they are declared, so other routes pay nothing for it.
     app.addHook('onRoute', (route) => {
-      if (!UNCACHEABLE_PREFIXES.some((prefix) => route.url.startsWith(prefix))) return;
-      const noStore = (
-        _request: unknown,
-        reply: { header: (name: string, value: string) => unknown },
-        done: () => void,
-      ) => {
-        reply.header('cache-control', 'no-store');
-        done();
-      };
-      route.onRequest = [
-        ...(Array.isArray(route.onRequest) ? route.onRequest : route.onRequest ? [route.onRequest] : []),
-        noStore,
-      ];
+      if (UNCACHEABLE_PREFIXES.some((prefix) => route.url.startsWith(prefix))) {
+        route.onRequest = [noStore, ...[route.onRequest ?? []].flat()];
+      }
     });
 
     const origins = new Set(
