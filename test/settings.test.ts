@@ -34,6 +34,9 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     sweepPassBudgetMs: 200,
     productLoadBatch: 500,
     webhookSecrets: [],
+    webhookAllowUnsigned: false,
+    webhookRetainMs: 259_200_000,
+    currency: 'USD',
   });
 });
 
