@@ -12,11 +12,14 @@ import { privateRedis } from './support/private-redis.js';
  * Property-based fuzzing of every route with fast-check: random bodies, paths, query strings and headers. The
  * properties: no answer is a 5xx, and a 4xx writes nothing (Postgres row counts and last updates, and Redis's own
  * count of changes, are the same after it). The service runs on a Redis of the test's own, so that count is this
- * test's alone. A failure prints fast-check's seed and the shrunk request; FUZZ_RUNS raises the number of cases.
+ * test's alone. A failure prints fast-check's seed and the shrunk request (FUZZ_SEED replays it); FUZZ_RUNS raises
+ * the number of cases.
  */
 const RUNS = Number(process.env.FUZZ_RUNS ?? 2000);
+/** FUZZ_SEED replays a failed run with the seed fast-check printed. */
+const SEED = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
 const SECRET = 'whsec_fuzz_0123456789';
-const TABLES = ['products', 'orders', 'order_items', 'payments', 'processed_webhooks', 'hold_claims'] as const;
+const TABLES = ['products', 'orders', 'order_items', 'payments', 'hold_claims'] as const;
 
 // --- Values --------------------------------------------------------------------------------------------------
 
@@ -227,9 +230,10 @@ const health: Route = () =>
 // --- What a refusal may not change ---------------------------------------------------------------------------
 
 interface Footprint {
-  /** Rows and last change of every table but webhook_deliveries. */
+  /** Rows and last change of every table but the two a judged webhook writes to. */
   postgres: string;
   deliveries: number;
+  processedWebhooks: number;
   /** Redis's count of changes since it started (INFO persistence), this test's Redis alone. */
   redisChanges: string;
 }
@@ -246,22 +250,35 @@ async function footprint(app: FastifyInstance, redis: Redis, postgres = true): P
   const [{ rows }, info] = await Promise.all([
     postgres
       ? sql<Record<string, unknown>>`SELECT ${sql.raw(counts)}, ${sql.raw(latest)},
-      (SELECT count(*)::int FROM webhook_deliveries) AS deliveries`.execute(app.db)
-      : { rows: [{ deliveries: 0 }] },
+      (SELECT count(*)::int FROM webhook_deliveries) AS deliveries,
+      (SELECT count(*)::int FROM processed_webhooks) AS processed`.execute(app.db)
+      : { rows: [{ deliveries: 0, processed: 0 }] },
     redis.info('persistence'),
   ]);
-  const { deliveries, ...tables } = rows[0]!;
+  const { deliveries, processed, ...tables } = rows[0]!;
   return {
     postgres: JSON.stringify(tables),
     deliveries: Number(deliveries),
+    processedWebhooks: Number(processed),
     redisChanges: /rdb_changes_since_last_save:(\d+)/.exec(info)?.[1] ?? '',
   };
 }
 
-/** A 4xx the service records on purpose: a webhook judged against its order (for ops), a wrong admin token. */
-function recordsRefusal(request: Fuzzed, status: number): { delivery: boolean; redis: boolean } {
+/**
+ * A 4xx the service records on purpose: a webhook judged against its order (kept for ops; a 409 for an order
+ * already final also uses its idempotency key up, so its copies are answered the same), a wrong admin token
+ * (its counter), and a hold request's Idempotency-Key, claimed before the product is looked up and remembered with
+ * a 409's answer (README, Idempotency-Key: a 404 leaves the claim until IDEMPOTENCY_TTL_SECONDS).
+ */
+function recordsRefusal(request: Fuzzed, status: number): { delivery: boolean; key: boolean; redis: boolean } {
   const webhook = request.url === '/api/webhooks/payment';
-  return { delivery: webhook && [404, 409, 422].includes(status), redis: status === 401 && !webhook };
+  const keyedHold =
+    request.method === 'POST' && request.url === '/api/holds' && request.headers?.['idempotency-key'] !== undefined;
+  return {
+    delivery: webhook && [404, 409, 422].includes(status),
+    key: webhook && status === 409,
+    redis: (status === 401 && !webhook) || (keyedHold && [404, 409].includes(status)),
+  };
 }
 
 async function fuzzRoute(
@@ -292,11 +309,14 @@ async function fuzzRoute(
       if (!allowed.redis && after.redisChanges !== was.redisChanges) {
         throw new Error(`a ${answer.statusCode} wrote to Redis`);
       }
+      if (!allowed.key && after.processedWebhooks !== was.processedWebhooks) {
+        throw new Error(`a ${answer.statusCode} used a webhook idempotency key up`);
+      }
       if (!allowed.delivery && after.deliveries !== was.deliveries) {
         throw new Error(`a ${answer.statusCode} recorded a webhook delivery`);
       }
     }),
-    { numRuns: RUNS },
+    { numRuns: RUNS, ...(SEED === undefined ? {} : { seed: SEED }) },
   );
   if (!writesPostgres) t.equal((await footprint(app, redis)).postgres, postgresAtStart, `${name}: Postgres unchanged`);
   const seen = [...statuses].sort(([a], [b]) => a - b);
