@@ -7,6 +7,7 @@ import background from './plugins/background.js';
 import domain from './plugins/domain.js';
 import draining from './plugins/draining.js';
 import errorHandling from './plugins/errors.js';
+import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
@@ -44,9 +45,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // The service logs one line per domain event, none per request. Fastify given a logger of its own would
     // still add two listeners to every response just to time it for a completion line (~0.7 us a request,
     // measured on the sold-out path), so it gets none: the service's pino logger stands in as app.log, and
-    // as request.log (unbound: the error handler names the request id itself).
+    // as request.log (with the request's id: src/plugins/http-edge.ts, like the timeouts that cut slow clients).
     logger: false,
-    childLoggerFactory: () => log,
+    ...httpEdgeOptions(config, log),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // On close: idle keep-alive connections are closed at once, requests arriving meanwhile (on connections
@@ -67,6 +68,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(draining);
   await app.register(stores, { config });
   await app.register(errorHandling);
+  await app.register(httpEdge);
   await app.register(adminAuth);
   await app.register(domain, { now: options.now });
   await app.register(background);

@@ -12,6 +12,8 @@ const Seconds = (defaultValue: number, description: string) =>
 /** A duration in milliseconds; with `minimum: 0`, 0 turns the feature off. */
 const Milliseconds = (minimum: 0 | 1, defaultValue: number, description: string) =>
   Type.Integer({ minimum, maximum: TIMER_MAX_MS, default: defaultValue, description });
+// A browser origin: scheme, host and optional port, no path (what an Origin header carries).
+const ORIGIN = 'https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?';
 const PositiveInt = (defaultValue: number, description: string) =>
   Type.Integer({ minimum: 1, default: defaultValue, description });
 
@@ -66,7 +68,19 @@ export const ConfigSchema = Type.Object({
   ORDER_PAYMENT_TTL_SECONDS: Seconds(900, 'an order unpaid this long after its creation is cancelled'),
   WEBHOOK_SECRET: Type.String({
     default: '',
-    description: 'payment webhook signing secrets, comma-separated (several during rotation); empty accepts unsigned',
+    description:
+      'payment webhook signing secrets, comma-separated (several during rotation); empty refuses every webhook (401) unless WEBHOOK_ALLOW_UNSIGNED=true',
+  }),
+  WEBHOOK_ALLOW_UNSIGNED: Type.Boolean({
+    default: false,
+    description: 'accept unsigned payment webhooks while WEBHOOK_SECRET is empty (local use only)',
+  }),
+  // 3 days by default: Stripe retries a delivery that long, so every retry of a webhook that came too early is kept.
+  WEBHOOK_RETAIN_SECONDS: Seconds(259_200, 'how long a webhook delivery for an order that does not exist is kept'),
+  CURRENCY: Type.String({
+    default: 'USD',
+    pattern: '^[A-Z]{3}$',
+    description: 'ISO 4217 code of the prices; a payment in another currency does not pay an order',
   }),
   CONVERSION_LEASE_MS: Milliseconds(
     1,
@@ -88,7 +102,14 @@ export const ConfigSchema = Type.Object({
     0,
     'log process.memoryUsage() at info level this often, whatever LOG_LEVEL (0 turns it off)',
   ),
-  ADMIN_TOKEN: Type.String({ default: '', description: 'bearer token for admin routes; empty disables them' }),
+  // Either empty or at least 16 characters: a short token is guessed; the throttle below only slows guessing.
+  ADMIN_TOKEN: Type.String({
+    default: '',
+    pattern: '^(|.{16,})$',
+    description: 'bearer token for admin routes, at least 16 characters; empty disables them',
+  }),
+  ADMIN_AUTH_MAX_FAILURES: PositiveInt(10, 'wrong admin tokens one client address may present per window'),
+  ADMIN_AUTH_WINDOW_SECONDS: Seconds(60, 'after this many failures an address is answered 429 until the window ends'),
   // Spelled out, not mapped from a list: a mapped list would type the level as any string.
   LOG_LEVEL: Type.Union(
     [
@@ -123,6 +144,22 @@ export const ConfigSchema = Type.Object({
     10_000,
     'after SIGTERM or SIGINT, the most time to drain, finish requests in flight and close the stores; then exit 1',
   ),
+  // Node's own defaults cut a client trickling headers after ~90 s and one trickling a body never.
+  REQUEST_TIMEOUT_MS: Milliseconds(
+    1,
+    30_000,
+    'a request (headers and body) not received in full after this is cut with 408',
+  ),
+  KEEP_ALIVE_TIMEOUT_MS: Milliseconds(
+    1,
+    72_000,
+    'an idle keep-alive connection is closed after this (above the 60 s idle of common load balancers)',
+  ),
+  CORS_ORIGINS: Type.String({
+    default: '',
+    pattern: `^(${ORIGIN}(, *${ORIGIN})*)?$`,
+    description: 'browser origins allowed to call the API, comma-separated (https://shop.example); empty: none',
+  }),
 });
 
 export type Config = Static<typeof ConfigSchema>;

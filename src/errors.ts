@@ -22,6 +22,7 @@ export const ErrorCodes = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   IDEMPOTENCY_KEY_REUSED: 422,
+  RATE_LIMITED: 429,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
 } as const;
@@ -109,6 +110,10 @@ export const errors = {
     new AppError('ORDER_ALREADY_FINAL', `order ${orderId} is already ${status}`, { order_id: orderId, status }),
   idempotencyKeyReused: () =>
     new AppError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'),
+  adminThrottled: (retryAfterSeconds: number) =>
+    new AppError('RATE_LIMITED', 'too many wrong admin tokens from this address; try again later', {
+      retry_after_seconds: retryAfterSeconds,
+    }),
   unavailable: (what: string) => new AppError('SERVICE_UNAVAILABLE', `${what} is unavailable; try again shortly`),
 };
 

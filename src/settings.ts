@@ -115,11 +115,17 @@ export interface Settings {
   /** See PRODUCT_LOAD_BATCH. */
   readonly productLoadBatch: number;
 
-  /** Payment webhook signing secrets (WEBHOOK_SECRET split at commas); empty: webhooks are accepted unsigned. */
+  /** Payment webhook signing secrets (WEBHOOK_SECRET split at commas); empty: see webhookAllowUnsigned. */
   readonly webhookSecrets: readonly string[];
 
   /** Pause between memory usage lines in the log; 0: none (MEMORY_LOG_INTERVAL_MS). */
   readonly memoryLogIntervalMs: number;
+  /** With no secret, unsigned webhooks are accepted (WEBHOOK_ALLOW_UNSIGNED); otherwise they are refused. */
+  readonly webhookAllowUnsigned: boolean;
+  /** How long a delivery for an order that does not exist is kept (WEBHOOK_RETAIN_SECONDS). */
+  readonly webhookRetainMs: number;
+  /** The currency of every price and order total (CURRENCY). */
+  readonly currency: string;
 }
 
 /** The settings of a configuration; call once, where the configuration is loaded, and hand the result around. */
@@ -154,5 +160,8 @@ export function settingsFrom(config: Config): Settings {
         .map((secret) => secret.trim())
         .filter(Boolean),
     ),
+    webhookAllowUnsigned: config.WEBHOOK_ALLOW_UNSIGNED,
+    webhookRetainMs: config.WEBHOOK_RETAIN_SECONDS * 1000,
+    currency: config.CURRENCY,
   });
 }

@@ -150,4 +150,28 @@ t.test('the service refuses to start on a bad variable, and says which', async (
     t.match(output, `${name}=\\"${value}\\": expected`, `${name}=${value}: the message names the variable`);
     t.notMatch(output, /listening|migration applied|started a private/, `${name}=${value}: nothing was started`);
   }
+  const short = await start({ ADMIN_TOKEN: 'hunter2-short', PORT: '0' });
+  t.equal(short.code, 1, 'an ADMIN_TOKEN shorter than 16 characters stops the start');
+  t.match(short.output, /ADMIN_TOKEN: expected .*at least 16 characters/, 'and says why');
+  t.notMatch(short.output, /hunter2/, 'without echoing the token');
+  t.notMatch(short.output, /listening|migration applied|started a private/, 'nothing was started');
+});
+
+t.test('the edge settings are checked: token length, origins, currency, timeouts', async (t) => {
+  t.match(problems({ ADMIN_TOKEN: 'x'.repeat(15) }), [/^ADMIN_TOKEN: expected/]);
+  t.same(problems({ ADMIN_TOKEN: 'x'.repeat(16) }), [], '16 characters are enough');
+  t.same(problems({ ADMIN_TOKEN: '' }), [], 'empty: admin routes off');
+  t.same(problems({ CORS_ORIGINS: 'https://shop.example, http://localhost:5173' }), []);
+  for (const bad of ['*', 'shop.example', 'https://shop.example/path', 'https://a.example,,https://b.example']) {
+    t.match(problems({ CORS_ORIGINS: bad }), [/^CORS_ORIGINS: expected/], `CORS_ORIGINS=${bad}`);
+  }
+  t.match(problems({ CURRENCY: 'usd' }), [/^CURRENCY: expected/]);
+  t.match(problems({ REQUEST_TIMEOUT_MS: '0' }), [/^REQUEST_TIMEOUT_MS=0: expected an integer from 1/]);
+  t.match(problems({ WEBHOOK_ALLOW_UNSIGNED: 'yes' }), [/^WEBHOOK_ALLOW_UNSIGNED="yes": expected true or false/]);
+  t.match(loadConfig({}), {
+    WEBHOOK_ALLOW_UNSIGNED: false,
+    CURRENCY: 'USD',
+    REQUEST_TIMEOUT_MS: 30_000,
+    CORS_ORIGINS: '',
+  });
 });

@@ -17,7 +17,11 @@ t.test('every order status either counts as sold or has its units returned, neve
 t.test(
   'a late payment (refund_required) sells nothing: a product reloaded from Postgres counts only paid and pending orders',
   async (t) => {
-    const { app, config, redis } = await buildTestApp(t, { ORDER_PAYMENT_TTL_SECONDS: 1, RECOVERY_INTERVAL_MS: 0 });
+    const { app, config, redis } = await buildTestApp(t, {
+      WEBHOOK_ALLOW_UNSIGNED: true,
+      ORDER_PAYMENT_TTL_SECONDS: 1,
+      RECOVERY_INTERVAL_MS: 0,
+    });
     const product = await createProduct(app, { stock: 5 });
     const order = async (qty: number): Promise<number> => {
       const hold = await app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product.id, qty } });

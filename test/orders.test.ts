@@ -228,7 +228,7 @@ t.test('an order is read by its id; an unknown id is 404, a non-numeric one 400'
 });
 
 t.test("a converted hold keeps counting in the customer's allowance until its payment fails", async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 10, per_customer_limit: 2 });
   const held = await placeHold(base, { product_id: product.id, qty: 2, customer_id: 'limited-buyer' });
@@ -267,7 +267,11 @@ t.test("a converted hold keeps counting in the customer's allowance until its pa
 });
 
 t.test('payment deadline cancels unpaid orders by itself and returns their units', async (t) => {
-  const service = await buildTestApp(t, { ORDER_PAYMENT_TTL_SECONDS: 1, RECOVERY_INTERVAL_MS: 100 });
+  const service = await buildTestApp(t, {
+    WEBHOOK_ALLOW_UNSIGNED: true,
+    ORDER_PAYMENT_TTL_SECONDS: 1,
+    RECOVERY_INTERVAL_MS: 100,
+  });
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 5, price_cents: 900 });
   const unpaidHold = await placeHold(base, { product_id: product.id, qty: 3, customer_id: 'slow-payer' });

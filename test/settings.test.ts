@@ -35,6 +35,9 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     productLoadBatch: 500,
     webhookSecrets: [],
     memoryLogIntervalMs: 0,
+    webhookAllowUnsigned: false,
+    webhookRetainMs: 259_200_000,
+    currency: 'USD',
   });
 });
 

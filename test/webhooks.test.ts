@@ -178,7 +178,7 @@ t.test('handles webhook for non-existent payment gracefully', async (t) => {
 });
 
 t.test('a successful payment marks a pending order paid', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
   const base = await listen(service.app);
   const { productId, orderId } = await pendingOrder(base, service.app, { stock: 5, qty: 2 });
   const body = webhook({ idempotency_key: 'evt_ok', order_id: orderId, event_type: 'success' });
@@ -193,7 +193,7 @@ t.test('a successful payment marks a pending order paid', async (t) => {
 
 t.test('a failed payment cancels a pending order and puts its units on sale at once', async (t) => {
   // No settlement loop: the units must come back because of the webhook, not a later pass.
-  const service = await buildTestApp(t, { RECOVERY_INTERVAL_MS: 0 });
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true, RECOVERY_INTERVAL_MS: 0 });
   const base = await listen(service.app);
   const { productId, orderId } = await pendingOrder(base, service.app, { stock: 5, qty: 2 });
   t.match(await productState(base, productId), { sold: 2, available_stock: 3 });
@@ -282,7 +282,7 @@ t.test(
 );
 
 t.test('the same idempotency key with another body is refused with 422 and changes nothing', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
   const base = await listen(service.app);
   const { productId, orderId } = await pendingOrder(base, service.app, { stock: 5, qty: 2 });
   const another = await pendingOrder(base, service.app);
@@ -316,7 +316,11 @@ t.test('the same idempotency key with another body is refused with 422 and chang
 t.test(
   'a payment that arrives after the deadline cancelled the order needs a refund and sells nothing twice',
   async (t) => {
-    const service = await buildTestApp(t, { ORDER_PAYMENT_TTL_SECONDS: 1, RECOVERY_INTERVAL_MS: 100 });
+    const service = await buildTestApp(t, {
+      WEBHOOK_ALLOW_UNSIGNED: true,
+      ORDER_PAYMENT_TTL_SECONDS: 1,
+      RECOVERY_INTERVAL_MS: 100,
+    });
     const base = await listen(service.app);
     const { productId, orderId } = await pendingOrder(base, service.app, { stock: 3, qty: 3 });
 
@@ -361,7 +365,7 @@ t.test(
 t.test(
   'a failure for a paid order is refused with 409 ORDER_ALREADY_FINAL, recorded, and changes nothing',
   async (t) => {
-    const service = await buildTestApp(t);
+    const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
     const base = await listen(service.app);
     const { productId, orderId } = await pendingOrder(base, service.app, { stock: 5, qty: 2 });
     t.equal(
@@ -522,24 +526,151 @@ printf '%s' "t=$T,v1=$SIG"`;
   t.same(answer.body, { order_id: orderId, status: 'paid', payment_status: 'completed' });
 });
 
-t.test('with no secret set, unsigned deliveries are accepted and kept as unsigned', async (t) => {
+t.test('with no secret set, a forged unsigned delivery is refused with 401 and changes nothing', async (t) => {
   const service = await buildTestApp(t, { WEBHOOK_SECRET: '' });
   const base = await listen(service.app);
   const { orderId } = await pendingOrder(base, service.app);
-  const answer = await deliver(
+  const forged = await deliver(
     base,
-    webhook({ idempotency_key: 'evt_unsigned', order_id: orderId, event_type: 'success' }),
+    webhook({ idempotency_key: 'evt_forged', order_id: orderId, event_type: 'success' }),
   );
-  t.equal(answer.status, 200);
-  t.same(answer.body, { order_id: orderId, status: 'paid', payment_status: 'completed' });
+  t.equal(forged.status, 401);
+  t.equal(forged.body.code, 'INVALID_SIGNATURE');
+  t.match(forged.body.message, /no WEBHOOK_SECRET/);
+  // Even a body that is not JSON learns nothing but 401.
+  t.equal((await deliver(base, '{not json')).status, 401);
+  t.equal((await readOrder(base, orderId)).status, 'pending_payment', 'the order is not paid');
+  t.same(await processedKeys(service), [], 'no key used');
+  t.same(await deliveries(service), [], 'nothing recorded');
+});
+
+t.test(
+  'with WEBHOOK_ALLOW_UNSIGNED=true and no secret, unsigned deliveries are accepted and kept as unsigned',
+  async (t) => {
+    const service = await buildTestApp(t, { WEBHOOK_SECRET: '', WEBHOOK_ALLOW_UNSIGNED: true });
+    const base = await listen(service.app);
+    const { orderId } = await pendingOrder(base, service.app);
+    const answer = await deliver(
+      base,
+      webhook({ idempotency_key: 'evt_unsigned', order_id: orderId, event_type: 'success' }),
+    );
+    t.equal(answer.status, 200);
+    t.same(answer.body, { order_id: orderId, status: 'paid', payment_status: 'completed' });
+    t.same(
+      (await deliveries(service, 'evt_unsigned')).map((d) => d.signature),
+      ['unsigned'],
+    );
+  },
+);
+
+t.test('a success whose amount or currency differ from the order does not pay it, and says so', async (t) => {
+  const service = await buildTestApp(t, { WEBHOOK_SECRET: SECRET });
+  const base = await listen(service.app);
+  // 2 units at 1999: the order's total is 3998 (USD, the default CURRENCY).
+  const { orderId } = await pendingOrder(base, service.app);
+  const mismatchOf = async () =>
+    await service.app.db
+      .selectFrom('payments')
+      .select(['status', 'mismatch'])
+      .where('order_id', '=', orderId)
+      .executeTakeFirstOrThrow();
+
+  const tampered = webhook({
+    idempotency_key: 'evt_cheap',
+    order_id: orderId,
+    event_type: 'success',
+    amount_cents: 100,
+    currency: 'usd',
+  });
+  const first = await deliver(base, tampered, signed(tampered));
+  // A 2xx: the delivery is recorded and will never succeed, so the provider must not retry it for days.
+  t.equal(first.status, 200);
+  t.same(first.body, {
+    order_id: orderId,
+    status: 'pending_payment',
+    payment_status: 'pending',
+    applied: false,
+    reason: 'PAYMENT_MISMATCH',
+    message: 'paid 100 usd, the order is 3998 USD: recorded, the order is not paid',
+  });
+  t.equal((await readOrder(base, orderId)).status, 'pending_payment', 'the order is not paid');
+  t.same(await mismatchOf(), {
+    status: 'pending',
+    mismatch: {
+      idempotency_key: 'evt_cheap',
+      amount_cents: 100,
+      currency: 'usd',
+      expected_amount_cents: 3998,
+      expected_currency: 'USD',
+    },
+  });
+  const replay = await deliver(base, tampered, signed(tampered));
+  t.equal(replay.status, 200);
+  t.same(replay.body, first.body, 'a redelivery answers the same');
+  t.equal(replay.headers.get('idempotent-replayed'), 'true');
   t.same(
-    (await deliveries(service, 'evt_unsigned')).map((d) => d.signature),
-    ['unsigned'],
+    (await deliveries(service, 'evt_cheap')).map((d) => [d.response_status, d.replayed]),
+    [
+      [200, false],
+      [200, true],
+    ],
+    'both deliveries are kept for ops',
+  );
+
+  const euros = webhook({
+    idempotency_key: 'evt_euros',
+    order_id: orderId,
+    event_type: 'success',
+    amount_cents: 3998,
+    currency: 'EUR',
+  });
+  const other = await deliver(base, euros, signed(euros));
+  t.equal(other.body.status, 'pending_payment', 'the right amount in another currency pays nothing either');
+  t.match(await mismatchOf(), { mismatch: { idempotency_key: 'evt_euros', currency: 'EUR' } });
+
+  const right = webhook({
+    idempotency_key: 'evt_right',
+    order_id: orderId,
+    event_type: 'success',
+    amount_cents: 3998,
+    currency: 'usd',
+  });
+  const paid = await deliver(base, right, signed(right));
+  t.same(paid.body, { order_id: orderId, status: 'paid', payment_status: 'completed' }, 'the right payment pays');
+});
+
+t.test('deliveries for orders that do not exist are purged after WEBHOOK_RETAIN_SECONDS, others kept', async (t) => {
+  const service = await buildTestApp(t, {
+    WEBHOOK_SECRET: SECRET,
+    WEBHOOK_RETAIN_SECONDS: 60,
+    RECOVERY_INTERVAL_MS: 0,
+  });
+  const base = await listen(service.app);
+  const { orderId } = await pendingOrder(base, service.app);
+  for (const [key, id] of [
+    ['evt_early', 987_654],
+    ['evt_fresh', 987_655],
+    ['evt_known', orderId],
+  ] as const) {
+    const body = webhook({ idempotency_key: key, order_id: id, event_type: 'success' });
+    await deliver(base, body, signed(body));
+  }
+  // Two of them were received long ago.
+  await service.app.db
+    .updateTable('webhook_deliveries')
+    .set({ received_at: new Date(Date.now() - 120_000) } as never)
+    .where('idempotency_key', 'in', ['evt_early', 'evt_known'])
+    .execute();
+  t.same(await service.app.payments.purgeOrphanDeliveries(), { more: false });
+  t.same(
+    (await deliveries(service)).map((d) => d.idempotency_key),
+    ['evt_fresh', 'evt_known'],
+    'only the old delivery for an unknown order is gone',
   );
 });
 
 t.test('malformed JSON and bodies missing fields are refused with 400 and change nothing', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
   const base = await listen(service.app);
   const { orderId } = await pendingOrder(base, service.app);
   const cases: { name: string; body: string; code: string }[] = [
@@ -630,7 +761,7 @@ t.test('with a secret set, a correctly signed but invalid body is refused with 4
 });
 
 t.test('webhook input out of any range is a 4xx, never a 5xx', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
   const base = await listen(service.app);
   const { orderId } = await pendingOrder(base, service.app);
   const cases: { name: string; body: string }[] = [

@@ -21,6 +21,8 @@ export interface PaymentEvent {
   status: OrderStatus;
   paymentStatus: PaymentStatus;
   changes: boolean;
+  /** A success that does not pay the order (amount or currency differ): kept on its payment, nothing else changes. */
+  mismatch: unknown;
   responseStatus: number;
   responseBody: unknown;
 }
@@ -37,11 +39,13 @@ export interface RecordedPaymentEvent {
  * still in the state the event was judged against, records the delivery's idempotency key with its answer and,
  * only if the key was new, applies the change to the order and its payment and keeps the delivery. A concurrent
  * event that changed the order first makes the lock find nothing (Postgres re-checks the row once it gets the
- * lock), so nothing is written and the caller judges the event again against the new state.
+ * lock), so nothing is written and the caller judges the event again against the new state. A mismatched
+ * success changes nothing but the payment's `mismatch`.
  */
 export async function recordPaymentEvent(db: Kysely<Database>, event: PaymentEvent): Promise<RecordedPaymentEvent> {
   const payload = JSON.stringify(event.payload);
   const responseBody = JSON.stringify(event.responseBody);
+  const mismatch = event.mismatch === null ? null : JSON.stringify(event.mismatch);
   const { rows } = await sql<{ matched: number; fresh: number }>`
     WITH locked AS (
       SELECT id FROM orders
@@ -61,6 +65,9 @@ export async function recordPaymentEvent(db: Kysely<Database>, event: PaymentEve
     ), payment_change AS (
       UPDATE payments SET status = ${event.paymentStatus}, payload = ${payload}::jsonb, updated_at = now()
       WHERE order_id = ${event.orderId} AND ${event.changes} AND EXISTS (SELECT 1 FROM key)
+    ), payment_mismatch AS (
+      UPDATE payments SET mismatch = ${mismatch}::jsonb, updated_at = now()
+      WHERE order_id = ${event.orderId} AND ${mismatch}::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM key)
     ), delivery AS (
       INSERT INTO webhook_deliveries
         (idempotency_key, order_id, event_type, payload, signature, response_status, response_body, replayed)
@@ -108,4 +115,21 @@ export async function recordDelivery(
       replayed: delivery.replayed,
     })
     .execute();
+}
+
+/**
+ * Deletes up to `limit` of the oldest deliveries received before `olderThanMs` ago for orders that do not exist
+ * (webhooks that came before their order, or never had one), so anyone able to send them fills no table
+ * forever. Returns how many were deleted.
+ */
+export async function purgeOrphanDeliveries(db: Kysely<Database>, olderThanMs: number, limit: number): Promise<number> {
+  const { numAffectedRows } = await sql`
+    DELETE FROM webhook_deliveries WHERE id IN (
+      SELECT d.id FROM webhook_deliveries d
+      WHERE d.received_at < now() - make_interval(secs => ${olderThanMs / 1000})
+        AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = d.order_id)
+      ORDER BY d.received_at
+      LIMIT ${limit}
+    )`.execute(db);
+  return Number(numAffectedRows ?? 0);
 }

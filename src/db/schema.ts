@@ -82,6 +82,8 @@ export interface PaymentTable {
   amount_cents: number;
   method: string | null;
   payload: unknown;
+  /** The last success delivery whose amount or currency differed from the order's (src/domain/payments.ts). */
+  mismatch: ColumnType<unknown, never, never>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }

@@ -5,12 +5,23 @@ import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
 import { AppError, errors, type ErrorBody } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { Settings } from '../settings.js';
 import type { PaymentOutcome, PaymentWebhook } from '../schemas/order.js';
 import type { OrderDesk } from './orders.js';
 
 export interface PaymentDelivery {
   webhook: PaymentWebhook & Record<string, unknown>;
   signature: 'valid' | 'unsigned';
+  /** The request's logger (its lines carry the request id); the desk's own otherwise. */
+  log?: Logger;
+}
+
+/** A success that does not pay its order: what it carried against what the order asks. */
+export interface PaymentMismatch {
+  amount_cents: number | null;
+  currency: string | null;
+  expected_amount_cents: number;
+  expected_currency: string;
 }
 
 export interface PaymentAnswer {
@@ -28,11 +39,35 @@ interface Transition {
   changes: boolean;
   /** The order's units go back on sale after the commit. */
   releasesUnits: boolean;
+  /** A success that pays nothing: recorded on the payment and answered 200 `applied: false`, nothing else. */
+  mismatch?: PaymentMismatch;
+}
+
+/**
+ * How a success's amount and currency differ from what `order` asks, or undefined when they do not (a field the
+ * provider left out is not compared: the seed's deliveries carry neither).
+ */
+export function paymentMismatch(
+  webhook: PaymentWebhook,
+  order: Pick<OrderRow, 'total_cents'>,
+  currency: string,
+): PaymentMismatch | undefined {
+  const amountDiffers = webhook.amount_cents !== undefined && webhook.amount_cents !== order.total_cents;
+  const currencyDiffers = webhook.currency !== undefined && webhook.currency.toUpperCase() !== currency;
+  if (!amountDiffers && !currencyDiffers) return undefined;
+  return {
+    amount_cents: webhook.amount_cents ?? null,
+    currency: webhook.currency ?? null,
+    expected_amount_cents: order.total_cents,
+    expected_currency: currency,
+  };
 }
 
 /** The one table of payment events against order states. */
-function transition(order: OrderRow, event: 'success' | 'failure'): Transition {
+function transition(order: OrderRow, event: 'success' | 'failure', mismatch?: PaymentMismatch): Transition {
   const same = { status: order.status, paymentStatus: order.payment_status, changes: false, releasesUnits: false };
+  // Whatever the order's state: money that is not the order's price settles nothing, and is for ops to return.
+  if (event === 'success' && mismatch) return { statusCode: 200, ...same, mismatch };
   if (event === 'success') {
     switch (order.status) {
       case 'pending_payment':
@@ -69,11 +104,17 @@ const MAX_JUDGEMENTS = 4;
  * provider's idempotency key, before anything is answered. A key seen before is answered from what was stored;
  * concurrent copies queue on the order's row lock and are answered the same way.
  */
-export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDesk; log: Logger }) {
-  const { db, orders, log } = deps;
+export function createPaymentDesk(deps: {
+  db: Kysely<Database>;
+  orders: OrderDesk;
+  log: Logger;
+  settings: Pick<Settings, 'currency' | 'webhookRetainMs'>;
+}) {
+  const { db, orders, settings } = deps;
 
   async function handle(delivery: PaymentDelivery): Promise<PaymentAnswer> {
     const { webhook } = delivery;
+    const log = delivery.log ?? deps.log;
     const requestHash = fingerprint(webhook);
     let answer: PaymentAnswer;
     let recorded = false;
@@ -90,10 +131,10 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           const stored = await paymentsRepo.storedAnswer(db, webhook.idempotency_key);
           throw stored ? errors.idempotencyKeyReused() : errors.orderNotFound(webhook.order_id);
         }
-        const next = transition(order, webhook.event_type);
+        const next = transition(order, webhook.event_type, paymentMismatch(webhook, order, settings.currency));
         const body: PaymentAnswer['body'] =
           next.statusCode === 200
-            ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus }
+            ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus, ...notApplied(next) }
             : errors.orderAlreadyFinal(order.id, order.status).body();
         const { matched, fresh } = await paymentsRepo.recordPaymentEvent(db, {
           idempotencyKey: webhook.idempotency_key,
@@ -107,6 +148,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           status: next.status,
           paymentStatus: next.paymentStatus,
           changes: next.changes,
+          mismatch: next.mismatch ? { idempotency_key: webhook.idempotency_key, ...next.mismatch } : null,
           responseStatus: next.statusCode,
           responseBody: body,
         });
@@ -123,7 +165,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
         }
         recorded = true;
         if (next.releasesUnits) unitsToRelease = order;
-        logEvent(webhook, order, next);
+        logEvent(log, webhook, order, next);
         return { statusCode: next.statusCode, body, replayed: false };
       }
       throw errors.unavailable('the payment event (the order kept changing)');
@@ -154,13 +196,15 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
           log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
         );
     }
-    if (!recorded) await recordDelivery(delivery, answer);
+    if (!recorded) await recordDelivery(delivery, answer, log);
     return answer;
   }
 
-  function logEvent(webhook: PaymentWebhook, order: OrderRow, next: Transition): void {
+  function logEvent(log: Logger, webhook: PaymentWebhook, order: OrderRow, next: Transition): void {
     const ids = { idempotency_key: webhook.idempotency_key, order_id: order.id, hold_id: order.hold_id };
-    if (next.status === 'refund_required' && order.status === 'cancelled') {
+    if (next.mismatch) {
+      log.warn({ ...ids, ...next.mismatch }, 'payment amount or currency differs from the order: not applied');
+    } else if (next.status === 'refund_required' && order.status === 'cancelled') {
       log.warn({ ...ids }, 'late payment for a cancelled order: refund required');
     } else if (next.releasesUnits) {
       log.info({ ...ids }, 'payment failed: order cancelled');
@@ -170,7 +214,7 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
   }
 
   /** Keeps a delivery that changed nothing (replay, refusal), with its answer, for ops. Never fails the request. */
-  async function recordDelivery(delivery: PaymentDelivery, answer: PaymentAnswer): Promise<void> {
+  async function recordDelivery(delivery: PaymentDelivery, answer: PaymentAnswer, log: Logger): Promise<void> {
     const { webhook } = delivery;
     await paymentsRepo
       .recordDelivery(db, {
@@ -188,7 +232,33 @@ export function createPaymentDesk(deps: { db: Kysely<Database>; orders: OrderDes
       );
   }
 
-  return { handle };
+  /**
+   * One pass of delivery retention: deliveries for orders that do not exist are deleted once older than
+   * WEBHOOK_RETAIN_SECONDS, a batch at a time (`more`: another batch is waiting).
+   */
+  async function purgeOrphanDeliveries(): Promise<{ more: boolean }> {
+    const deleted = await paymentsRepo.purgeOrphanDeliveries(db, settings.webhookRetainMs, PURGE_BATCH);
+    if (deleted > 0) deps.log.info({ deleted }, 'webhook deliveries for unknown orders purged');
+    return { more: deleted === PURGE_BATCH };
+  }
+
+  return { handle, purgeOrphanDeliveries };
+}
+
+// Deliveries one retention step deletes: a short statement, however many are due.
+const PURGE_BATCH = 500;
+
+/** The fields of a 200 that recorded a delivery and changed nothing (a mismatched payment). */
+function notApplied(next: Transition) {
+  if (!next.mismatch) return {};
+  const { amount_cents, currency, expected_amount_cents, expected_currency } = next.mismatch;
+  return {
+    applied: false as const,
+    reason: 'PAYMENT_MISMATCH' as const,
+    message:
+      `paid ${amount_cents ?? '(no amount)'} ${currency ?? '(no currency)'}, the order is ` +
+      `${expected_amount_cents} ${expected_currency}: recorded, the order is not paid`,
+  };
 }
 
 /** The same delivery has the same fingerprint however its JSON was spaced or its keys ordered. */

@@ -4,14 +4,15 @@ import { startSweeper } from '../domain/sweeper.js';
 
 /**
  * The service's own work besides answering requests, all in one place. At start, every product Redis lacks is
- * loaded from Postgres before the app serves. Then two loops run until the app closes: the sweeper (expired
+ * loaded from Postgres before the app serves. Then loops run until the app closes: the sweeper (expired
  * holds, stale conversion claims) and order settlement (overdue payments, units of cancelled orders), so
- * recovery after a crash begins with the process. With MEMORY_LOG_INTERVAL_MS set, another logs the process's
- * memory (bench/scenarios/soak.ts reads it to see whether the heap grows over a long run).
+ * recovery after a crash begins with the process. Order settlement also runs the retention of webhook deliveries
+ * for orders that do not exist. With MEMORY_LOG_INTERVAL_MS set, another loop logs the process's memory
+ * (bench/scenarios/soak.ts reads it to see whether the heap grows over a long run).
  */
 export default fp(
   async (app) => {
-    const { redisCommands, settings, log, catalogue, orders, rebuilder } = app;
+    const { redisCommands, settings, log, catalogue, orders, payments, rebuilder } = app;
     await catalogue.loadAll();
 
     const loops: Loop[] = [];
@@ -22,6 +23,10 @@ export default fp(
       }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));
+        // At the same pace: a pass that finds nothing to delete is one indexed query.
+        loops.push(
+          runPeriodically('webhook retention', settings.recoveryIntervalMs, payments.purgeOrphanDeliveries, log),
+        );
       }
       if (settings.memoryLogIntervalMs > 0) {
         // Setting the interval is the request for these lines: they are written at info whatever LOG_LEVEL.

@@ -28,7 +28,7 @@ export default fp<{ now?: () => number }>(
     app.decorate('rebuilder', rebuilder);
     app.decorate('holds', createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, log }));
     app.decorate('orders', orders);
-    app.decorate('payments', createPaymentDesk({ db, orders, log }));
+    app.decorate('payments', createPaymentDesk({ db, orders, log, settings }));
   },
   { name: 'domain', dependencies: ['stores'] },
 );

@@ -12,7 +12,6 @@ const FASTIFY_ERRORS: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
 };
 
-
 /**
  * The one error handler: every error answers `{code, message, ...details}` (src/errors.ts makes the body).
  * A store that could not be reached is a 503 with Retry-After; anything not recognised is a bug, a 500 whose
@@ -26,7 +25,7 @@ export default fp(
         return reply.code(err.statusCode).send(err.body());
       }
       if (err instanceof StoreUnavailableError) {
-        request.log.warn({ req_id: request.id, store: err.store, err: err.message }, 'store unavailable');
+        request.log.warn({ store: err.store, err: err.message }, 'store unavailable');
         return reply
           .code(503)
           .header('retry-after', RETRY_AFTER_SECONDS)
@@ -50,7 +49,7 @@ export default fp(
       if (fastifyError.statusCode && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
         return reply.code(fastifyError.statusCode).send(errorBody('BAD_REQUEST', fastifyError.message));
       }
-      request.log.error({ req_id: request.id, err }, 'unexpected error');
+      request.log.error({ err }, 'unexpected error');
       return reply.code(500).send(errorBody('INTERNAL_ERROR', 'internal error'));
     });
 

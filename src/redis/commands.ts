@@ -5,6 +5,7 @@ import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './err
 import { createExchange } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
+  adminFailuresKey,
   conversionScriptKeys,
   copyMarkerKey,
   idempotencyClaimKey,
@@ -120,6 +121,13 @@ export interface SweepStep {
   staleClaims: { holdId: string; claimId: string }[];
 }
 
+/** What the admin throttle knows of one client address. */
+export interface AdminFailures {
+  failures: number;
+  /** Until the window ends; 0 when the address has no failures. */
+  msLeft: number;
+}
+
 const INVENTORY_FIELDS = [
   'name',
   'price_cents',
@@ -155,6 +163,22 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         () => redis.time(),
         ([seconds, micros]) => [Number(seconds), Number(micros)],
       ),
+
+    /**
+     * The wrong admin tokens an address presented in the current window, and the ms until the window ends;
+     * `add` counts one more first (lua/adminFailures-1.lua).
+     */
+    async adminFailures(address: string, windowMs: number, add: boolean): Promise<AdminFailures> {
+      const key = adminFailuresKey(prefix, address);
+      return exchange(
+        () => redis.adminFailures(key, windowMs, add ? 1 : 0),
+        (reply) => {
+          const [replyKey, failures, msLeft] = tuple('adminFailures', reply, 3);
+          if (replyKey !== key) throw new ReplyMismatchError('adminFailures', reply);
+          return { failures: int('adminFailures', failures), msLeft: int('adminFailures', msLeft) };
+        },
+      );
+    },
 
     /** Decides one hold request in its product's next batch (lua/reserveStock.lua). */
     reserve: (reservation: Reservation): Promise<ReserveOutcome> => batches.reserve(reservation),

@@ -71,3 +71,8 @@ export function copyMarkerKey(prefix: string): string {
 export function sweepScheduleKey(prefix: string): string {
   return `${prefix}sweep-schedule`;
 }
+
+/** string: wrong admin tokens one client address presented in the current window (lua/adminFailures-1.lua). */
+export function adminFailuresKey(prefix: string, address: string): string {
+  return `${prefix}admin-failures:${address}`;
+}

@@ -31,6 +31,7 @@ declare module 'ioredis' {
       customerUnitsKey: string,
       holdId: string,
     ): Result<unknown, Context>;
+    adminFailures(failuresKey: string, windowMs: number, add: 0 | 1): Result<unknown, Context>;
     claimDueProducts(scheduleKey: string, limit: number, leaseMs: number): Result<unknown, Context>;
     getHold(holdsKey: string, inventoryKey: string, holdId: string): Result<unknown, Context>;
     rebuildProduct(
@@ -98,6 +99,7 @@ export const SCRIPT_FILES = [
   'rebuildProduct-6',
   'setStock-5',
   'repairProduct-6',
+  'adminFailures-1',
 ] as const;
 
 /** Registers every script as a command; ioredis sends EVALSHA and falls back to EVAL after a NOSCRIPT. */

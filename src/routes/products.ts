@@ -15,7 +15,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/products',
     {
-      preHandler: app.verifyAdmin,
+      onRequest: app.verifyAdmin,
       schema: {
         summary: 'Create a product (admin)',
         body: NewProductSchema,
@@ -56,7 +56,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     '/products/:id/stock',
     {
       preValidation: readUrlIntegers,
-      preHandler: app.verifyAdmin,
+      onRequest: app.verifyAdmin,
       schema: {
         summary: 'Set the total stock (admin); refused below the units held or sold',
         params: ProductParamsSchema,

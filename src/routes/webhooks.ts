@@ -3,38 +3,47 @@ import type { FastifyRequest } from 'fastify';
 import { checkSignature } from '../domain/signatures.js';
 import { errors } from '../errors.js';
 import { ErrorSchema } from '../schemas/error.js';
+import { jsonBodyParser } from '../schemas/json-input.js';
 import { PaymentOutcomeSchema, PaymentWebhookSchema, type PaymentOutcome } from '../schemas/order.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** The body exactly as received: signatures are computed over these bytes, not over re-serialised JSON. */
     rawBody?: string;
+    /** Why the body could not be read (bad JSON, bad text, too deep), told only once the signature is checked. */
+    bodyRefusal?: Error;
   }
 }
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
-  const secrets = app.settings.webhookSecrets;
-  if (secrets.length === 0) {
-    app.log.warn('WEBHOOK_SECRET is not set: payment webhooks are accepted unsigned');
+  const { webhookSecrets: secrets, webhookAllowUnsigned } = app.settings;
+  // Closed by default: with no secret, nothing can be verified, so nothing is accepted unless asked for.
+  const acceptsUnsigned = secrets.length === 0 && webhookAllowUnsigned;
+  if (acceptsUnsigned) {
+    app.log.warn(
+      'WEBHOOK_ALLOW_UNSIGNED=true and no WEBHOOK_SECRET: ANYONE who can reach this service can mark orders paid. Local use only.',
+    );
+  } else if (secrets.length === 0) {
+    app.log.warn('WEBHOOK_SECRET is not set: every payment webhook is refused with 401 INVALID_SIGNATURE');
   }
 
-  // In this plugin only: keep the raw body beside the parsed one, and leave a parse failure for after the
+  // In this plugin only: keep the raw body beside the parsed one, and leave a refused body for after the
   // signature check, so an unsigned request is told 401 whatever its body.
+  const readJson = jsonBodyParser(app);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request: FastifyRequest, body, done) => {
     request.rawBody = body as string;
-    try {
-      done(null, JSON.parse(body as string));
-    } catch {
-      done(null, undefined);
-    }
+    readJson(request, body as string, (err, value) => {
+      if (err) request.bodyRefusal = err;
+      done(null, err ? undefined : value);
+    });
   });
 
   app.post(
     '/webhooks/payment',
     {
       schema: {
-        summary: 'Payment provider webhook: settles an order (signed with X-Signature when WEBHOOK_SECRET is set)',
+        summary: 'Payment provider webhook: settles an order (signed with X-Signature; see WEBHOOK_SECRET)',
         body: PaymentWebhookSchema,
         response: {
           200: PaymentOutcomeSchema,
@@ -48,24 +57,26 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       },
       // Before validation: an unsigned or forged request learns nothing about what a valid body looks like.
       preValidation: async (request) => {
-        const raw = request.rawBody ?? '';
-        if (secrets.length > 0) {
+        if (!acceptsUnsigned) {
           const header = request.headers['x-signature'];
-          const check = checkSignature(typeof header === 'string' ? header : undefined, raw, secrets);
+          const check =
+            secrets.length === 0
+              ? { valid: false as const, reason: 'no WEBHOOK_SECRET is configured, so no delivery can be verified' }
+              : checkSignature(typeof header === 'string' ? header : undefined, request.rawBody ?? '', secrets);
           if (!check.valid) {
-            request.log.warn({ req_id: request.id, reason: check.reason }, 'webhook signature rejected');
+            request.log.warn({ reason: check.reason }, 'webhook signature rejected');
             throw errors.invalidSignature(check.reason);
           }
         }
+        if (request.bodyRefusal) throw request.bodyRefusal;
         if (request.body === undefined) throw errors.invalidJson('the body is not valid JSON');
-        // Postgres stores no NUL character in text or jsonb: refuse it here rather than fail there.
-        if (containsNul(request.body)) throw errors.validation('the body must not contain NUL characters');
       },
     },
     async (request, reply) => {
       const answer = await app.payments.handle({
         webhook: request.body,
-        signature: secrets.length > 0 ? 'valid' : 'unsigned',
+        signature: acceptsUnsigned ? 'unsigned' : 'valid',
+        log: request.log,
       });
       if (answer.replayed) reply.header('idempotent-replayed', 'true');
       // The stored status is one of those the schema lists (200, 404, 409, 422).
@@ -73,15 +84,5 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     },
   );
 };
-
-/** Whether any string (key or value) in a parsed JSON document holds a NUL character. */
-function containsNul(value: unknown): boolean {
-  if (typeof value === 'string') return value.includes('\0');
-  if (Array.isArray(value)) return value.some(containsNul);
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).some(([key, v]) => key.includes('\0') || containsNul(v));
-  }
-  return false;
-}
 
 export default routes;

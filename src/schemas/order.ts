@@ -71,6 +71,10 @@ export const PaymentWebhookSchema = Type.Object(
     idempotency_key: Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' }),
     order_id: OrderIdSchema,
     event_type: Type.Union([Type.Literal('success'), Type.Literal('failure')]),
+    /** What was paid; a success whose amount or currency differ from the order's does not pay it. */
+    amount_cents: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e16 })),
+    /** ISO 4217, either case (Stripe writes "usd"). */
+    currency: Type.Optional(Type.String({ pattern: '^[A-Za-z]{3}$' })),
   },
   { additionalProperties: true },
 );
@@ -80,5 +84,10 @@ export const PaymentOutcomeSchema = Type.Object({
   order_id: OrderIdSchema,
   status: OrderStatusSchema,
   payment_status: PaymentStatusSchema,
+  /** Only on a delivery that was recorded but changed nothing (a mismatched payment): false. */
+  applied: Type.Optional(Type.Literal(false)),
+  /** With applied: why, as a stable code (PAYMENT_MISMATCH), and in words. */
+  reason: Type.Optional(Type.Literal('PAYMENT_MISMATCH')),
+  message: Type.Optional(Type.String()),
 });
 export type PaymentOutcome = Static<typeof PaymentOutcomeSchema>;

@@ -1,0 +1,119 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import cors from '@fastify/cors';
+import type { FastifyHttpOptions, onRequestHookHandler } from 'fastify';
+import fp from 'fastify-plugin';
+import type { BaseLogger, Logger as PinoLogger } from 'pino';
+import type { Config } from '../config.js';
+import { jsonBodyParser } from '../schemas/json-input.js';
+
+/** A client's X-Request-Id is kept when it is 1-64 characters of [A-Za-z0-9._-]; any other is replaced. */
+export const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
+// Answers whose content is one buyer's and changes by the second: no cache, shared or private, may keep them.
+const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders'];
+
+const noStore: onRequestHookHandler = (_request, reply, done) => {
+  reply.header('cache-control', 'no-store');
+  done();
+};
+
+/** The request id of a request: the client's, when well-formed (CLIENT_REQUEST_ID), else a new UUID. */
+export function requestIdOf(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  return typeof given === 'string' && CLIENT_REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/**
+ * request.log: the service's logger with the request's id on every line (`reqId`). The child logger is made at
+ * the first line, not per request: most requests log nothing.
+ */
+class RequestLog {
+  private bound: PinoLogger | undefined;
+
+  constructor(
+    private readonly log: PinoLogger,
+    private readonly reqId: string,
+  ) {}
+
+  private get line(): BaseLogger {
+    return (this.bound ??= this.log.child({ reqId: this.reqId }));
+  }
+
+  get level(): string {
+    return this.log.level;
+  }
+
+  fatal: BaseLogger['fatal'] = (...args: Parameters<BaseLogger['fatal']>) => this.line.fatal(...args);
+  error: BaseLogger['error'] = (...args: Parameters<BaseLogger['error']>) => this.line.error(...args);
+  warn: BaseLogger['warn'] = (...args: Parameters<BaseLogger['warn']>) => this.line.warn(...args);
+  info: BaseLogger['info'] = (...args: Parameters<BaseLogger['info']>) => this.line.info(...args);
+  debug: BaseLogger['debug'] = (...args: Parameters<BaseLogger['debug']>) => this.line.debug(...args);
+  trace: BaseLogger['trace'] = (...args: Parameters<BaseLogger['trace']>) => this.line.trace(...args);
+  silent: BaseLogger['silent'] = () => {};
+  child = (bindings: Record<string, unknown>) => this.log.child({ reqId: this.reqId, ...bindings });
+}
+
+/**
+ * The Fastify options of the HTTP edge: timeouts that cut slow clients, request ids, and request loggers that
+ * carry them.
+ */
+export function httpEdgeOptions(config: Config, log: PinoLogger): FastifyHttpOptions<Server> {
+  const timeoutMs = config.REQUEST_TIMEOUT_MS;
+  return {
+    // The whole request, headers and body, must arrive within this; Node answers 408 and closes otherwise.
+    requestTimeout: timeoutMs,
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT_MS,
+    http: {
+      // Node checks both timeouts every connectionsCheckingInterval (30 s by default, which would let a
+      // client trickle for up to twice the bound): checking every second, or oftener for short bounds, keeps
+      // the cut within about a second of it.
+      headersTimeout: timeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(timeoutMs / 4))),
+    },
+    requestIdHeader: false,
+    genReqId: requestIdOf,
+    childLoggerFactory: (_logger, bindings) => new RequestLog(log, String(bindings.reqId)) as unknown as PinoLogger,
+  };
+}
+
+/**
+ * The HTTP edge: JSON bodies read with the app's checks, X-Request-Id and nosniff on every answer, no-store on
+ * holds and orders, and CORS for the origins CORS_ORIGINS lists (none by default: no preflight is answered).
+ */
+export default fp(
+  async (app) => {
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'string' }, jsonBodyParser(app));
+
+    // One hook for what every answer carries, errors and 404s included (it runs before anything can fail).
+    app.addHook('onRequest', (request, reply, done) => {
+      reply.header('x-request-id', request.id);
+      reply.header('x-content-type-options', 'nosniff');
+      done();
+    });
+    // Added to the routes it concerns when they are declared, so other routes pay nothing for it.
+    app.addHook('onRoute', (route) => {
+      if (UNCACHEABLE_PREFIXES.some((prefix) => route.url.startsWith(prefix))) {
+        route.onRequest = [noStore, ...[route.onRequest ?? []].flat()];
+      }
+    });
+
+    const origins = new Set(
+      app.config.CORS_ORIGINS.split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean),
+    );
+    if (origins.size > 0) {
+      await app.register(cors, {
+        // A listed origin is echoed back; any other gets no CORS headers, and its preflight a 404.
+        origin: (origin, callback) => callback(null, origin !== undefined && origins.has(origin) ? origin : false),
+        methods: ['GET', 'POST', 'PUT', 'DELETE'],
+        allowedHeaders: ['content-type', 'authorization', 'idempotency-key', 'x-request-id'],
+        exposedHeaders: ['retry-after', 'idempotent-replayed', 'x-request-id'],
+        maxAge: 600,
+      });
+    }
+  },
+  { name: 'http-edge', dependencies: ['stores'] },
+);
