@@ -4,6 +4,7 @@ import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
+import callers, { trustProxyOption } from './plugins/callers.js';
 import domain from './plugins/domain.js';
 import errorHandling from './plugins/errors.js';
 import stores from './plugins/stores.js';
@@ -48,6 +49,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     childLoggerFactory: () => log,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.BODY_LIMIT_BYTES,
+    // Behind a load balancer, the client address (rate limits, idempotency scopes) is read from X-Forwarded-For.
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     ajv: {
       // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },
@@ -61,6 +64,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(adminAuth);
+  await app.register(callers, { config });
   await app.register(domain, { now: options.now });
   await app.register(background);
   await app.register(healthRoutes);

@@ -20,14 +20,27 @@ export interface Settings {
   catalogueProducts: number;
   /** Stock of the product sold out in the sellout scenario. */
   selloutStock: number;
+  /**
+   * Rate limits on, at limits no load reaches: every hold and order is counted, none refused, so the run measures
+   * what the limits cost. Off otherwise: the load comes from one address, which real limits would refuse.
+   */
+  rateLimited: boolean;
 }
 
-export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--smoke]
+/** The service's limits under --rate-limited: counted on every request, never reached by a run. */
+export const UNREACHED_RATE_LIMITS = {
+  RATE_LIMIT: 'on',
+  RATE_LIMIT_PER_ADDRESS: '1000000000',
+  RATE_LIMIT_PER_CUSTOMER: '1000000000',
+} as const;
+
+export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--smoke] [--rate-limited]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all of them)
   --connections N   concurrent connections (default 100; 20 with --smoke)
   --duration S      seconds of measured load per scenario (default 10; 2 with --smoke)
   --smoke           the CI form: short runs, small data sets; fails only on broken invariants or crashes
+  --rate-limited    rate limits on (RATE_LIMIT=on), at limits no run reaches: measures what counting costs
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -42,7 +55,7 @@ function isScenarioName(name: string): name is ScenarioName {
   return (SCENARIO_NAMES as readonly string[]).includes(name);
 }
 
-/** Parses `[scenario...] [--connections N] [--duration S] [--smoke]`; throws with a message on bad input. */
+/** Parses `[scenario...] [--connections N] [--duration S] [--smoke] [--rate-limited]`; throws with a message on bad input. */
 export function parseSettings(argv: string[]): Settings | 'help' {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -51,6 +64,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       connections: { type: 'string' },
       duration: { type: 'string' },
       smoke: { type: 'boolean', default: false },
+      'rate-limited': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -69,5 +83,6 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     stormHolds: smoke ? 5_000 : 100_000,
     catalogueProducts: smoke ? 500 : 10_000,
     selloutStock: smoke ? 2_000 : 10_000,
+    rateLimited: values['rate-limited'],
   };
 }

@@ -7,6 +7,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** preHandler of admin routes: requires `Authorization: Bearer <ADMIN_TOKEN>`. */
     verifyAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+    /** Whether a bearer token is ADMIN_TOKEN (never true when it is empty). */
+    isAdminToken: (presented: string) => boolean;
   }
 }
 
@@ -22,10 +24,12 @@ export default fp(
     }
     // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
     const expected = token ? digest(token) : null;
+    const isAdminToken = (presented: string) =>
+      expected !== null && presented !== '' && timingSafeEqual(digest(presented), expected);
+    app.decorate('isAdminToken', isAdminToken);
     app.decorate('verifyAdmin', async (request: FastifyRequest) => {
       const header = request.headers.authorization ?? '';
-      const presented = header.startsWith('Bearer ') ? header.slice(7) : '';
-      if (!expected || !presented || !timingSafeEqual(digest(presented), expected)) throw errors.unauthorized();
+      if (!isAdminToken(header.startsWith('Bearer ') ? header.slice(7) : '')) throw errors.unauthorized();
     });
   },
   { name: 'admin-auth', dependencies: ['stores'] },
