@@ -59,3 +59,23 @@ export function scopedIdempotencyKey(caller: Caller, key: string): string {
     .update(JSON.stringify([...scope, key]))
     .digest('base64url');
 }
+
+/**
+ * The client a rate limit counts, from its address: an IPv4 address as it is, an IPv6 address by its /64 (one
+ * subscriber's network: a client given a /64 could otherwise take a new address for every request).
+ */
+export function addressSubject(address: string): string {
+  if (!address.includes(':')) return address;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  const [head = '', tail = ''] = address.toLowerCase().split('%')[0]!.split('::');
+  const left = head ? head.split(':') : [];
+  const right = address.includes('::') ? (tail ? tail.split(':') : []) : [];
+  const groups = address.includes('::')
+    ? [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+    : left;
+  return `${groups
+    .slice(0, 4)
+    .map((group) => group.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}

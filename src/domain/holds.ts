@@ -80,22 +80,27 @@ export function createHoldDesk(deps: {
       if (!(await commands.claimIdempotencyKey(idempotencyKey, fingerprint))) throw errors.idempotencyKeyReused();
       reservation.idempotency = { key: idempotencyKey, fingerprint };
     }
+    // A request refused before Redis decided anything for it gives its key back: the refusal leaves nothing.
+    const giveKeyBack = async () => {
+      if (reservation.idempotency)
+        await commands.releaseIdempotencyKey(reservation.idempotency.key, reservation.idempotency.fingerprint);
+    };
     let outcome;
     try {
       outcome = await commands.reserve(reservation);
       if (outcome.kind === 'productNotFound') {
         // Lost in Redis (or never loaded): refused with 503 while it is rebuilt, decided afresh once it is.
-        if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
+        if (rebuilder.isRebuilding(productId)) {
+          await giveKeyBack();
+          throw errors.rebuilding(productId);
+        }
         if (await catalogue.ensureLoaded(productId)) outcome = await commands.reserve(reservation);
       }
     } catch (err) {
       soldOut.forget(productId);
       throw err;
     }
-    if ((outcome.kind === 'productNotFound' || outcome.kind === 'customerIdRequired') && reservation.idempotency) {
-      // Refused before anything was decided: the key is given back, so the 4xx leaves nothing in Redis.
-      await commands.releaseIdempotencyKey(reservation.idempotency.key, reservation.idempotency.fingerprint);
-    }
+    if (outcome.kind === 'productNotFound' || outcome.kind === 'customerIdRequired') await giveKeyBack();
     if (outcome.kind === 'customerIdRequired' && trust.tokens) {
       throw errors.customerTokenRequired(`product ${productId} has a per-customer limit`);
     }

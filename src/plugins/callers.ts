@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { errors as joseErrors, jwtVerify } from 'jose';
 import type { Config } from '../config.js';
-import type { Caller, CustomerTrust } from '../domain/callers.js';
+import { addressSubject, type Caller, type CustomerTrust } from '../domain/callers.js';
 import { errors } from '../errors.js';
 import { requestCounterKey } from '../redis/keys.js';
 import type { RequestCounter } from '../redis/request-counts.js';
@@ -87,7 +87,10 @@ export default fp<{ config: Config }>(
     app.decorate('limitRate', async (route: LimitedRoute, caller: Caller) => {
       if (caller.kind === 'admin') return;
       const counters: RequestCounter[] = [
-        { key: requestCounterKey(prefix, route, `a:${caller.address}`), limit: config.RATE_LIMIT_PER_ADDRESS },
+        {
+          key: requestCounterKey(prefix, route, `a:${addressSubject(caller.address)}`),
+          limit: config.RATE_LIMIT_PER_ADDRESS,
+        },
       ];
       // Only a proven customer is counted as one: a self-declared id would let anyone spend another's limit.
       if (caller.kind === 'customer') {
