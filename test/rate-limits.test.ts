@@ -3,6 +3,8 @@ import { productState } from './support/api.js';
 import { buildTestApp, createProduct, listen } from './support/app.js';
 import { request } from './support/http.js';
 import { asCustomer, CUSTOMER_SECRET } from './support/tokens.js';
+import { loadConfig } from '../src/config.js';
+import { trustProxyOption } from '../src/plugins/callers.js';
 
 interface Body {
   code?: string;
@@ -197,3 +199,30 @@ t.test('IPv6 clients are counted by their /64: a new address in the same network
   t.equal((await hold('2001:0db8:0000:0007::abcd')).status, 429, 'a third address of the /64: refused');
   t.equal((await hold('2001:db8:0:8::1')).status, 201, 'the next /64 is another client');
 });
+
+t.test(
+  'the settings of callers are checked at start: a short secret, an unknown mode or a bad proxy list stop it',
+  async (t) => {
+    for (const [name, value] of [
+      ['CUSTOMER_TOKEN_SECRET', 'too-short'],
+      ['RATE_LIMIT', 'maybe'],
+      ['RATE_LIMIT_PER_ADDRESS', '0'],
+      ['TRUST_PROXY', 'everyone'],
+    ] as const) {
+      t.throws(
+        () => loadConfig({ [name]: value }),
+        { name: 'InvalidConfigError', message: new RegExp(name) },
+        `${name}=${value}`,
+      );
+    }
+    t.equal(trustProxyOption(''), false);
+    t.equal(trustProxyOption('true'), true);
+    t.equal(trustProxyOption('10.0.0.0/8, 127.0.0.1'), '10.0.0.0/8, 127.0.0.1');
+    const hops = trustProxyOption('2') as (address: string, hop: number) => boolean;
+    t.same(
+      [0, 1, 2].map((hop) => hops('10.0.0.1', hop)),
+      [true, true, false],
+      'a hop count trusts that many proxies',
+    );
+  },
+);
