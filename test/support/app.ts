@@ -17,26 +17,29 @@ export const ADMIN_TOKEN = 'test-admin-token';
 /** The headers of an admin request. */
 export const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
-function databaseUrl(name: string): string {
-  const url = new URL(TEST_PG_URL);
+function databaseUrl(server: string, name: string): string {
+  const url = new URL(server);
   url.pathname = `/${name}`;
   return url.toString();
 }
 
-/** A fresh database, migrated, dropped when the test ends. Returns its URL. */
-export async function createTestDatabase(t: Test): Promise<string> {
+/**
+ * A fresh database, migrated, dropped when the test ends. Returns its URL. `server` is a maintenance-database URL
+ * (a test's own cluster, say); the shared server by default.
+ */
+export async function createTestDatabase(t: Test, server: string = TEST_PG_URL): Promise<string> {
   const name = `flashsale_test_${randomBytes(6).toString('hex')}`;
-  const adminClient = new pg.Client({ connectionString: TEST_PG_URL });
+  const adminClient = new pg.Client({ connectionString: server });
   await adminClient.connect();
   await adminClient.query(`CREATE DATABASE ${name}`);
   await adminClient.end();
   t.teardown(async () => {
-    const client = new pg.Client({ connectionString: TEST_PG_URL });
+    const client = new pg.Client({ connectionString: server });
     await client.connect();
     await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await client.end();
   });
-  const url = databaseUrl(name);
+  const url = databaseUrl(server, name);
   const db = createDatabase({ url, timeoutMs: 10_000, poolSize: 1 });
   await migrateToLatest(db);
   await db.destroy();

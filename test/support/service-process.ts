@@ -103,9 +103,19 @@ export interface ServiceWorld extends RedisScope, PostgresScope {
   start(options?: StartOptions): Promise<Service>;
 }
 
+/** Where a world's stores are, when not the shared servers. */
+export interface WorldStores {
+  /** A maintenance-database URL of the Postgres server the world's database is made on (a test's own cluster). */
+  postgresServer?: string;
+}
+
 /** A world whose every service gets `settings` (environment variables); all of them are killed when the test ends. */
-export async function serviceWorld(t: Test, settings: Record<string, string>): Promise<ServiceWorld> {
-  const databaseUrl = await createTestDatabase(t);
+export async function serviceWorld(
+  t: Test,
+  settings: Record<string, string>,
+  stores: WorldStores = {},
+): Promise<ServiceWorld> {
+  const databaseUrl = await createTestDatabase(t, stores.postgresServer);
   const prefix = newKeyPrefix();
   const redis = new Redis(TEST_REDIS_URL);
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
