@@ -16,7 +16,7 @@ import { localRedisPid } from './lib/redis-memory.js';
 import { measureReference, type ReferenceName } from './lib/references.js';
 import { evaluateTargets, renderMarkdown, writeRecord, type RunRecord, type ScenarioOutcome } from './lib/report.js';
 import { holdRequest, HUGE_STOCK, type ScenarioContext } from './lib/scenario.js';
-import { parseSettings, USAGE, type ScenarioName, type Settings } from './lib/settings.js';
+import { parseSettings, UNREACHED_RATE_LIMITS, USAGE, type ScenarioName, type Settings } from './lib/settings.js';
 import { SCENARIOS } from './scenarios/index.js';
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
@@ -115,8 +115,10 @@ async function main(): Promise<number> {
       );
     } else {
       environment.build(log);
-      deployment = await environment.launchService('service');
-      log(`service started at ${deployment.url} (pid ${deployment.pid})`);
+      deployment = await environment.launchService('service', settings.rateLimited ? UNREACHED_RATE_LIMITS : {});
+      log(
+        `service started at ${deployment.url} (pid ${deployment.pid}), rate limits ${settings.rateLimited ? 'on, unreached' : 'off'}`,
+      );
     }
     log(`warm-up: ${settings.warmup} s of holds`);
     await warmUp(deployment, settings);

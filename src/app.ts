@@ -4,6 +4,7 @@ import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
+import callers, { trustProxyOption } from './plugins/callers.js';
 import domain from './plugins/domain.js';
 import draining from './plugins/draining.js';
 import errorHandling from './plugins/errors.js';
@@ -55,6 +56,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     forceCloseConnections: 'idle',
     // src/plugins/draining.ts answers while closing, with Retry-After.
     return503OnClosing: false,
+    // Behind a load balancer, the client address (rate limits, idempotency scopes) is read from X-Forwarded-For.
+    trustProxy: trustProxyOption(config.TRUST_PROXY),
     ajv: {
       // Wrong types are refused, not coerced, and unknown fields are refused, not silently dropped.
       customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false },
@@ -70,6 +73,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(errorHandling);
   await app.register(httpEdge);
   await app.register(adminAuth);
+  await app.register(callers, { config });
   await app.register(domain, { now: options.now });
   await app.register(background);
   await app.register(healthRoutes);

@@ -160,6 +160,24 @@ export const ConfigSchema = Type.Object({
     pattern: `^(${ORIGIN}(, *${ORIGIN})*)?$`,
     description: 'browser origins allowed to call the API, comma-separated (https://shop.example); empty: none',
   }),
+  // Callers (src/plugins/callers.ts): who a request comes from, and how much one caller may ask.
+  CUSTOMER_TOKEN_SECRET: Type.String({
+    default: '',
+    pattern: '^(|[\\x20-\\x7e]{32,})$',
+    description: 'HS256 secret of customer tokens (at least 32 characters); empty: customer ids are self-declared',
+  }),
+  TRUST_PROXY: Type.String({
+    default: '',
+    pattern: '^(|true|[0-9]+|[0-9A-Fa-f.:/, ]+)$',
+    description: "Fastify's trustProxy: empty (trust none), true, a hop count, or comma-separated addresses/CIDRs",
+  }),
+  RATE_LIMIT: Type.Union([Type.Literal('on'), Type.Literal('off')], {
+    default: 'on',
+    description: 'per-address and per-customer limits on POST /api/holds and POST /api/orders',
+  }),
+  RATE_LIMIT_WINDOW_SECONDS: Seconds(60, 'the window the rate limits count requests in'),
+  RATE_LIMIT_PER_ADDRESS: PositiveInt(120, 'requests one client address may make to each limited route per window'),
+  RATE_LIMIT_PER_CUSTOMER: PositiveInt(30, 'requests one verified customer may make to each limited route per window'),
 });
 
 export type Config = Static<typeof ConfigSchema>;

@@ -6,6 +6,10 @@ export const ErrorCodes = {
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
   INVALID_SIGNATURE: 401,
+  INVALID_CUSTOMER_TOKEN: 401,
+  CUSTOMER_TOKEN_REQUIRED: 401,
+  CUSTOMER_MISMATCH: 403,
+  NOT_YOUR_HOLD: 403,
   NOT_FOUND: 404,
   PRODUCT_NOT_FOUND: 404,
   HOLD_NOT_FOUND: 404,
@@ -110,6 +114,17 @@ export const errors = {
     new AppError('ORDER_ALREADY_FINAL', `order ${orderId} is already ${status}`, { order_id: orderId, status }),
   idempotencyKeyReused: () =>
     new AppError('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was already used with a different request'),
+  invalidCustomerToken: () =>
+    new AppError('INVALID_CUSTOMER_TOKEN', 'the customer token is invalid, expired or wrongly signed'),
+  customerTokenRequired: (why: string) =>
+    new AppError('CUSTOMER_TOKEN_REQUIRED', `${why}: send Authorization: Bearer <customer token>`),
+  customerMismatch: () =>
+    new AppError('CUSTOMER_MISMATCH', 'customer_id differs from the customer the token was issued to'),
+  notYourHold: (holdId: string) => new AppError('NOT_YOUR_HOLD', `hold ${holdId} belongs to another customer`),
+  rateLimited: (retryAfterSeconds: number) =>
+    new AppError('RATE_LIMITED', `too many requests; retry in ${retryAfterSeconds} s`, {
+      retry_after_seconds: retryAfterSeconds,
+    }),
   adminThrottled: (retryAfterSeconds: number) =>
     new AppError('RATE_LIMITED', 'too many wrong admin tokens from this address; try again later', {
       retry_after_seconds: retryAfterSeconds,

@@ -13,11 +13,14 @@ interface HoldBody {
   available_stock?: number;
 }
 
+// Hundreds of requests at once from one address: what these tests race is the stock, not the rate limits.
+const UNLIMITED = { RATE_LIMIT: 'off' } as const;
+
 const hold = (base: string, body: Record<string, unknown>, headers: Record<string, string> = {}) =>
   request<HoldBody>(base, 'POST', '/api/holds', body, headers);
 
 t.test('two buyers race for the last unit: exactly one wins', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, UNLIMITED);
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 1 });
   // Repeated a few times: one lucky interleaving would prove little.
@@ -38,7 +41,7 @@ t.test('two buyers race for the last unit: exactly one wins', async (t) => {
 t.test(
   'stock 100, 1,000 concurrent holds of one unit: exactly 100 granted, and releasing them all restores 100',
   async (t) => {
-    const service = await buildTestApp(t);
+    const service = await buildTestApp(t, UNLIMITED);
     const base = await listen(service.app);
     const product = await createProduct(service.app, { stock: 100 });
 
@@ -65,8 +68,9 @@ t.test(
 
 t.test('random quantities racing across two service instances never grant more than the stock', async (t) => {
   // Two instances share one Redis and one database, as two pods behind a load balancer would.
-  const first = await buildTestApp(t);
+  const first = await buildTestApp(t, UNLIMITED);
   const second = await buildTestApp(t, {
+    ...UNLIMITED,
     DATABASE_URL: first.config.DATABASE_URL,
     REDIS_KEY_PREFIX: first.config.REDIS_KEY_PREFIX,
   });
@@ -92,7 +96,7 @@ t.test('random quantities racing across two service instances never grant more t
 });
 
 t.test("per-customer limit holds under one customer's concurrent requests", async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, UNLIMITED);
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 1000, per_customer_limit: 3 });
 
@@ -122,7 +126,7 @@ t.test("per-customer limit holds under one customer's concurrent requests", asyn
 });
 
 t.test('Idempotency-Key: 50 concurrent copies reserve once; another body with the key answers 422', async (t) => {
-  const service = await buildTestApp(t);
+  const service = await buildTestApp(t, UNLIMITED);
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 10 });
   const other = await createProduct(service.app, { stock: 10 });
@@ -164,12 +168,13 @@ t.test('Idempotency-Key: 50 concurrent copies reserve once; another body with th
 t.test(
   'an instance that saw a product sold out refuses it only for its cache time after units come back elsewhere',
   async (t) => {
-    const first = await buildTestApp(t, { SOLD_OUT_CACHE_MS: 20 });
+    const first = await buildTestApp(t, { ...UNLIMITED, SOLD_OUT_CACHE_MS: 20 });
     // The second instance's cache reads a clock the test moves: the bound is on that clock, not on a busy machine's.
     const clock = manualClock();
     const second = await buildTestApp(
       t,
       {
+        ...UNLIMITED,
         SOLD_OUT_CACHE_MS: 20,
         DATABASE_URL: first.config.DATABASE_URL,
         REDIS_KEY_PREFIX: first.config.REDIS_KEY_PREFIX,

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { placeHold, productState } from './support/api.js';
-import { buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
+import { admin, buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
 import { waitPastOnRedisClock } from './support/clock.js';
 import { request, tally } from './support/http.js';
 import { poll } from './support/wait.js';
@@ -85,7 +85,8 @@ t.test('a hold becomes exactly one order: 201 the first time, 200 with the same 
   t.equal(first.status, 201);
   t.match(first.body, {
     hold_id: held.hold_id,
-    customer_id: 'cust-17',
+    // A caller who proved nothing (no customer token, no admin token) is never shown a customer id.
+    customer_id: null,
     status: 'pending_payment',
     payment_status: 'pending',
     total_cents: 3 * 2599,
@@ -211,9 +212,15 @@ t.test('an order is read by its id; an unknown id is 404, a non-numeric one 400'
   const placed = await placeOrder(base, { hold_id: held.hold_id, payment_method: 'paypal' });
   t.equal(placed.status, 201);
 
-  const read = await request<OrderBody>(base, 'GET', `/api/orders/${placed.body.order_id}`);
+  // By its hold id (unguessable) anyone may read it, without its customer; by its number only the admin.
+  const byHold = await request<OrderBody>(base, 'GET', `/api/orders/${held.hold_id}`);
+  t.equal(byHold.status, 200);
+  t.same(byHold.body, placed.body, 'the order as it was placed');
+  const read = await request<OrderBody>(base, 'GET', `/api/orders/${placed.body.order_id}`, undefined, admin);
   t.equal(read.status, 200);
-  t.same(read.body, placed.body, 'the order as it was placed');
+  t.same(read.body, { ...placed.body, customer_id: 'reader' }, 'the admin sees its customer');
+  const anonymous = await request<OrderBody>(base, 'GET', `/api/orders/${placed.body.order_id}`);
+  t.equal(anonymous.status, 404, 'an order number alone reads nothing');
 
   for (const id of ['999999', '9999999999999999']) {
     const missing = await request<OrderBody>(base, 'GET', `/api/orders/${id}`);
@@ -289,7 +296,8 @@ t.test('payment deadline cancels unpaid orders by itself and returns their units
   t.ok(Date.parse(unpaid.body.payment_due_at) - Date.now() <= 1500, 'payment due about a second from now');
   t.match(await productState(base, product.id), { held: 0, sold: 4, available_stock: 1 });
 
-  const readOrder = async (id: number) => (await request<OrderBody>(base, 'GET', `/api/orders/${id}`)).body;
+  const readOrder = async (id: number) =>
+    (await request<OrderBody>(base, 'GET', `/api/orders/${id}`, undefined, admin)).body;
   const cancelled = await poll(
     () => readOrder(unpaid.body.order_id),
     (o) => o.status !== 'pending_payment',

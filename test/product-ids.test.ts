@@ -110,13 +110,13 @@ t.test('order ids in paths and webhooks: past 10^16 is 400, unknown is 404, neve
   const order = await app.inject({ method: 'POST', url: '/api/orders', payload: { hold_id: hold.json().hold_id } });
   t.equal(order.statusCode, 201);
   const orderId = order.json<{ order_id: number }>().order_id;
-  t.match((await app.inject({ method: 'GET', url: `/api/orders/${orderId}` })).json(), {
+  t.match((await app.inject({ method: 'GET', url: `/api/orders/${orderId}`, headers: admin })).json(), {
     order_id: orderId,
     status: 'pending_payment',
   });
 
   const read = async (id: string): Promise<Answer> => {
-    const response = await app.inject({ method: 'GET', url: `/api/orders/${id}` });
+    const response = await app.inject({ method: 'GET', url: `/api/orders/${id}`, headers: admin });
     return { status: response.statusCode, code: response.json<{ code?: string }>().code ?? '' };
   };
   const pay = async (id: number): Promise<Answer> => {

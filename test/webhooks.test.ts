@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
 import { checkSignature, signPayload } from '../src/domain/signatures.js';
 import { productState } from './support/api.js';
-import { buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
+import { admin, buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
 import { request, sendRaw, tally, type HttpAnswer } from './support/http.js';
 import { poll } from './support/wait.js';
 
@@ -60,7 +60,7 @@ async function pendingOrder(base: string, app: TestApp['app'], opts: { stock?: n
 }
 
 async function readOrder(base: string, id: number): Promise<OrderBody> {
-  return (await request<OrderBody>(base, 'GET', `/api/orders/${id}`)).body;
+  return (await request<OrderBody>(base, 'GET', `/api/orders/${id}`, undefined, admin)).body;
 }
 
 /** The order's and its payment's rows, with their update times: a replay must not touch them. */

@@ -43,6 +43,8 @@ const SERVICE_DEFAULTS: Record<string, string> = {
   // No hold of one scenario expires during a later one (the sweeper's work would land on that scenario's
   // figures); expiry-storm sets its own short lifetime.
   HOLD_TTL_SECONDS: '3600',
+  // The load comes from one address: real limits would refuse it. --rate-limited turns them on, out of reach.
+  RATE_LIMIT: 'off',
 };
 
 /** The environment of a child process: the essentials only, so the caller's service settings do not leak in. */

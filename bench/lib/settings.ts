@@ -34,15 +34,28 @@ export interface Settings {
   soakDuration: number;
   /** Seconds of the soak's probe at full load, which measures the rate the soak then runs at half of. */
   soakProbe: number;
+  /**
+   * Rate limits on, at limits no load reaches: every hold and order is counted, none refused, so the run measures
+   * what the limits cost. Off otherwise: the load comes from one address, which real limits would refuse.
+   */
+  rateLimited: boolean;
 }
 
-export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke]
+/** The service's limits under --rate-limited: counted on every request, never reached by a run. */
+export const UNREACHED_RATE_LIMITS = {
+  RATE_LIMIT: 'on',
+  RATE_LIMIT_PER_ADDRESS: '1000000000',
+  RATE_LIMIT_PER_CUSTOMER: '1000000000',
+} as const;
+
+export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
   --duration S        seconds of measured load per scenario (default 10; 2 with --smoke)
   --soak-duration S   seconds of the soak at half its probed maximum rate (default 600; 30 with --smoke)
   --smoke             the CI form: short runs, small data sets; fails only on broken invariants or crashes
+  --rate-limited      rate limits on (RATE_LIMIT=on), at limits no run reaches: measures what counting costs
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -57,7 +70,7 @@ function isScenarioName(name: string): name is ScenarioName {
   return (SCENARIO_NAMES as readonly string[]).includes(name);
 }
 
-/** Parses `[scenario...] [--connections N] [--duration S] [--smoke]`; throws with a message on bad input. */
+/** Parses `[scenario...] [--connections N] [--duration S] [--smoke] [--rate-limited]`; throws with a message on bad input. */
 export function parseSettings(argv: string[]): Settings | 'help' {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -67,6 +80,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       duration: { type: 'string' },
       'soak-duration': { type: 'string' },
       smoke: { type: 'boolean', default: false },
+      'rate-limited': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -88,5 +102,6 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     selloutStock: smoke ? 2_000 : 10_000,
     soakDuration: positiveInteger('soak-duration', values['soak-duration'], smoke ? 30 : 600),
     soakProbe: smoke ? 3 : 10,
+    rateLimited: values['rate-limited'],
   };
 }

@@ -6,6 +6,7 @@ import { refusalError } from '../redis/finished-errors.js';
 import type { HoldRecord } from '../redis/hold-record.js';
 import type { Hold } from '../schemas/hold.js';
 import type { Settings } from '../settings.js';
+import { ownerCheck, shownCustomerId, type Caller, type CustomerTrust } from './callers.js';
 import { newHoldId, productOfHold } from './hold-ids.js';
 import type { Catalogue } from './products.js';
 import { createRefusalLog } from './refusal-log.js';
@@ -15,7 +16,9 @@ import type { SoldOutCache } from './sold-out-cache.js';
 export interface HoldRequest {
   productId: number;
   qty: number;
+  /** The customer the hold is for, as src/domain/callers.ts holdCustomer decided it. */
   customerId: string | null;
+  /** The Idempotency-Key scoped to its caller (src/domain/callers.ts scopedIdempotencyKey). */
   idempotencyKey?: string;
 }
 
@@ -34,9 +37,10 @@ export function createHoldDesk(deps: {
   catalogue: Catalogue;
   rebuilder: RedisRebuilder;
   soldOut: SoldOutCache;
+  trust: CustomerTrust;
   log: Logger;
 }) {
-  const { commands, settings, catalogue, rebuilder, soldOut, log } = deps;
+  const { commands, settings, catalogue, rebuilder, soldOut, trust, log } = deps;
 
   /** Redis has no copy of the hold's product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -76,17 +80,29 @@ export function createHoldDesk(deps: {
       if (!(await commands.claimIdempotencyKey(idempotencyKey, fingerprint))) throw errors.idempotencyKeyReused();
       reservation.idempotency = { key: idempotencyKey, fingerprint };
     }
+    // A request refused before Redis decided anything for it gives its key back: the refusal leaves nothing.
+    const giveKeyBack = async () => {
+      if (reservation.idempotency)
+        await commands.releaseIdempotencyKey(reservation.idempotency.key, reservation.idempotency.fingerprint);
+    };
     let outcome;
     try {
       outcome = await commands.reserve(reservation);
       if (outcome.kind === 'productNotFound') {
         // Lost in Redis (or never loaded): refused with 503 while it is rebuilt, decided afresh once it is.
-        if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
+        if (rebuilder.isRebuilding(productId)) {
+          await giveKeyBack();
+          throw errors.rebuilding(productId);
+        }
         if (await catalogue.ensureLoaded(productId)) outcome = await commands.reserve(reservation);
       }
     } catch (err) {
       soldOut.forget(productId);
       throw err;
+    }
+    if (outcome.kind === 'productNotFound' || outcome.kind === 'customerIdRequired') await giveKeyBack();
+    if (outcome.kind === 'customerIdRequired' && trust.tokens) {
+      throw errors.customerTokenRequired(`product ${productId} has a per-customer limit`);
     }
     if (outcome.kind === 'insufficientStock' && outcome.available <= 0) soldOut.markSoldOut(productId);
     else soldOut.forget(productId);
@@ -120,7 +136,8 @@ export function createHoldDesk(deps: {
     }
   }
 
-  async function find(holdId: string): Promise<Hold> {
+  /** The hold's record as Redis has it now; 404 when there is none. */
+  async function lookUp(holdId: string): Promise<{ productId: number; record: HoldRecord }> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
     let lookup = await commands.getHold(productId, holdId);
@@ -129,19 +146,36 @@ export function createHoldDesk(deps: {
       lookup = await commands.getHold(productId, holdId);
     }
     if (lookup.kind !== 'found') throw refusalError(lookup, { holdId });
-    return toHold(holdId, productId, lookup.record);
+    return { productId, record: lookup.record };
   }
 
-  async function release(holdId: string): Promise<Hold> {
+  /**
+   * Refuses a caller who may not act on the hold (src/domain/callers.ts ownerCheck). Only with customer tokens
+   * is there anything to check, so only then is the hold read first (its customer never changes).
+   */
+  async function checkOwner(holdId: string, caller: Caller): Promise<void> {
+    if (!trust.tokens || caller.kind === 'admin') return;
+    const { record } = await lookUp(holdId);
+    ownerCheck(trust, caller, record.customer_id ?? null, () => errors.notYourHold(holdId));
+  }
+
+  async function find(holdId: string, caller: Caller): Promise<Hold> {
+    const { productId, record } = await lookUp(holdId);
+    ownerCheck(trust, caller, record.customer_id ?? null, () => errors.notYourHold(holdId));
+    return toHold(holdId, productId, record, caller);
+  }
+
+  async function release(holdId: string, caller: Caller): Promise<Hold> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
+    await checkOwner(holdId, caller);
     let released = await commands.releaseHold(productId, holdId);
     if (released.kind === 'productNotFound') {
       await recoverCopy(productId, holdId);
       released = await commands.releaseHold(productId, holdId);
     }
     if (released.kind !== 'ended' && released.kind !== 'alreadyEnded') throw refusalError(released, { holdId });
-    const hold = toHold(holdId, productId, released.record);
+    const hold = toHold(holdId, productId, released.record, caller);
     if (released.kind === 'ended') {
       soldOut.forget(productId);
       log.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
@@ -149,7 +183,7 @@ export function createHoldDesk(deps: {
     return hold;
   }
 
-  return { refusalWithoutRedis, place, find, release };
+  return { refusalWithoutRedis, place, find, release, checkOwner };
 }
 
 function requestFingerprint(request: HoldRequest): string {
@@ -158,13 +192,16 @@ function requestFingerprint(request: HoldRequest): string {
     .digest('base64url');
 }
 
-/** A stored hold as the API shows it: a hold being converted is still held until its order is committed. */
-function toHold(holdId: string, productId: number, record: HoldRecord): Hold {
+/**
+ * A stored hold as the API shows it to a caller: a hold being converted is still held until its order is
+ * committed, and its customer is shown to that customer and the admin only.
+ */
+function toHold(holdId: string, productId: number, record: HoldRecord, caller: Caller): Hold {
   return {
     hold_id: holdId,
     product_id: productId,
     qty: record.qty,
-    customer_id: record.customer_id ?? null,
+    customer_id: shownCustomerId(caller, record.customer_id ?? null),
     status: record.status === 'converting' ? 'held' : record.status,
     expires_at: new Date(record.expires_at).toISOString(),
   };

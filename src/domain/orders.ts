@@ -9,6 +9,7 @@ import type { RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { Order } from '../schemas/order.js';
 import type { Settings } from '../settings.js';
+import { ownerCheck, shownCustomerId, type Caller, type CustomerTrust } from './callers.js';
 import { crashPoint } from './faults.js';
 import { productOfHold } from './hold-ids.js';
 import type { RedisRebuilder } from './redis-rebuild.js';
@@ -39,9 +40,10 @@ export function createOrderDesk(deps: {
   clock: RedisClock;
   settings: Settings;
   soldOut: SoldOutCache;
+  trust: CustomerTrust;
   log: Logger;
 }) {
-  const { db, commands, rebuilder, clock, settings, soldOut, log } = deps;
+  const { db, commands, rebuilder, clock, settings, soldOut, trust, log } = deps;
 
   /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -149,10 +151,27 @@ export function createOrderDesk(deps: {
     log.warn({ hold_id: holdId, claim_id: claimId, status }, 'recovery: conversion never committed; claim abandoned');
   }
 
-  async function find(orderId: number): Promise<Order> {
-    const order = await ordersRepo.findOrder(db, orderId);
-    if (!order) throw errors.orderNotFound(orderId);
-    return toOrder(order);
+  /**
+   * An order as `caller` may see it. By its number (sequential, so guessable): the admin's and its proven
+   * customer's only; anyone else is told it does not exist. By its hold id (unguessable): whoever has the hold id,
+   * except that with customer tokens a customer's order is that customer's (src/domain/callers.ts ownerCheck).
+   */
+  async function find(reference: number | string, caller: Caller): Promise<Order> {
+    const order =
+      typeof reference === 'number'
+        ? await ordersRepo.findOrder(db, reference)
+        : productOfHold(reference) === null
+          ? undefined
+          : await ordersRepo.findOrderByHold(db, reference);
+    if (!order) throw errors.orderNotFound(reference);
+    if (typeof reference === 'number') {
+      const mayRead =
+        caller.kind === 'admin' || (caller.kind === 'customer' && caller.customerId === order.customer_id);
+      if (!mayRead) throw errors.orderNotFound(reference);
+    } else {
+      ownerCheck(trust, caller, order.customer_id, () => errors.orderNotFound(reference));
+    }
+    return shownTo(caller, toOrder(order));
   }
 
   /** Puts a cancelled order's units back on sale, then notes it in Postgres (both steps are idempotent). */
@@ -203,6 +222,11 @@ export function createOrderDesk(deps: {
   }
 
   return { place, find, recoverClaim, releaseUnits, settleOverdue };
+}
+
+/** An order with its customer shown only to that customer and the admin (src/domain/callers.ts). */
+export function shownTo(caller: Caller, order: Order): Order {
+  return { ...order, customer_id: shownCustomerId(caller, order.customer_id) };
 }
 
 export function toOrder(order: ordersRepo.OrderWithItems): Order {

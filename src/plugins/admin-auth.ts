@@ -10,6 +10,8 @@ declare module 'fastify' {
      * ADMIN_AUTH_MAX_FAILURES wrong tokens in a window is answered 429 until the window ends, whatever it sends.
      */
     verifyAdmin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+    /** Whether a bearer token is ADMIN_TOKEN (never true when it is empty). */
+    isAdminToken: (presented: string) => boolean;
   }
 }
 
@@ -27,14 +29,16 @@ export default fp(
     }
     // Comparing fixed-length digests keeps the comparison constant-time whatever the lengths.
     const expected = token ? digest(token) : null;
+    const isAdminToken = (presented: string) =>
+      expected !== null && presented !== '' && timingSafeEqual(digest(presented), expected);
+    app.decorate('isAdminToken', isAdminToken);
     app.decorate('verifyAdmin', async (request: FastifyRequest, reply: FastifyReply) => {
       if (!expected) throw errors.unauthorized(); // admin routes are off: nothing to guess
       // The count lives in Redis, so a guesser spread over several instances meets one limit.
       const seen = await commands.adminFailures(request.ip, windowMs, false);
       if (seen.failures >= maxFailures) throw throttled(reply, seen.msLeft);
       const header = request.headers.authorization ?? '';
-      const presented = header.startsWith('Bearer ') ? header.slice(7) : '';
-      if (presented && timingSafeEqual(digest(presented), expected)) return;
+      if (isAdminToken(header.startsWith('Bearer ') ? header.slice(7) : '')) return;
       const counted = await commands.adminFailures(request.ip, windowMs, true);
       request.log.warn({ client: request.ip, failures: counted.failures }, 'wrong admin token');
       throw errors.unauthorized();

@@ -23,12 +23,24 @@ export default fp<{ now?: () => number }>(
     const soldOut = createSoldOutCache(settings.soldOutCacheMs, { now });
     const rebuilder = createRedisRebuilder({ db, commands, log });
     const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
-    const orders = createOrderDesk({ db, commands, rebuilder, clock, settings, soldOut, log });
+    const orders = createOrderDesk({
+      db,
+      commands,
+      rebuilder,
+      clock,
+      settings,
+      soldOut,
+      trust: app.customerTrust,
+      log,
+    });
     app.decorate('catalogue', catalogue);
     app.decorate('rebuilder', rebuilder);
-    app.decorate('holds', createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, log }));
+    app.decorate(
+      'holds',
+      createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, trust: app.customerTrust, log }),
+    );
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log, settings }));
   },
-  { name: 'domain', dependencies: ['stores'] },
+  { name: 'domain', dependencies: ['stores', 'callers'] },
 );

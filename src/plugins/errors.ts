@@ -22,6 +22,7 @@ export default fp(
     app.setErrorHandler((err: FastifyError | AppError | Error, request, reply) => {
       if (err instanceof AppError) {
         if (err.statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS);
+        if (err.code === 'RATE_LIMITED') reply.header('retry-after', String(err.details?.retry_after_seconds));
         return reply.code(err.statusCode).send(err.body());
       }
       if (err instanceof StoreUnavailableError) {

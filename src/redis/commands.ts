@@ -14,6 +14,7 @@ import {
   sweepScheduleKey,
   type ProductKeys,
 } from './keys.js';
+import { createRequestCounts } from './request-counts.js';
 import { createReserveBatches, type Reservation, type ReserveOutcome } from './reserve-batches.js';
 
 export { ScriptReplyError };
@@ -200,6 +201,14 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         },
       );
     },
+
+    /** Gives an Idempotency-Key back when the request that claimed it was refused before any decision. */
+    async releaseIdempotencyKey(key: string, fingerprint: string): Promise<void> {
+      await exchange(() => redis.releaseIdempotencyKey(idempotencyClaimKey(prefix, key), fingerprint));
+    },
+
+    /** Rate-limit counters with this window, counted in batches (lua/countRequests.lua). */
+    requestCounts: (windowMs: number) => createRequestCounts(redis, exchange, windowMs),
 
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
       return exchange(

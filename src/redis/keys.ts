@@ -59,6 +59,14 @@ export function idempotencyClaimKey(prefix: string, idempotencyKey: string): str
 }
 
 /**
+ * string: requests one caller (`subject`: `a:<address>` or `c:<customer id>`) made to a limited route in the
+ * current window. Every counter shares the hash tag `{rate}`, so one script counts a whole batch in one slot.
+ */
+export function requestCounterKey(prefix: string, route: string, subject: string): string {
+  return `${prefix}{rate}:${route}:${subject}`;
+}
+
+/**
  * string: present while this Redis still has the copies the service made. A restart without persistence or a
  * FLUSHALL removes it with everything else, and the loss watcher then checks every product at once
  * (src/domain/redis-rebuild.ts); a loss of part of the data (one Cluster shard) is found product by product.

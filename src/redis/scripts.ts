@@ -13,6 +13,9 @@ declare module 'ioredis' {
     reserveStock(keyCount: number, ...keysThenArgs: (string | number)[]): Result<unknown, Context>;
     releaseHold(...args: [...keys: ProductKeysArgs, holdId: string, retainMs: number]): Result<unknown, Context>;
     claimIdempotencyKey(claimKey: string, fingerprint: string, ttlMs: number): Result<unknown, Context>;
+    releaseIdempotencyKey(claimKey: string, fingerprint: string): Result<unknown, Context>;
+    /** A batch of rate-limit counts: the key count, the keys, then the arguments. */
+    countRequests(keyCount: number, ...keysThenArgs: (string | number)[]): Result<unknown, Context>;
     releaseExpiredHolds(
       ...args: [...keys: ConversionKeysArgs, batch: number, retainMs: number, maxWaitMs: number, leaseMs: number]
     ): Result<unknown, Context>;
@@ -90,6 +93,8 @@ export const SCRIPT_FILES = [
   'releaseHold-5',
   'getHold-2',
   'claimIdempotencyKey-1',
+  'releaseIdempotencyKey-1',
+  'countRequests',
   'releaseExpiredHolds-6',
   'claimHold-6',
   'finishConversion-6',

@@ -62,8 +62,13 @@ export const NewOrderSchema = Type.Object(
 );
 export type NewOrder = Static<typeof NewOrderSchema>;
 
-/** Routes with these params read them with the readUrlIntegers hook. */
-export const OrderParamsSchema = Type.Object({ id: OrderIdSchema });
+/**
+ * GET /api/orders/:id: an order number (digits; sequential, so only the admin and the order's customer may read
+ * by it) or the hold id the order was made from (unguessable: the order's public reference).
+ */
+export const OrderReferenceParamsSchema = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' }),
+});
 
 /** A payment provider's webhook: these fields are read, every other field is kept as the payment's payload. */
 export const PaymentWebhookSchema = Type.Object(
