@@ -10,6 +10,7 @@ import { SOLD_ORDER_STATUSES } from '../src/db/schema.js';
 import { signPayload } from '../src/domain/signatures.js';
 import { productKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct } from './support/app.js';
+import { lockProductRow } from './support/postgres-state.js';
 import { privateRedis } from './support/private-redis.js';
 import { poll } from './support/wait.js';
 
@@ -54,31 +55,8 @@ async function lossWorld(t: Test) {
     return rows[0].n;
   };
   /** Holds a product's row FOR UPDATE from another session, as a slow transaction would, until `release`. */
-  const lockProductRow = async (productId: number) => {
-    const client = new pg.Client({ connectionString: service.config.DATABASE_URL });
-    await client.connect();
-    t.teardown(() => client.end());
-    await client.query('BEGIN');
-    await client.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
-    return {
-      /**
-       * Sessions of this database waiting for a lock. Asked outside the blocker's transaction: within one,
-       * pg_stat_activity keeps the sessions it listed first, so a connection opened later would never be counted.
-       */
-      waiting: async (): Promise<number> =>
-        Number(
-          (
-            await pool.query(
-              "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-          ).rows[0].n,
-        ),
-      release: async () => {
-        await client.query('COMMIT');
-      },
-    };
-  };
-  return { ...service, direct, hold, order, product, webhook, liveUnits, lockProductRow };
+  const lockRow = (productId: number) => lockProductRow(t, { db: pool }, service.config.DATABASE_URL, productId);
+  return { ...service, direct, hold, order, product, webhook, liveUnits, lockProductRow: lockRow };
 }
 
 t.test(
