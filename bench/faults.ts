@@ -77,12 +77,12 @@ for (const scenario of [...new Set(rounds.map((r) => r.scenario))]) {
     (f) => f !== 'scenario' && f !== 'round',
   );
   for (const field of fields) {
-    const numbers = ofScenario.map((r) => r[field]).filter((v): v is number => typeof v === 'number');
+    const seen = ofScenario.map((r) => r[field]).filter((v) => v !== undefined);
+    const numbers = seen.filter((v): v is number => typeof v === 'number');
     if (numbers.length > 0) {
       lines.push(`| ${scenario} | ${field} | ${numbers.length} | ${median(numbers)} | ${Math.max(...numbers)} |`);
     } else {
-      const seen = ofScenario.map((r) => JSON.stringify(r[field])).join(' ');
-      lines.push(`| ${scenario} | ${field} | ${ofScenario.length} | ${seen} | |`);
+      lines.push(`| ${scenario} | ${field} | ${seen.length} | ${seen.map((v) => JSON.stringify(v)).join(' ')} | |`);
     }
   }
 }

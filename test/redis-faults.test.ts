@@ -350,7 +350,7 @@ t.test(
     try {
       for (let round = 1; round <= ROUNDS; round++) {
         t.ok(await business(s, Date.now()), `round ${round}: the storm is doing business`);
-        const inFlightHolds = s.exchanges.length;
+        const requestsSoFar = s.exchanges.length;
         await w.redisServer.kill();
         const downFrom = Date.now();
         await sleep(OUTAGE_MS);
@@ -368,7 +368,7 @@ t.test(
           outage_503_p99_ms: Math.round(outage.p99_ms * 10) / 10,
           outage_503_max_ms: Math.round(outage.max_ms * 10) / 10,
           reconnect_ms: readyAt - upAt,
-          requests_before: inFlightHolds,
+          requests_so_far: requestsSoFar,
         });
       }
     } finally {
@@ -411,7 +411,8 @@ for (const loss of ['empty restart', 'flushall'] as const) {
           const blocker = await lockProductRow(t, w.world, w.world.databaseUrl, contested!.id);
           const waiting = await poll(blocker.waiting, (n) => n >= 1, 10_000, 10);
           t.ok(waiting >= 1, `round ${round}: ${waiting} conversion(s) waiting in Postgres at the loss`);
-          const held = (await inventory(w, contested!.id)).held;
+          let held = 0;
+          for (const product of w.products) held += (await inventory(w, product.id)).held;
           let downFrom = 0;
           let downUntil = 0;
           if (loss === 'empty restart') {
