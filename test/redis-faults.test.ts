@@ -304,6 +304,36 @@ async function checkNoUnitTwice(t: Test, w: FaultWorld, s: Storm): Promise<numbe
   return soldTwice;
 }
 
+/**
+ * A customer's units in orders made before a loss survive it: every hold granted to the customer after the loss
+ * fits the limit beside the units of its orders from before the loss that are still live (orders only leave the
+ * live statuses, never come back, so live now means live at the loss).
+ */
+async function checkLimitsAcrossLosses(t: Test, w: FaultWorld, s: Storm, losses: number[]) {
+  for (const product of w.products.filter((p) => p.perCustomerLimit)) {
+    const { rows } = await w.world.db.query<{ customer_id: string; created_at: Date; qty: number }>(
+      `SELECT o.customer_id, o.created_at, i.qty FROM orders o JOIN order_items i ON i.order_id = o.id
+        WHERE i.product_id = $1 AND o.status = ANY($2) AND o.customer_id IS NOT NULL`,
+      [product.id, SOLD_ORDER_STATUSES],
+    );
+    let checked = 0;
+    const over: string[] = [];
+    for (const grant of s.grants.values()) {
+      if (grant.productId !== product.id) continue;
+      const loss = losses.filter((at) => at < grant.grantedAt).pop();
+      if (loss === undefined) continue;
+      const before = rows
+        .filter((r) => r.customer_id === grant.customerId && r.created_at.getTime() < loss)
+        .reduce((sum, r) => sum + r.qty, 0);
+      if (before > 0) checked++;
+      if (before + grant.qty > product.perCustomerLimit!)
+        over.push(`${grant.holdId} of ${grant.customerId}: ${grant.qty} + ${before} ordered before the loss`);
+    }
+    t.same(over, [], `product ${product.id}: no hold after a loss took a customer past its limit`);
+    t.ok(checked > 0, `${checked} holds after a loss were granted to customers with orders from before it`);
+  }
+}
+
 /** Reads each hold over HTTP, a few at a time: its status, or 404. */
 async function holdStatuses(w: FaultWorld, holdIds: string[]): Promise<Map<string, string>> {
   const statuses = new Map<string, string>();
@@ -403,6 +433,7 @@ for (const loss of ['empty restart', 'flushall'] as const) {
       const [contested] = w.products;
       let lastReadyAt = 0;
       const ordered = new Set<string>();
+      const losses: number[] = [];
       try {
         for (let round = 1; round <= ROUNDS; round++) {
           t.ok(await business(s, Date.now()), `round ${round}: the storm is doing business`);
@@ -426,6 +457,7 @@ for (const loss of ['empty restart', 'flushall'] as const) {
           }
           // From here the service can see the loss.
           const lossAt = Date.now();
+          losses.push(loss === 'empty restart' ? downFrom : lossAt);
           const stormLoss = loss === 'empty restart' ? downFrom : lossAt;
           // The contested product's rebuild queues behind the row: the service reports it while it waits, and
           // holds on it answer 503 meanwhile, ours and the storm's.
@@ -566,6 +598,7 @@ for (const loss of ['empty restart', 'flushall'] as const) {
         [],
         `no Idempotency-Key has two live holds (${statuses.size} keys decided afresh after the loss)`,
       );
+      await checkLimitsAcrossLosses(t, w, s, losses);
       const soldTwice = await checkNoUnitTwice(t, w, s);
       t.equal(soldTwice, 0, 'no unit sold twice');
       t.comment(

@@ -10,7 +10,7 @@ import { SOLD_ORDER_STATUSES } from '../src/db/schema.js';
 import { signPayload } from '../src/domain/signatures.js';
 import { productKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct } from './support/app.js';
-import { lockProductRow } from './support/postgres-state.js';
+import { lockOrderRow, lockProductRow } from './support/postgres-state.js';
 import { privateRedis } from './support/private-redis.js';
 import { poll } from './support/wait.js';
 
@@ -56,7 +56,9 @@ async function lossWorld(t: Test) {
   };
   /** Holds a product's row FOR UPDATE from another session, as a slow transaction would, until `release`. */
   const lockRow = (productId: number) => lockProductRow(t, { db: pool }, service.config.DATABASE_URL, productId);
-  return { ...service, direct, hold, order, product, webhook, liveUnits, lockProductRow: lockRow };
+  /** Holds an order's row FOR UPDATE from another session until `release`. */
+  const lockOrder = (orderId: number) => lockOrderRow(t, { db: pool }, service.config.DATABASE_URL, orderId);
+  return { ...service, direct, pool, hold, order, product, webhook, liveUnits, lockProductRow: lockRow, lockOrder };
 }
 
 t.test(
@@ -237,3 +239,54 @@ t.test('/readyz says which products are being rebuilt, and holds on them answer 
   t.equal((await w.hold({ product_id: product.id, qty: 1 })).statusCode, 201, 'served again once rebuilt');
   t.equal((await w.app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
 });
+
+t.test(
+  'an order cancelled while its product is rebuilt gets its units back: the rebuild fences cancellations too',
+  async (t) => {
+    const w = await lossWorld(t);
+    const product = await createProduct(w.app, { stock: 5 });
+    const placed = async (qty: number) =>
+      (await w.order((await w.hold({ product_id: product.id, qty })).json().hold_id)).json().order_id as number;
+    // The order cancelled during the rebuild: 2 units, live when the rebuild reads the live orders.
+    const cancelled = await placed(2);
+    // An order whose cancellation a crash left with its units to return: the rebuild marks such orders returned
+    // after it read the live ones. The test holds its row, so the rebuild pauses between the two steps.
+    const interrupted = await placed(1);
+    const failed = await w.webhook({
+      idempotency_key: 'fail-interrupted',
+      order_id: interrupted,
+      event_type: 'failure',
+    });
+    t.match(failed.json(), { status: 'cancelled' });
+    await w.pool.query('UPDATE orders SET units_released_at = NULL WHERE id = $1', [interrupted]);
+    const blocker = await w.lockOrder(interrupted);
+
+    await w.direct.flushall();
+    t.equal(await poll(blocker.waiting, (n) => n >= 1, 15_000), 1, 'the rebuild read the live orders, and waits');
+    let answered = false;
+    const cancellation = w
+      .webhook({ idempotency_key: 'fail-during-rebuild', order_id: cancelled, event_type: 'failure' })
+      .finally(() => (answered = true));
+    // Fenced, the cancellation waits for the rebuild; unfenced, it commits and is answered meanwhile.
+    await poll(
+      async () => answered || (await blocker.waiting()) >= 2,
+      (done) => done,
+      15_000,
+    );
+    await blocker.release();
+    const answer = await cancellation;
+    t.equal(answer.statusCode, 200);
+    t.match(answer.json(), { status: 'cancelled' }, 'the order is cancelled');
+    await poll(
+      async () => w.app.rebuilder.rebuilding(),
+      (ids) => ids.length === 0,
+      5000,
+    );
+    t.equal(await w.liveUnits(product.id), 0, 'no live order is left');
+    t.match(
+      await w.product(product.id),
+      { stock: 5, held: 0, sold: 0, available_stock: 5 },
+      'every unit is on sale again: the cancelled order is not counted as sold',
+    );
+  },
+);

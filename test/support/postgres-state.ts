@@ -63,8 +63,8 @@ export async function isPastPaymentDeadline({ db }: PostgresScope, holdId: strin
   return rows.length > 0;
 }
 
-/** A product's row held FOR UPDATE by another session, as a slow transaction would hold it. */
-export interface ProductRowLock {
+/** A row held FOR UPDATE by another session, as a slow transaction would hold it. */
+export interface RowLock {
   /**
    * Sessions of this database waiting for a lock. Asked outside the blocker's transaction: within one,
    * pg_stat_activity keeps the sessions it listed first, so a connection opened later would never be counted.
@@ -75,17 +75,37 @@ export interface ProductRowLock {
 }
 
 /** Takes a product's row FOR UPDATE in a session of its own (ended when the test ends) until `release`. */
-export async function lockProductRow(
+export function lockProductRow(
+  t: Pick<Test, 'teardown'>,
+  scope: PostgresScope,
+  databaseUrl: string,
+  productId: number,
+): Promise<RowLock> {
+  return lockRow(t, scope, databaseUrl, 'products', productId);
+}
+
+/** Takes an order's row FOR UPDATE in a session of its own (ended when the test ends) until `release`. */
+export function lockOrderRow(
+  t: Pick<Test, 'teardown'>,
+  scope: PostgresScope,
+  databaseUrl: string,
+  orderId: number,
+): Promise<RowLock> {
+  return lockRow(t, scope, databaseUrl, 'orders', orderId);
+}
+
+async function lockRow(
   t: Pick<Test, 'teardown'>,
   { db }: PostgresScope,
   databaseUrl: string,
-  productId: number,
-): Promise<ProductRowLock> {
+  table: 'products' | 'orders',
+  id: number,
+): Promise<RowLock> {
   const client = new pg.Client({ connectionString: databaseUrl });
   await client.connect();
   t.teardown(() => client.end());
   await client.query('BEGIN');
-  await client.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
+  await client.query(`SELECT id FROM ${table} WHERE id = $1 FOR UPDATE`, [id]);
   return {
     waiting: async () =>
       Number(
