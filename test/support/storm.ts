@@ -85,6 +85,13 @@ export interface Storm {
   releases: Set<string>;
   /** The hold ids each Idempotency-Key was answered with, in answer order. */
   keyedHolds: Map<string, string[]>;
+  /**
+   * A hold of `qty` units for `customerId`, converted into an order and left unpaid, sent from outside the buyers'
+   * loops and recorded like theirs: the order acknowledged, or undefined.
+   */
+  buy(productId: number, qty: number, customerId: string): Promise<AcknowledgedOrder | undefined>;
+  /** One hold sent from outside the buyers' loops (a test's probe), recorded among the exchanges. */
+  probeHold(productId: number): Promise<HttpAnswer<unknown> | undefined>;
   stop(): Promise<void>;
 }
 
@@ -98,7 +105,7 @@ const WEBHOOK_ATTEMPTS = 3;
 export function startStorm(options: StormOptions): Storm {
   const { baseUrl, random, deadlineMs } = options;
   const run = randomBytes(3).toString('hex');
-  const storm: Omit<Storm, 'stop'> = {
+  const storm: Omit<Storm, 'stop' | 'probeHold' | 'buy'> = {
     exchanges: [],
     grants: new Map(),
     orders: new Map(),
@@ -162,9 +169,11 @@ export function startStorm(options: StormOptions): Storm {
     return answer;
   }
 
-  async function placeHold(product: StormProduct): Promise<Grant | undefined> {
-    const customerId = `c${Math.floor(random() * options.customers)}`;
-    const qty = 1 + Math.floor(random() * 2);
+  async function placeHold(
+    product: Pick<StormProduct, 'id'>,
+    customerId = `c${Math.floor(random() * options.customers)}`,
+    qty = 1 + Math.floor(random() * 2),
+  ): Promise<Grant | undefined> {
     // A third of the buyers send an Idempotency-Key and retry under it; the others try once.
     const key = random() < 0.33 ? `cart-${run}-${sequence++}` : undefined;
     const body = { product_id: product.id, qty, customer_id: customerId };
@@ -254,6 +263,14 @@ export function startStorm(options: StormOptions): Storm {
   const buyers = Array.from({ length: options.clients }, () => buyer());
   return {
     ...storm,
+    async buy(productId, qty, customerId) {
+      const grant = await placeHold({ id: productId }, customerId, qty);
+      return grant && convert(grant);
+    },
+    probeHold: (productId) =>
+      send('hold', productId, () =>
+        request(baseUrl, 'POST', '/api/holds', { product_id: productId, qty: 1, customer_id: 'probe' }, {}, deadlineMs),
+      ),
     async stop() {
       running = false;
       await Promise.all(buyers);
