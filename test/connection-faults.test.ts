@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
 import { buildTestApp, createProduct, listen, TEST_REDIS_URL } from './support/app.js';
-import { client, tally, type Client } from './support/http.js';
+import { client, percentile, tally, type Client } from './support/http.js';
 import { privateRedis } from './support/private-redis.js';
 import { inventory } from './support/redis-state.js';
 import { startTcpProxy } from './support/tcp-proxy.js';
@@ -32,11 +32,6 @@ async function concurrently(clients: number, running: () => boolean, work: (i: n
       while (running()) await work(i);
     }),
   );
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
 }
 
 const summary = (statuses: number[]) => JSON.stringify(Object.fromEntries(tally(statuses)));

@@ -12,6 +12,7 @@ import { createRedisRebuilder } from '../src/domain/redis-rebuild.js';
 import { signPayload } from '../src/domain/signatures.js';
 import { productKeys } from '../src/redis/keys.js';
 import { buildTestApp, createProduct } from './support/app.js';
+import { lockOrderRow, lockProductRow } from './support/postgres-state.js';
 import { privateRedis } from './support/private-redis.js';
 import { poll } from './support/wait.js';
 
@@ -56,31 +57,10 @@ async function lossWorld(t: Test) {
     return rows[0].n;
   };
   /** Holds a product's row FOR UPDATE from another session, as a slow transaction would, until `release`. */
-  const lockProductRow = async (productId: number) => {
-    const client = new pg.Client({ connectionString: service.config.DATABASE_URL });
-    await client.connect();
-    t.teardown(() => client.end());
-    await client.query('BEGIN');
-    await client.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
-    return {
-      /**
-       * Sessions of this database waiting for a lock. Asked outside the blocker's transaction: within one,
-       * pg_stat_activity keeps the sessions it listed first, so a connection opened later would never be counted.
-       */
-      waiting: async (): Promise<number> =>
-        Number(
-          (
-            await pool.query(
-              "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            )
-          ).rows[0].n,
-        ),
-      release: async () => {
-        await client.query('COMMIT');
-      },
-    };
-  };
-  return { ...service, direct, hold, order, product, webhook, liveUnits, lockProductRow };
+  const lockRow = (productId: number) => lockProductRow(t, { db: pool }, service.config.DATABASE_URL, productId);
+  /** Holds an order's row FOR UPDATE from another session until `release`. */
+  const lockOrder = (orderId: number) => lockOrderRow(t, { db: pool }, service.config.DATABASE_URL, orderId);
+  return { ...service, direct, pool, hold, order, product, webhook, liveUnits, lockProductRow: lockRow, lockOrder };
 }
 
 t.test(
@@ -291,3 +271,54 @@ t.test('a caller that finds the copy lost during a check that read it before the
     'the caller that came after the loss is answered once the copy is back',
   );
 });
+
+t.test(
+  'an order cancelled while its product is rebuilt gets its units back: the rebuild fences cancellations too',
+  async (t) => {
+    const w = await lossWorld(t);
+    const product = await createProduct(w.app, { stock: 5 });
+    const placed = async (qty: number) =>
+      (await w.order((await w.hold({ product_id: product.id, qty })).json().hold_id)).json().order_id as number;
+    // The order cancelled during the rebuild: 2 units, live when the rebuild reads the live orders.
+    const cancelled = await placed(2);
+    // An order whose cancellation a crash left with its units to return: the rebuild marks such orders returned
+    // after it read the live ones. The test holds its row, so the rebuild pauses between the two steps.
+    const interrupted = await placed(1);
+    const failed = await w.webhook({
+      idempotency_key: 'fail-interrupted',
+      order_id: interrupted,
+      event_type: 'failure',
+    });
+    t.match(failed.json(), { status: 'cancelled' });
+    await w.pool.query('UPDATE orders SET units_released_at = NULL WHERE id = $1', [interrupted]);
+    const blocker = await w.lockOrder(interrupted);
+
+    await w.direct.flushall();
+    t.equal(await poll(blocker.waiting, (n) => n >= 1, 15_000), 1, 'the rebuild read the live orders, and waits');
+    let answered = false;
+    const cancellation = w
+      .webhook({ idempotency_key: 'fail-during-rebuild', order_id: cancelled, event_type: 'failure' })
+      .finally(() => (answered = true));
+    // Fenced, the cancellation waits for the rebuild; unfenced, it commits and is answered meanwhile.
+    await poll(
+      async () => answered || (await blocker.waiting()) >= 2,
+      (done) => done,
+      15_000,
+    );
+    await blocker.release();
+    const answer = await cancellation;
+    t.equal(answer.statusCode, 200);
+    t.match(answer.json(), { status: 'cancelled' }, 'the order is cancelled');
+    await poll(
+      async () => w.app.rebuilder.rebuilding(),
+      (ids) => ids.length === 0,
+      5000,
+    );
+    t.equal(await w.liveUnits(product.id), 0, 'no live order is left');
+    t.match(
+      await w.product(product.id),
+      { stock: 5, held: 0, sold: 0, available_stock: 5 },
+      'every unit is on sale again: the cancelled order is not counted as sold',
+    );
+  },
+);

@@ -78,7 +78,12 @@ export interface SalesLedger {
   }[];
 }
 
-/** Live orders of a product (SOLD_ORDER_STATUSES), read under its row lock so no order commits in between. */
+/**
+ * Live orders of a product (SOLD_ORDER_STATUSES), read under its row lock so no order commits in between, and
+ * locked FOR SHARE until the caller commits: a cancellation (which takes the order's row) then waits for the
+ * rebuild and returns its units from the rebuilt copy. Unlocked, an order cancelled between this read and the
+ * copy's write had its units counted as sold in the new copy while its return found no copy: lost for sale.
+ */
 export async function salesLedger(trx: Transaction<Database>, productId: number): Promise<SalesLedger> {
   const rows = await trx
     .selectFrom('order_items')
@@ -92,6 +97,7 @@ export async function salesLedger(trx: Transaction<Database>, productId: number)
     ])
     .where('order_items.product_id', '=', productId)
     .where('orders.status', 'in', SOLD_ORDER_STATUSES)
+    .forShare('orders')
     .execute();
   const perCustomer = new Map<string, number>();
   let sold = 0;

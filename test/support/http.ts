@@ -99,3 +99,9 @@ export function tally<T>(values: T[]): Map<T, number> {
   for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
   return counts;
 }
+
+/** The p-th percentile (nearest rank) of a list of figures, e.g. answer times; 0 for an empty list. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? 0;
+}

@@ -1,6 +1,7 @@
 /** What the service keeps in Postgres about orders and conversions, read with plain SQL. */
+import pg from 'pg';
+import type { Test } from 'tap';
 import { SOLD_ORDER_STATUSES } from '../../src/db/schema.js';
-import type pg from 'pg';
 
 /** A connection pool of the test's own database (a ServiceWorld is one). */
 export interface PostgresScope {
@@ -67,4 +68,62 @@ export async function unitsOrdered({ db }: PostgresScope, productId: number): Pr
 export async function isPastPaymentDeadline({ db }: PostgresScope, holdId: string): Promise<boolean> {
   const { rows } = await db.query('SELECT 1 FROM orders WHERE hold_id = $1 AND payment_due_at <= now()', [holdId]);
   return rows.length > 0;
+}
+
+/** A row held FOR UPDATE by another session, as a slow transaction would hold it. */
+export interface RowLock {
+  /**
+   * Sessions of this database waiting for a lock. Asked outside the blocker's transaction: within one,
+   * pg_stat_activity keeps the sessions it listed first, so a connection opened later would never be counted.
+   */
+  waiting(): Promise<number>;
+  /** Commits the blocker's transaction: the row is free. */
+  release(): Promise<void>;
+}
+
+/** Takes a product's row FOR UPDATE in a session of its own (ended when the test ends) until `release`. */
+export function lockProductRow(
+  t: Pick<Test, 'teardown'>,
+  scope: PostgresScope,
+  databaseUrl: string,
+  productId: number,
+): Promise<RowLock> {
+  return lockRow(t, scope, databaseUrl, 'products', productId);
+}
+
+/** Takes an order's row FOR UPDATE in a session of its own (ended when the test ends) until `release`. */
+export function lockOrderRow(
+  t: Pick<Test, 'teardown'>,
+  scope: PostgresScope,
+  databaseUrl: string,
+  orderId: number,
+): Promise<RowLock> {
+  return lockRow(t, scope, databaseUrl, 'orders', orderId);
+}
+
+async function lockRow(
+  t: Pick<Test, 'teardown'>,
+  { db }: PostgresScope,
+  databaseUrl: string,
+  table: 'products' | 'orders',
+  id: number,
+): Promise<RowLock> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  t.teardown(() => client.end());
+  await client.query('BEGIN');
+  await client.query(`SELECT id FROM ${table} WHERE id = $1 FOR UPDATE`, [id]);
+  return {
+    waiting: async () =>
+      Number(
+        (
+          await db.query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+          )
+        ).rows[0].n,
+      ),
+    release: async () => {
+      await client.query('COMMIT');
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -9,25 +9,47 @@ import { poll } from './wait.js';
 /** A redis-server the test may kill, restart or freeze. */
 export interface PrivateRedis {
   url: string;
-  /** Starts it again (empty: it keeps nothing on disk) and waits until it answers. */
-  start(): Promise<void>;
+  /**
+   * Starts it again on its data directory and waits until it answers: empty without persistence; with `aof`, with
+   * what the AOF kept, unless `emptyDataDir` wipes the directory first (a disk lost with the machine).
+   */
+  start(options?: { emptyDataDir?: boolean }): Promise<void>;
+  /** SIGKILL, as a crash: nothing is flushed; with `aof`, what was written to the kernel survives it. */
   kill(): Promise<void>;
   /** SIGSTOP: the process keeps its connections open and answers nothing, the "hang" case. */
   freeze(): void;
   thaw(): void;
 }
 
-/** A redis-server of this test's own on a free port, without persistence: a restart comes back empty, as in production. */
-export async function privateRedis(t: Test): Promise<PrivateRedis> {
+/** How a private redis-server keeps its data. */
+export interface PrivateRedisOptions {
+  /**
+   * `none` (default): nothing on disk, a restart comes back empty, as on Debian's default and these machines.
+   * `aof`: `appendonly yes`, `appendfsync everysec` (docker-compose.yml's setting). Redis writes each event loop's
+   * AOF buffer to the kernel before it sends that loop's replies, so a killed process loses nothing acknowledged
+   * (the kernel has it); a machine crash loses up to the last second (the fsync is once a second). The exception
+   * is a disk so slow that a background fsync is still running: Redis then postpones the write, by up to 2 s.
+   */
+  persistence?: 'none' | 'aof';
+}
+
+/** A redis-server of this test's own on a free port (without persistence unless told: see PrivateRedisOptions). */
+export async function privateRedis(t: Test, options: PrivateRedisOptions = {}): Promise<PrivateRedis> {
   const port = await freePort();
   const url = `redis://127.0.0.1:${port}`;
   const dir = await mkdtemp(join(tmpdir(), 'flashsale-redis-'));
+  const persistence =
+    options.persistence === 'aof' ? ['--appendonly', 'yes', '--appendfsync', 'everysec'] : ['--appendonly', 'no'];
   let server: RunningProcess | undefined;
 
-  const start = async () => {
+  const start = async ({ emptyDataDir = false } = {}) => {
+    if (emptyDataDir) {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir);
+    }
     server = startProcess(
       '/usr/bin/redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir],
       { stdio: 'ignore' },
     );
     await waitForPing(url);

@@ -54,12 +54,19 @@ function spawnService(env: Record<string, string>, port: number, fault: Fault): 
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
-  const collect = (chunk: Buffer) => {
-    for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') lines.push(line);
-    if (lines.length > 2000) lines.splice(0, lines.length - 2000);
+  // A chunk of a pipe can end inside a line: keep the unfinished end of each stream until the rest arrives, or a
+  // long log line would be read as two fragments that are not JSON.
+  const collector = () => {
+    let unfinished = '';
+    return (chunk: Buffer) => {
+      const parts = (unfinished + chunk.toString('utf8')).split('\n');
+      unfinished = parts.pop() ?? '';
+      for (const line of parts) if (line.trim() !== '') lines.push(line);
+      if (lines.length > 2000) lines.splice(0, lines.length - 2000);
+    };
   };
-  running.child.stdout!.on('data', collect);
-  running.child.stderr!.on('data', collect);
+  running.child.stdout!.on('data', collector());
+  running.child.stderr!.on('data', collector());
   const base = `http://127.0.0.1:${port}`;
   const call = client<any>(base, CLIENT_DEADLINE_MS);
   return {
