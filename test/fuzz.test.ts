@@ -267,8 +267,8 @@ async function footprint(app: FastifyInstance, redis: Redis, postgres = true): P
 /**
  * A 4xx the service records on purpose: a webhook judged against its order (kept for ops; a 409 for an order
  * already final also uses its idempotency key up, so its copies are answered the same), a wrong admin token
- * (its counter), and a hold request's Idempotency-Key, claimed before the product is looked up and remembered with
- * a 409's answer (README, Idempotency-Key: a 404 leaves the claim until IDEMPOTENCY_TTL_SECONDS).
+ * (its counter), and a hold request's Idempotency-Key, claimed before the product is looked up: remembered with a
+ * 409's answer, given back after a 404 (a claim and its release leave nothing, but Redis's change counter counts them).
  */
 function recordsRefusal(request: Fuzzed, status: number): { delivery: boolean; key: boolean; redis: boolean } {
   const webhook = request.url === '/api/webhooks/payment';
