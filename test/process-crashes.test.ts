@@ -467,8 +467,8 @@ t.test(
 
     const settleMs = await expectSettled(t, w, products);
     const found = await expectNothingLost(t, w, ledger, products);
-    // The loops had work: orders nobody paid were cancelled at their deadline, their units back on sale (checked above).
-    // and orders nobody paid were cancelled at their deadline, their units back on sale (checked above).
+    // The loops had work: orders nobody paid were cancelled at their deadline, their units back on sale (checked
+    // above).
     const { rows } = await w.db.query<{ abandoned: number; overdue: number }>(
       `SELECT (SELECT count(*) FROM hold_claims WHERE outcome = 'abandoned')::int AS abandoned,
               (SELECT count(*) FROM orders o WHERE status = 'cancelled' AND NOT EXISTS
