@@ -7,7 +7,8 @@ import background from './plugins/background.js';
 import callers, { trustProxyOption } from './plugins/callers.js';
 import domain from './plugins/domain.js';
 import draining from './plugins/draining.js';
-import errorHandling from './plugins/errors.js';
+import apiDocs from './plugins/api-docs.js';
+import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
@@ -56,6 +57,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     forceCloseConnections: 'idle',
     // src/plugins/draining.ts answers while closing, with Retry-After.
     return503OnClosing: false,
+    // The router's own refusals (bad percent-encoding, an over-long parameter) answer with this API's codes.
+    frameworkErrors,
     // Behind a load balancer, the client address (rate limits, idempotency scopes) is read from X-Forwarded-For.
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     ajv: {
@@ -76,6 +79,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(callers, { config });
   await app.register(domain, { now: options.now });
   await app.register(background);
+  // Before the routes: it documents each route as it is declared (GET /openapi.json, the UI at /docs).
+  await app.register(apiDocs);
   await app.register(healthRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });
