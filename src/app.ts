@@ -1,5 +1,5 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type RouteOptions } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
@@ -39,6 +39,8 @@ function canResolve(specifier: string): boolean {
 export interface AppOptions {
   /** The local clock the sold-out cache reads (Date.now unless a test moves time itself). */
   now?: () => number;
+  /** Told of every route as it is declared (the API documentation's tests walk them). */
+  onRoute?: (route: RouteOptions) => void;
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -67,6 +69,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.log = log;
+  if (options.onRoute) app.addHook('onRoute', options.onRoute);
 
   // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
   app.removeContentTypeParser('text/plain');
