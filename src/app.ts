@@ -1,5 +1,5 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type RouteOptions } from 'fastify';
 import pino from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
@@ -7,7 +7,8 @@ import background from './plugins/background.js';
 import callers, { trustProxyOption } from './plugins/callers.js';
 import domain from './plugins/domain.js';
 import draining from './plugins/draining.js';
-import errorHandling from './plugins/errors.js';
+import apiDocs from './plugins/api-docs.js';
+import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
@@ -38,6 +39,8 @@ function canResolve(specifier: string): boolean {
 export interface AppOptions {
   /** The local clock the sold-out cache reads (Date.now unless a test moves time itself). */
   now?: () => number;
+  /** Told of every route as it is declared (the API documentation's tests walk them). */
+  onRoute?: (route: RouteOptions) => void;
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -56,6 +59,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     forceCloseConnections: 'idle',
     // src/plugins/draining.ts answers while closing, with Retry-After.
     return503OnClosing: false,
+    // The router's own refusals (bad percent-encoding, an over-long parameter) answer with this API's codes.
+    frameworkErrors,
     // Behind a load balancer, the client address (rate limits, idempotency scopes) is read from X-Forwarded-For.
     trustProxy: trustProxyOption(config.TRUST_PROXY),
     ajv: {
@@ -64,6 +69,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.log = log;
+  if (options.onRoute) app.addHook('onRoute', options.onRoute);
 
   // JSON in and out: a text/plain body is refused with 415 rather than handed to a route as a string.
   app.removeContentTypeParser('text/plain');
@@ -76,6 +82,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(callers, { config });
   await app.register(domain, { now: options.now });
   await app.register(background);
+  // Before the routes: it documents each route as it is declared (GET /openapi.json, the UI at /docs).
+  await app.register(apiDocs);
   await app.register(healthRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });

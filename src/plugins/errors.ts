@@ -1,4 +1,4 @@
-import type { FastifyError } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { AppError, errorBody, StoreUnavailableError, type ErrorCode } from '../errors.js';
 import { RETRY_AFTER_SECONDS } from '../settings.js';
@@ -11,6 +11,21 @@ const FASTIFY_ERRORS: Record<string, ErrorCode> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'INVALID_JSON',
   FST_ERR_CTP_INVALID_JSON_BODY: 'INVALID_JSON',
 };
+
+/**
+ * Fastify's `frameworkErrors`: a request refused by the router before any hook runs (a path parameter that is
+ * badly percent-encoded, or longer than the router reads), answered like every other refusal (a stable code, the
+ * request id, nosniff) rather than by Fastify's own body (codes FST_ERR_BAD_URL 400, FST_ERR_MAX_PARAM_LENGTH 414).
+ */
+export function frameworkErrors(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    // No parameter of this API takes more than 64 characters: as its schema would say, a 400.
+    reply.code(400).send(errorBody('VALIDATION_ERROR', 'a path parameter is longer than any this API takes'));
+    return;
+  }
+  reply.code(400).send(errorBody('BAD_REQUEST', err.message));
+}
 
 /**
  * The one error handler: every error answers `{code, message, ...details}` (src/errors.ts makes the body).

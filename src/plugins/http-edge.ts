@@ -11,7 +11,7 @@ import { jsonBodyParser } from '../schemas/json-input.js';
 export const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 // Answers whose content is one buyer's and changes by the second: no cache, shared or private, may keep them.
-const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders'];
+export const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders'];
 
 const noStore: onRequestHookHandler = (_request, reply, done) => {
   reply.header('cache-control', 'no-store');

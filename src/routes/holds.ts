@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { holdCustomer, scopedIdempotencyKey } from '../domain/callers.js';
 import type { HoldRequest } from '../domain/holds.js';
-import { ErrorSchema } from '../schemas/error.js';
+import { ANY_CALLER, replayable } from '../schemas/docs.js';
+import { ANY_ROUTE, BODY, errorResponses, IDENTIFIED, PATH_PARAMS } from '../schemas/error.js';
 import {
   HoldParamsSchema,
   HoldRefusalSchema,
@@ -11,24 +12,38 @@ import {
   newHoldSchema,
 } from '../schemas/hold.js';
 
+/**
+ * What looking a hold up can answer (src/domain/holds.ts lookUp and ownerCheck): PRODUCT_NOT_FOUND only when Redis
+ * loses the product again between its rebuild and the second look.
+ */
+const HOLD_LOOKUP = ['CUSTOMER_TOKEN_REQUIRED', 'NOT_YOUR_HOLD', 'HOLD_NOT_FOUND', 'PRODUCT_NOT_FOUND'] as const;
+
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   app.post(
     '/holds',
     {
       schema: {
         summary: 'Put units of a product on hold',
+        description:
+          'Granted (201) or refused for want of units (409 INSUFFICIENT_STOCK, CUSTOMER_LIMIT_EXCEEDED, with the figures). With an Idempotency-Key, a repeat of the same request within IDEMPOTENCY_TTL_SECONDS is answered the first answer (Idempotent-Replayed: true); the same key with another body is 422.',
+        tags: ['holds'],
+        security: ANY_CALLER,
         headers: Type.Object({ 'idempotency-key': Type.Optional(IdempotencyKeySchema) }),
         body: newHoldSchema(app.settings.maxQtyPerHold),
         response: {
-          201: HoldSchema,
-          400: ErrorSchema,
-          401: ErrorSchema,
-          403: ErrorSchema,
-          404: ErrorSchema,
-          409: HoldRefusalSchema,
-          422: ErrorSchema,
-          429: ErrorSchema,
-          503: ErrorSchema,
+          ...errorResponses(
+            ...ANY_ROUTE,
+            ...BODY,
+            ...IDENTIFIED,
+            'CUSTOMER_ID_REQUIRED',
+            'CUSTOMER_TOKEN_REQUIRED',
+            'CUSTOMER_MISMATCH',
+            'PRODUCT_NOT_FOUND',
+            'IDEMPOTENCY_KEY_REUSED',
+            'RATE_LIMITED',
+          ),
+          201: replayable(HoldSchema),
+          409: replayable(HoldRefusalSchema),
         },
       },
     },
@@ -67,8 +82,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'One hold, as it stands now',
+        tags: ['holds'],
+        security: ANY_CALLER,
         params: HoldParamsSchema,
-        response: { 200: HoldSchema, 401: ErrorSchema, 403: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
+        response: { 200: HoldSchema, ...errorResponses(...ANY_ROUTE, ...PATH_PARAMS, ...IDENTIFIED, ...HOLD_LOOKUP) },
       },
     },
     async (request) => app.holds.find(request.params.id, await app.identify(request)),
@@ -79,14 +96,22 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'Release a hold; its units go back to sale',
+        description:
+          'A hold that already expired or was released is answered as it is (200), so a retry is safe. A DELETE with a body has it read like any other (hence 400/413/415).',
+        tags: ['holds'],
+        security: ANY_CALLER,
         params: HoldParamsSchema,
         response: {
           200: HoldSchema,
-          401: ErrorSchema,
-          403: ErrorSchema,
-          404: ErrorSchema,
-          409: ErrorSchema,
-          503: ErrorSchema,
+          ...errorResponses(
+            ...ANY_ROUTE,
+            ...PATH_PARAMS,
+            ...BODY,
+            ...IDENTIFIED,
+            ...HOLD_LOOKUP,
+            'HOLD_CONVERTED',
+            'HOLD_CONVERTING',
+          ),
         },
       },
     },

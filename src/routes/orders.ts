@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { ErrorSchema } from '../schemas/error.js';
+import { ANY_CALLER } from '../schemas/docs.js';
+import { ANY_ROUTE, BODY, errorResponses, IDENTIFIED, PATH_PARAMS } from '../schemas/error.js';
 import { productOfHold } from '../domain/hold-ids.js';
 import { shownTo } from '../domain/orders.js';
 import { errors } from '../errors.js';
@@ -14,18 +15,28 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'Turn a hold into an order (201), or answer the order it already became (200)',
+        description:
+          'Safe to retry: a hold converts once, and every later request for it is answered its order (200). The hold must still be held: 410 once it expired, 409 once released or lost in a Redis data loss.',
+        tags: ['orders'],
+        security: ANY_CALLER,
         body: NewOrderSchema,
         response: {
           200: OrderSchema,
           201: OrderSchema,
-          400: ErrorSchema,
-          401: ErrorSchema,
-          403: ErrorSchema,
-          404: ErrorSchema,
-          409: ErrorSchema,
-          410: ErrorSchema,
-          429: ErrorSchema,
-          503: ErrorSchema,
+          ...errorResponses(
+            ...ANY_ROUTE,
+            ...BODY,
+            ...IDENTIFIED,
+            'CUSTOMER_TOKEN_REQUIRED',
+            'NOT_YOUR_HOLD',
+            'HOLD_NOT_FOUND',
+            // From the owner check's look at the hold, when Redis loses the product again right after its rebuild.
+            'PRODUCT_NOT_FOUND',
+            'HOLD_RELEASED',
+            'HOLD_LOST',
+            'HOLD_EXPIRED',
+            'RATE_LIMITED',
+          ),
         },
       },
     },
@@ -44,8 +55,13 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'One order with its items, by its hold id, or by its number (the admin and its customer only)',
+        tags: ['orders'],
+        security: ANY_CALLER,
         params: OrderReferenceParamsSchema,
-        response: { 200: OrderSchema, 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
+        response: {
+          200: OrderSchema,
+          ...errorResponses(...ANY_ROUTE, ...PATH_PARAMS, ...IDENTIFIED, 'CUSTOMER_TOKEN_REQUIRED', 'ORDER_NOT_FOUND'),
+        },
       },
     },
     async (request) => {

@@ -1,11 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from '@sinclair/typebox';
-import { ErrorSchema } from '../schemas/error.js';
+import { ADMIN, ANY_ROUTE, BODY, errorResponses, PATH_PARAMS } from '../schemas/error.js';
+import { ADMIN_ONLY } from '../schemas/docs.js';
 import { readUrlIntegers } from '../schemas/integer-text.js';
 import {
   NewProductSchema,
   PRODUCT_PAGE_DEFAULT,
   ProductListQuerySchema,
+  ProductListSchema,
   ProductParamsSchema,
   ProductSchema,
   StockChangeSchema,
@@ -18,8 +19,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: app.verifyAdmin,
       schema: {
         summary: 'Create a product (admin)',
+        tags: ['products'],
+        security: ADMIN_ONLY,
         body: NewProductSchema,
-        response: { 201: ProductSchema, 400: ErrorSchema, 401: ErrorSchema, 503: ErrorSchema },
+        response: { 201: ProductSchema, ...errorResponses(...ANY_ROUTE, ...ADMIN, ...BODY) },
       },
     },
     async (request, reply) => reply.code(201).send(await app.catalogue.create(request.body)),
@@ -31,8 +34,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       preValidation: readUrlIntegers,
       schema: {
         summary: 'List products in id order',
+        tags: ['products'],
         querystring: ProductListQuerySchema,
-        response: { 200: Type.Array(ProductSchema), 400: ErrorSchema, 503: ErrorSchema },
+        response: { 200: ProductListSchema, ...errorResponses(...ANY_ROUTE, 'VALIDATION_ERROR') },
       },
     },
     async (request) =>
@@ -45,8 +49,9 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       preValidation: readUrlIntegers,
       schema: {
         summary: 'One product with its live stock figures',
+        tags: ['products'],
         params: ProductParamsSchema,
-        response: { 200: ProductSchema, 400: ErrorSchema, 404: ErrorSchema, 503: ErrorSchema },
+        response: { 200: ProductSchema, ...errorResponses(...ANY_ROUTE, ...PATH_PARAMS, 'PRODUCT_NOT_FOUND') },
       },
     },
     async (request) => app.catalogue.get(request.params.id),
@@ -59,15 +64,20 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       onRequest: app.verifyAdmin,
       schema: {
         summary: 'Set the total stock (admin); refused below the units held or sold',
+        tags: ['products'],
+        security: ADMIN_ONLY,
         params: ProductParamsSchema,
         body: StockChangeSchema,
         response: {
           200: ProductSchema,
-          400: ErrorSchema,
-          401: ErrorSchema,
-          404: ErrorSchema,
-          409: ErrorSchema,
-          503: ErrorSchema,
+          ...errorResponses(
+            ...ANY_ROUTE,
+            ...ADMIN,
+            ...PATH_PARAMS,
+            ...BODY,
+            'PRODUCT_NOT_FOUND',
+            'STOCK_BELOW_COMMITTED',
+          ),
         },
       },
     },

@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { checkSignature } from '../domain/signatures.js';
 import { errors } from '../errors.js';
-import { ErrorSchema } from '../schemas/error.js';
+import { replayable, SIGNED_DELIVERY } from '../schemas/docs.js';
+import { ANY_ROUTE, BODY, errorResponses } from '../schemas/error.js';
 import { jsonBodyParser } from '../schemas/json-input.js';
 import { PaymentOutcomeSchema, PaymentWebhookSchema, type PaymentOutcome } from '../schemas/order.js';
 
@@ -14,6 +15,9 @@ declare module 'fastify' {
     bodyRefusal?: Error;
   }
 }
+
+// The statuses of a delivery's answer as stored and replayed (src/domain/payments.ts).
+const STORED_ANSWERS = new Set([404, 409, 422]);
 
 const routes: FastifyPluginAsyncTypebox = async (app) => {
   const { webhookSecrets: secrets, webhookAllowUnsigned } = app.settings;
@@ -44,15 +48,25 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'Payment provider webhook: settles an order (signed with X-Signature; see WEBHOOK_SECRET)',
+        description:
+          'Each delivery is recorded with its answer under its idempotency_key; a repeat is answered the stored answer (Idempotent-Replayed: true), the same key with another body is 422. A success whose amount_cents or currency differ from the order is recorded but changes nothing (applied: false, reason PAYMENT_MISMATCH). The signature is checked before the body, so an unsigned delivery is told 401 whatever it sends.',
+        tags: ['webhooks'],
+        security: SIGNED_DELIVERY,
         body: PaymentWebhookSchema,
         response: {
-          200: PaymentOutcomeSchema,
-          400: ErrorSchema,
-          401: ErrorSchema,
-          404: ErrorSchema,
-          409: ErrorSchema,
-          422: ErrorSchema,
-          503: ErrorSchema,
+          200: replayable(PaymentOutcomeSchema),
+          ...Object.fromEntries(
+            Object.entries(
+              errorResponses(
+                ...ANY_ROUTE,
+                ...BODY,
+                'INVALID_SIGNATURE',
+                'ORDER_NOT_FOUND',
+                'ORDER_ALREADY_FINAL',
+                'IDEMPOTENCY_KEY_REUSED',
+              ),
+            ).map(([status, schema]) => [status, STORED_ANSWERS.has(Number(status)) ? replayable(schema) : schema]),
+          ),
         },
       },
       // Before validation: an unsigned or forged request learns nothing about what a valid body looks like.

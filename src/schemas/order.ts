@@ -37,16 +37,37 @@ export const OrderItemSchema = Type.Object({
   subtotal_cents: Type.Integer({ minimum: 0 }),
 });
 
-export const OrderSchema = Type.Object({
-  order_id: OrderIdSchema,
-  hold_id: Type.String(),
-  customer_id: Type.Union([Type.String(), Type.Null()]),
-  status: OrderStatusSchema,
-  payment_status: PaymentStatusSchema,
-  total_cents: Type.Integer({ minimum: 0 }),
-  payment_due_at: Type.String({ format: 'date-time' }),
-  items: Type.Array(OrderItemSchema),
-});
+export const OrderSchema = Type.Object(
+  {
+    order_id: OrderIdSchema,
+    hold_id: Type.String({ description: 'the hold the order was made from: its public reference' }),
+    customer_id: Type.Union([Type.String(), Type.Null()], {
+      description: 'shown to its customer and the admin only; null to anyone else',
+    }),
+    status: OrderStatusSchema,
+    payment_status: PaymentStatusSchema,
+    total_cents: Type.Integer({ minimum: 0 }),
+    payment_due_at: Type.String({
+      format: 'date-time',
+      description: 'unpaid by then, the order is cancelled and its units go back on sale',
+    }),
+    items: Type.Array(OrderItemSchema),
+  },
+  {
+    examples: [
+      {
+        order_id: 42,
+        hold_id: '7-Qm3xv0aZ_k9T',
+        customer_id: 'customer-1042',
+        status: 'pending_payment',
+        payment_status: 'pending',
+        total_cents: 25800,
+        payment_due_at: '2026-12-02T09:15:00.000Z',
+        items: [{ product_id: 7, qty: 2, unit_price_cents: 12900, subtotal_cents: 25800 }],
+      },
+    ],
+  },
+);
 export type Order = Static<typeof OrderSchema>;
 
 const PaymentMethodSchema = Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x20-\\x7e]+$' });
@@ -58,7 +79,7 @@ export const NewOrderSchema = Type.Object(
     /** Accepted as an alias of payment_method: the seed's clients send it under this name. */
     payment_status: Type.Optional(PaymentMethodSchema),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ hold_id: '7-Qm3xv0aZ_k9T', payment_method: 'card' }] },
 );
 export type NewOrder = Static<typeof NewOrderSchema>;
 
@@ -67,7 +88,13 @@ export type NewOrder = Static<typeof NewOrderSchema>;
  * by it) or the hold id the order was made from (unguessable: the order's public reference).
  */
 export const OrderReferenceParamsSchema = Type.Object({
-  id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[\\x21-\\x7e]+$' }),
+  id: Type.String({
+    minLength: 1,
+    maxLength: 64,
+    pattern: '^[\\x21-\\x7e]+$',
+    description: 'the hold id of the order, or its number (admin and its customer only)',
+    examples: ['7-Qm3xv0aZ_k9T', '42'],
+  }),
 });
 
 /** A payment provider's webhook: these fields are read, every other field is kept as the payment's payload. */
@@ -81,18 +108,44 @@ export const PaymentWebhookSchema = Type.Object(
     /** ISO 4217, either case (Stripe writes "usd"). */
     currency: Type.Optional(Type.String({ pattern: '^[A-Za-z]{3}$' })),
   },
-  { additionalProperties: true },
+  {
+    additionalProperties: true,
+    examples: [
+      {
+        idempotency_key: 'evt_3Pq9ZK2eZvKYlo2C',
+        order_id: 42,
+        event_type: 'success',
+        amount_cents: 25800,
+        currency: 'EUR',
+      },
+    ],
+  },
 );
 export type PaymentWebhook = Static<typeof PaymentWebhookSchema>;
 
-export const PaymentOutcomeSchema = Type.Object({
-  order_id: OrderIdSchema,
-  status: OrderStatusSchema,
-  payment_status: PaymentStatusSchema,
-  /** Only on a delivery that was recorded but changed nothing (a mismatched payment): false. */
-  applied: Type.Optional(Type.Literal(false)),
-  /** With applied: why, as a stable code (PAYMENT_MISMATCH), and in words. */
-  reason: Type.Optional(Type.Literal('PAYMENT_MISMATCH')),
-  message: Type.Optional(Type.String()),
-});
+export const PaymentOutcomeSchema = Type.Object(
+  {
+    order_id: OrderIdSchema,
+    status: OrderStatusSchema,
+    payment_status: PaymentStatusSchema,
+    /** Only on a delivery that was recorded but changed nothing (a mismatched payment): false. */
+    applied: Type.Optional(Type.Literal(false)),
+    /** With applied: why, as a stable code (PAYMENT_MISMATCH), and in words. */
+    reason: Type.Optional(Type.Literal('PAYMENT_MISMATCH')),
+    message: Type.Optional(Type.String()),
+  },
+  {
+    examples: [
+      { order_id: 42, status: 'paid', payment_status: 'completed' },
+      {
+        order_id: 42,
+        status: 'pending_payment',
+        payment_status: 'pending',
+        applied: false,
+        reason: 'PAYMENT_MISMATCH',
+        message: 'paid 100 EUR, the order is 25800 EUR: recorded, the order is not paid',
+      },
+    ],
+  },
+);
 export type PaymentOutcome = Static<typeof PaymentOutcomeSchema>;

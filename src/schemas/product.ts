@@ -10,17 +10,39 @@ export const PG_INTEGER_MAX = 2_147_483_647;
  */
 export const ProductIdSchema = Type.Integer({ minimum: 1, maximum: PG_INTEGER_MAX });
 
-export const ProductSchema = Type.Object({
-  id: ProductIdSchema,
-  name: Type.String(),
-  price_cents: Type.Integer({ minimum: 0 }),
-  stock: Type.Integer({ minimum: 0, description: 'total units for sale, including those held and sold' }),
-  available_stock: Type.Integer({ minimum: 0, description: 'stock - held - sold' }),
-  held: Type.Integer({ minimum: 0, description: 'units in active holds' }),
-  sold: Type.Integer({ minimum: 0, description: 'units in orders that are not cancelled' }),
-  per_customer_limit: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]),
-});
+const PRODUCT_EXAMPLE = {
+  id: 7,
+  name: 'Limited sneaker',
+  price_cents: 12900,
+  stock: 100,
+  available_stock: 88,
+  held: 4,
+  sold: 8,
+  per_customer_limit: 2,
+};
+
+export const ProductSchema = Type.Object(
+  {
+    id: ProductIdSchema,
+    name: Type.String(),
+    price_cents: Type.Integer({ minimum: 0 }),
+    stock: Type.Integer({ minimum: 0, description: 'total units for sale, including those held and sold' }),
+    available_stock: Type.Integer({ minimum: 0, description: 'stock - held - sold' }),
+    held: Type.Integer({ minimum: 0, description: 'units in active holds' }),
+    sold: Type.Integer({ minimum: 0, description: 'units in orders that are not cancelled' }),
+    per_customer_limit: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
+      description: 'most units one customer may hold and buy; null: no limit',
+    }),
+  },
+  { examples: [PRODUCT_EXAMPLE] },
+);
 export type Product = Static<typeof ProductSchema>;
+
+export const ProductListSchema = Type.Array(ProductSchema, {
+  examples: [
+    [PRODUCT_EXAMPLE, { ...PRODUCT_EXAMPLE, id: 8, name: 'Tote bag', price_cents: 2500, per_customer_limit: null }],
+  ],
+});
 
 export const NewProductSchema = Type.Object(
   {
@@ -30,13 +52,16 @@ export const NewProductSchema = Type.Object(
     stock: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
     per_customer_limit: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()])),
   },
-  { additionalProperties: false },
+  {
+    additionalProperties: false,
+    examples: [{ name: 'Limited sneaker', price_cents: 12900, stock: 100, per_customer_limit: 2 }],
+  },
 );
 export type NewProduct = Static<typeof NewProductSchema>;
 
 export const StockChangeSchema = Type.Object(
   { stock: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }) },
-  { additionalProperties: false },
+  { additionalProperties: false, examples: [{ stock: 150 }] },
 );
 export type StockChange = Static<typeof StockChangeSchema>;
 

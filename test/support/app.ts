@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Test } from 'tap';
-import { buildApp } from '../../src/app.js';
+import { buildApp, type AppOptions } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createDatabase } from '../../src/db/connection.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
@@ -87,6 +87,8 @@ export interface TestApp {
 export interface TestAppOptions {
   /** The clock the app's sold-out cache reads instead of Date.now, for a test that moves time itself. */
   soldOutClock?: Clock;
+  /** Told of every route as it is declared. */
+  onRoute?: AppOptions['onRoute'];
 }
 
 /**
@@ -113,7 +115,7 @@ export async function buildTestApp(
       ...overrides,
     },
   );
-  const app = await buildApp(config, { now: options.soldOutClock?.now });
+  const app = await buildApp(config, { now: options.soldOutClock?.now, onRoute: options.onRoute });
   t.teardown(() => app.close());
   const redis = new Redis(TEST_REDIS_URL);
   t.teardown(() => redis.disconnect());
