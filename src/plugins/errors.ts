@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { AppError, errorBody, StoreUnavailableError, type ErrorCode } from '../errors.js';
 import { RETRY_AFTER_SECONDS } from '../settings.js';
+import { markAnswer } from './http-edge.js';
 
 // Fastify's own request errors, by code, as this API's codes.
 const FASTIFY_ERRORS: Record<string, ErrorCode> = {
@@ -18,7 +19,8 @@ const FASTIFY_ERRORS: Record<string, ErrorCode> = {
  * request id, nosniff) rather than by Fastify's own body (codes FST_ERR_BAD_URL 400, FST_ERR_MAX_PARAM_LENGTH 414).
  */
 export function frameworkErrors(err: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
-  reply.header('x-request-id', request.id).header('x-content-type-options', 'nosniff');
+  // No hook runs for these: the edge's headers are added here.
+  markAnswer(request, reply);
   if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
     // No parameter of this API takes more than 64 characters: as its schema would say, a 400.
     reply.code(400).send(errorBody('VALIDATION_ERROR', 'a path parameter is longer than any this API takes'));

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import cors from '@fastify/cors';
-import type { FastifyHttpOptions, onRequestHookHandler } from 'fastify';
+import type { FastifyHttpOptions, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { BaseLogger, Logger as PinoLogger } from 'pino';
 import type { Config } from '../config.js';
@@ -17,6 +17,12 @@ const noStore: onRequestHookHandler = (_request, reply, done) => {
   reply.header('cache-control', 'no-store');
   done();
 };
+
+/** What every answer carries, errors and the router's own refusals included. */
+export function markAnswer(request: FastifyRequest, reply: FastifyReply): void {
+  reply.header('x-request-id', request.id);
+  reply.header('x-content-type-options', 'nosniff');
+}
 
 /** The request id of a request: the client's, when well-formed (CLIENT_REQUEST_ID), else a new UUID. */
 export function requestIdOf(request: IncomingMessage): string {
@@ -88,8 +94,7 @@ export default fp(
 
     // One hook for what every answer carries, errors and 404s included (it runs before anything can fail).
     app.addHook('onRequest', (request, reply, done) => {
-      reply.header('x-request-id', request.id);
-      reply.header('x-content-type-options', 'nosniff');
+      markAnswer(request, reply);
       done();
     });
     // Added to the routes it concerns when they are declared, so other routes pay nothing for it.
