@@ -19,7 +19,7 @@ export const expireHolds: Command = {
       const orders = await stores.orders();
       // Every product, not only those the schedule says are due: the holds of a product a run with a longer
       // HOLD_TTL_SECONDS swept last may have expired before its planned sweep.
-      await stores.commands.makeEverySweepDue();
+      await stores.commands.bringSweepsForward(0);
       const byProduct = new Map<number, ProductSweep>();
       // A pass yields after its time budget with products still due: run passes until none is.
       for (;;) {

@@ -129,7 +129,7 @@ export interface AdminFailures {
   msLeft: number;
 }
 
-// Products one ZADD of makeEverySweepDue moves: bounds the time Redis spends on one command.
+// Products one ZADD of bringSweepsForward moves: bounds the time Redis spends on one command.
 const SCHEDULE_CHUNK = 1000;
 
 const INVENTORY_FIELDS = [
@@ -158,6 +158,9 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
   });
 
   return {
+    /** Redis's clock as this process sees it (ms). */
+    now,
+
     /** PING, for the readiness probe. */
     ping: (): Promise<string> => exchange(() => redis.ping()),
 
@@ -388,18 +391,23 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     },
 
     /**
-     * Makes every product on the sweep schedule due now, and returns how many there are: `flashsale expire-holds`
-     * sweeps each once, whatever the schedule planned (a run with a longer HOLD_TTL_SECONDS plans further ahead).
+     * Brings every product whose next sweep is planned after `at` (ms, Redis's clock) forward to `at`, a chunk
+     * at a time, and returns how many it moved. A run with a longer HOLD_TTL_SECONDS plans sweeps further ahead
+     * than this one's holds expire: the sweeper bounds the schedule by this run's hold time before each pass,
+     * and `flashsale expire-holds` makes every product due (`at` 0).
      */
-    async makeEverySweepDue(): Promise<number> {
+    async bringSweepsForward(at: number): Promise<number> {
       const key = sweepScheduleKey(prefix);
-      const members = await exchange(() => redis.zrange(key, '0', '-1'));
-      for (let i = 0; i < members.length; i += SCHEDULE_CHUNK) {
-        // XX: a product removed meanwhile is not put back; LT: a product already due keeps its place.
-        const pairs = members.slice(i, i + SCHEDULE_CHUNK).flatMap((member) => ['0', member]);
-        await exchange(() => redis.zadd(key, 'XX', 'LT', ...pairs));
+      let moved = 0;
+      for (;;) {
+        // Products moved leave the range, so each read starts from the front.
+        const members = await exchange(() => redis.zrangebyscore(key, `(${at}`, '+inf', 'LIMIT', 0, SCHEDULE_CHUNK));
+        if (members.length === 0) return moved;
+        // XX: a product removed meanwhile is not put back; LT: one rescheduled sooner meanwhile keeps its place.
+        await exchange(() => redis.zadd(key, 'XX', 'LT', ...members.flatMap((member) => [String(at), member])));
+        moved += members.length;
+        if (members.length < SCHEDULE_CHUNK) return moved;
       }
-      return members.length;
     },
 
     /** Sets the copy marker; true when it was missing (Redis lost its data, or this is its first use). */
