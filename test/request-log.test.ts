@@ -1,7 +1,7 @@
-import { Writable } from 'node:stream';
 import t from 'tap';
 import { buildTestApp, createProduct, listen } from './support/app.js';
 import { request, sendRaw } from './support/http.js';
+import { logLines } from './support/log-lines.js';
 import { signPayload } from '../src/domain/signatures.js';
 
 interface LogLine {
@@ -21,24 +21,8 @@ interface Body {
 
 const SECRET = 'whsec_request_log';
 
-/** The app's JSON log lines, as written to its pino destination. */
-function logLines() {
-  const lines: LogLine[] = [];
-  let rest = '';
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      const text = rest + chunk.toString('utf8');
-      const parts = text.split('\n');
-      rest = parts.pop() ?? '';
-      for (const part of parts) if (part) lines.push(JSON.parse(part) as LogLine);
-      done();
-    },
-  });
-  return { destination, lines };
-}
-
 t.test('the lines about a hold, an order and a payment carry the X-Request-Id the client sent', async (t) => {
-  const { destination, lines } = logLines();
+  const { destination, lines } = logLines<LogLine>();
   const service = await buildTestApp(t, { LOG_LEVEL: 'info', WEBHOOK_SECRET: SECRET }, { logDestination: destination });
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 3, price_cents: 2500 });
@@ -131,7 +115,7 @@ t.test('the lines about a hold, an order and a payment carry the X-Request-Id th
 });
 
 t.test('a request logs nothing of its own below LOG_LEVEL, and the lines it writes above it are whole', async (t) => {
-  const { destination, lines } = logLines();
+  const { destination, lines } = logLines<LogLine>();
   const service = await buildTestApp(t, { LOG_LEVEL: 'warn' }, { logDestination: destination });
   const base = await listen(service.app);
   const product = await createProduct(service.app, { stock: 1 });

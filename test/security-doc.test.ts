@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
 import t from 'tap';
 import { buildTestApp } from './support/app.js';
+import { logLines } from './support/log-lines.js';
 import { ConfigSchema } from '../src/config.js';
 import { ErrorCodes } from '../src/errors.js';
 
@@ -38,13 +38,7 @@ t.test('the defaults are closed: compose demands a webhook secret, and the boot 
   t.match(compose, /WEBHOOK_SECRET: \$\{WEBHOOK_SECRET:\?/, 'compose refuses to start the service without a secret');
   t.notMatch(compose, /WEBHOOK_ALLOW_UNSIGNED/, 'and never accepts unsigned webhooks');
 
-  const lines: { level: number; msg: string }[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const { destination, lines } = logLines<{ level: number; msg: string }>();
   await buildTestApp(
     t,
     { LOG_LEVEL: 'info', WEBHOOK_SECRET: '', CUSTOMER_TOKEN_SECRET: '' },
