@@ -1,139 +1,111 @@
+/**
+ * LOG_REQUESTS=true: one line per request (method, route template, url, status, ms, reqId), beside the domain
+ * events, which keep their ids. Off by default: then no request is logged.
+ */
 import t from 'tap';
-import { buildTestApp, createProduct, listen } from './support/app.js';
-import { request, sendRaw } from './support/http.js';
-import { logLines } from './support/log-lines.js';
-import { signPayload } from '../src/domain/signatures.js';
+import { ADMIN_TOKEN } from './support/app.js';
+import { serviceWorld, type Service } from './support/service-process.js';
+import { poll } from './support/wait.js';
 
 interface LogLine {
   level: number;
   msg: string;
   reqId?: string;
-  hold_id?: string;
-  order_id?: number;
-  product_id?: number;
+  [field: string]: unknown;
 }
 
-interface Body {
-  hold_id?: string;
-  order_id?: number;
-  status?: string;
-}
-
-const SECRET = 'whsec_request_log';
-
-t.test('the lines about a hold, an order and a payment carry the X-Request-Id the client sent', async (t) => {
-  const { destination, lines } = logLines<LogLine>();
-  const service = await buildTestApp(t, { LOG_LEVEL: 'info', WEBHOOK_SECRET: SECRET }, { logDestination: destination });
-  const base = await listen(service.app);
-  const product = await createProduct(service.app, { stock: 3, price_cents: 2500 });
-  const as = (id: string) => ({ 'x-request-id': id });
-  const webhook = async (id: string, fields: Record<string, unknown>) => {
-    const body = JSON.stringify(fields);
-    return sendRaw<Body>(base, 'POST', '/api/webhooks/payment', body, {
-      'content-type': 'application/json',
-      'x-signature': signPayload(body, SECRET),
-      ...as(id),
-    });
-  };
-
-  const first = await request<Body>(base, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, as('buyer-1.hold'));
-  const second = await request<Body>(
-    base,
-    'POST',
-    '/api/holds',
-    { product_id: product.id, qty: 1 },
-    as('buyer-2.hold'),
-  );
-  const third = await request<Body>(base, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, as('buyer-3.hold'));
-  t.same([first.status, second.status, third.status], [201, 201, 201]);
-  const refused = await request(base, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, as('buyer-4.hold'));
-  t.equal(refused.status, 409, 'sold out');
-  t.equal(
-    (await request(base, 'DELETE', `/api/holds/${third.body.hold_id}`, undefined, as('buyer-3.release'))).status,
-    200,
-  );
-
-  const order = await request<Body>(base, 'POST', '/api/orders', { hold_id: first.body.hold_id }, as('buyer-1.order'));
-  t.equal(order.status, 201);
-  const short = await request<Body>(base, 'POST', '/api/orders', { hold_id: second.body.hold_id }, as('buyer-2.order'));
-  t.equal(short.status, 201);
-  const paid = await webhook('psp-delivery-1', {
-    idempotency_key: 'evt_1',
-    order_id: order.body.order_id,
-    event_type: 'success',
-    amount_cents: 2500,
-  });
-  t.equal(paid.body.status, 'paid');
-  const mismatch = await webhook('psp-delivery-2', {
-    idempotency_key: 'evt_2',
-    order_id: short.body.order_id,
-    event_type: 'success',
-    amount_cents: 1,
-  });
-  t.not(mismatch.body.status, 'paid', 'one cent does not pay the order');
-  const failed = await webhook('psp-delivery-3', {
-    idempotency_key: 'evt_3',
-    order_id: short.body.order_id,
-    event_type: 'failure',
-  });
-  t.equal(failed.body.status, 'cancelled');
-
-  const line = (msg: string | RegExp, reqId: string) =>
-    lines.find((l) => (typeof msg === 'string' ? l.msg === msg : msg.test(l.msg)) && l.reqId === reqId);
-  for (const [msg, reqId] of [
-    ['hold created', 'buyer-1.hold'],
-    ['insufficient stock', 'buyer-4.hold'],
-    ['hold released', 'buyer-3.release'],
-    ['order created from hold', 'buyer-1.order'],
-    ['webhook processed', 'psp-delivery-1'],
-    [/payment amount or currency differs/, 'psp-delivery-2'],
-    ['payment failed: order cancelled', 'psp-delivery-3'],
-    ['product created', undefined],
-  ] as const) {
-    if (reqId === undefined) {
-      t.ok(
-        lines.some((l) => l.msg === msg && typeof l.reqId === 'string' && l.reqId.length > 0),
-        `${msg}: with the id made for a request that sent none`,
-      );
-    } else {
-      t.ok(line(msg, reqId), `${String(msg)}: logged with reqId ${reqId}`);
+function parsed(service: Service): LogLine[] {
+  return service.output().flatMap((line) => {
+    try {
+      return [JSON.parse(line) as LogLine];
+    } catch {
+      return [];
     }
-  }
-  t.match(line('hold created', 'buyer-1.hold'), { hold_id: first.body.hold_id, product_id: product.id });
-  t.match(line('order created from hold', 'buyer-1.order'), {
-    hold_id: first.body.hold_id,
-    order_id: order.body.order_id,
   });
+}
 
-  const aboutRequests = lines.filter((l) => l.hold_id !== undefined || l.order_id !== undefined);
-  t.ok(aboutRequests.length >= 8, `${aboutRequests.length} lines name a hold or an order`);
-  t.same(
-    aboutRequests.filter((l) => l.reqId === undefined).map((l) => l.msg),
-    [],
-    'every one of them carries a request id',
+const requestLines = (service: Service, reqId: string) =>
+  parsed(service).filter((line) => line.msg === 'request' && line.reqId === reqId);
+
+/** Sends one request with its own X-Request-Id; returns that id and the answer's status. */
+async function send(service: Service, reqId: string, method: string, path: string, body?: unknown) {
+  const headers: Record<string, string> = { 'x-request-id': reqId, authorization: `Bearer ${ADMIN_TOKEN}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(`${service.base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+}
+
+t.test('with LOG_REQUESTS=true each request is logged once, with its route, status, time and id', async (t) => {
+  const w = await serviceWorld(t, { LOG_LEVEL: 'info', LOG_REQUESTS: 'true' });
+  const service = await w.start();
+  const created = await send(service, 'req-create', 'POST', '/api/products', {
+    name: 'Logged product',
+    price_cents: 500,
+    stock: 3,
+  });
+  t.equal(created.status, 201);
+  const productId = created.body.id as number;
+  const hold = await send(service, 'req-hold', 'POST', '/api/holds', { product_id: productId, qty: 1 });
+  t.equal(hold.status, 201);
+  const holdId = hold.body.hold_id as string;
+  t.equal((await send(service, 'req-read', 'GET', `/api/holds/${holdId}`)).status, 200);
+  t.equal((await send(service, 'req-missing', 'GET', `/api/products/999999`)).status, 404);
+  t.equal((await send(service, 'req-noroute', 'GET', '/no/such/route?x=1')).status, 404);
+
+  const expected = [
+    { reqId: 'req-create', method: 'POST', route: '/api/products', url: '/api/products', status: 201 },
+    { reqId: 'req-hold', method: 'POST', route: '/api/holds', url: '/api/holds', status: 201 },
+    { reqId: 'req-read', method: 'GET', route: '/api/holds/:id', url: `/api/holds/${holdId}`, status: 200 },
+    { reqId: 'req-missing', method: 'GET', route: '/api/products/:id', url: '/api/products/999999', status: 404 },
+    { reqId: 'req-noroute', method: 'GET', url: '/no/such/route?x=1', status: 404 },
+  ];
+  // The line is written once the answer has gone out: it may follow the answer by a moment.
+  await poll(
+    async () => expected.every((e) => requestLines(service, e.reqId).length > 0),
+    (all) => all,
+    5000,
+  );
+  for (const want of expected) {
+    const lines = requestLines(service, want.reqId);
+    t.equal(lines.length, 1, `${want.method} ${want.url}: one line`);
+    t.match(lines[0], { level: 30, ...want }, `${want.method} ${want.url}: what it was and how it ended`);
+    t.type(lines[0]?.ms, 'number', 'with its time in ms');
+    t.ok((lines[0]?.ms as number) >= 0);
+  }
+  // The domain events stay, with their ids.
+  const events = parsed(service);
+  t.ok(
+    events.some((e) => e.msg === 'product created' && e.product_id === productId),
+    'product created, with its id',
+  );
+  t.ok(
+    events.some((e) => e.msg === 'hold created' && e.hold_id === holdId && e.product_id === productId),
+    'hold created, with the hold and product ids',
   );
 });
 
-t.test('a request logs nothing of its own below LOG_LEVEL, and the lines it writes above it are whole', async (t) => {
-  const { destination, lines } = logLines<LogLine>();
-  const service = await buildTestApp(t, { LOG_LEVEL: 'warn' }, { logDestination: destination });
-  const base = await listen(service.app);
-  const product = await createProduct(service.app, { stock: 1 });
-  t.equal(
-    (await request(base, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, { 'x-request-id': 'a' })).status,
-    201,
+t.test('by default no request is logged, and the domain events still are', async (t) => {
+  const w = await serviceWorld(t, { LOG_LEVEL: 'info' });
+  const service = await w.start();
+  const created = await send(service, 'req-quiet', 'POST', '/api/products', {
+    name: 'Quiet product',
+    price_cents: 500,
+    stock: 3,
+  });
+  t.equal(created.status, 201);
+  await poll(
+    async () => parsed(service).some((e) => e.msg === 'product created'),
+    (found) => found,
+    5000,
   );
-  t.equal(
-    (await request(base, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, { 'x-request-id': 'b' })).status,
-    409,
-  );
+  t.ok(parsed(service).some((e) => e.msg === 'product created' && e.product_id === created.body.id));
   t.same(
-    lines.filter((l) => l.reqId === 'a'),
+    parsed(service).filter((e) => e.msg === 'request'),
     [],
-    'no info line for the granted hold',
-  );
-  t.match(
-    lines.find((l) => l.reqId === 'b'),
-    { level: 40, msg: 'insufficient stock', product_id: product.id },
+    'no request line: not the readiness probes, not the product',
   );
 });
