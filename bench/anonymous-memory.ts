@@ -38,7 +38,8 @@ async function usedMemory(redis: Redis): Promise<number> {
   return Number(/^used_memory:(\d+)/m.exec(await redis.info('memory'))![1]);
 }
 
-const port = await freePort();
+// MEMORY_REDIS_PORT: a port of your choosing for the private redis-server (a free one otherwise).
+const port = Number(process.env.MEMORY_REDIS_PORT) || (await freePort());
 const redisServer = spawn('redis-server', ['--port', String(port), '--save', '', '--appendonly', 'no'], {
   stdio: 'ignore',
 });

@@ -1,7 +1,8 @@
 --[[
 Counts requests against rate limits, for a batch of requests that arrived in the same moment, in order. Each
 counter is a fixed window: it starts at a request's first count and expires with the window, so a client's
-counters cost Redis one small key per window and limit, and nothing once it stops.
+counters cost Redis one small key per window and limit, and nothing once it stops. A call costs Redis one INCRBY
+per distinct counter, whatever the number of requests in it; PTTL only for a counter that refuses one.
 
 Called with a variable number of keys (the first argument is their count):
 KEYS[1..] counters  string  requests counted in the current window (all under one hash tag, one cluster slot)
@@ -32,22 +33,53 @@ for line in string.gmatch(ARGV[2], '[^\n]+') do
   requests[#requests + 1] = counters
 end
 
+-- One INCRBY per counter for the whole batch: the k-th of a counter's n requests saw the count it would have seen
+-- alone, (after - n + k), so each is decided exactly as separate INCRs in arrival order would decide it.
+local batch_counts = {}
+local positions = {}
+for r = 1, #requests do
+  local at = {}
+  for c, counter in ipairs(requests[r]) do
+    local i = counter[1]
+    batch_counts[i] = (batch_counts[i] or 0) + 1
+    at[c] = batch_counts[i]
+  end
+  positions[r] = at
+end
+local before = {}
+for i, n in pairs(batch_counts) do
+  local after = redis.call('INCRBY', KEYS[i], n)
+  -- A new counter starts its window here.
+  if after == n then
+    redis.call('PEXPIRE', KEYS[i], window_ms)
+  end
+  before[i] = after - n
+end
+
+-- Time to wait on a spent counter, asked of Redis once per counter and only when something is refused.
+local retry_of = {}
+local function retry_ms_of(i)
+  local ms = retry_of[i]
+  if ms == nil then
+    ms = redis.call('PTTL', KEYS[i])
+    -- A counter without an expiry would refuse for ever: give it one (it cannot happen unless it was edited).
+    if ms < 1 then
+      redis.call('PEXPIRE', KEYS[i], window_ms)
+      ms = window_ms
+    end
+    retry_of[i] = ms
+  end
+  return ms
+end
+
 local reply = {}
 for r = 1, #requests do
   local retry_ms = 0
-  for _, counter in ipairs(requests[r]) do
-    local key = KEYS[counter[1]]
-    local count = redis.call('INCR', key)
-    if count == 1 then
-      redis.call('PEXPIRE', key, window_ms)
-    end
-    if count > counter[2] and retry_ms == 0 then
-      retry_ms = redis.call('PTTL', key)
-      -- A counter without an expiry would refuse for ever: give it one (it cannot happen unless it was edited).
-      if retry_ms < 1 then
-        redis.call('PEXPIRE', key, window_ms)
-        retry_ms = window_ms
-      end
+  for c, counter in ipairs(requests[r]) do
+    local i = counter[1]
+    if before[i] + positions[r][c] > counter[2] then
+      retry_ms = retry_ms_of(i)
+      break
     end
   end
   reply[r] = tostring(retry_ms)

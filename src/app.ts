@@ -1,6 +1,6 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyInstance, type RouteOptions } from 'fastify';
-import pino from 'pino';
+import pino, { type DestinationStream } from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
@@ -18,8 +18,8 @@ import productRoutes from './routes/products.js';
 import webhookRoutes from './routes/webhooks.js';
 
 /** Pretty logs for people at a terminal; JSON lines everywhere else. */
-function loggerOptions(config: Config) {
-  const pretty = process.stdout.isTTY && canResolve('pino-pretty');
+function loggerOptions(config: Config, destination: DestinationStream | undefined) {
+  const pretty = !destination && process.stdout.isTTY && canResolve('pino-pretty');
   return {
     level: config.LOG_LEVEL,
     ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),
@@ -41,10 +41,14 @@ export interface AppOptions {
   now?: () => number;
   /** Told of every route as it is declared (the API documentation's tests walk them). */
   onRoute?: (route: RouteOptions) => void;
+  /** Where the JSON log lines go: stdout unless given (a test that reads them). */
+  logDestination?: DestinationStream;
 }
 
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
-  const log = pino(loggerOptions(config));
+  const log = options.logDestination
+    ? pino(loggerOptions(config, options.logDestination), options.logDestination)
+    : pino(loggerOptions(config, undefined));
   const app = Fastify({
     // The service logs one line per domain event, and one per request only with LOG_REQUESTS (its own hook in
     // src/plugins/http-edge.ts, so nothing is timed otherwise). Fastify given a logger of its own would

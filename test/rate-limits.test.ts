@@ -24,7 +24,7 @@ async function twoInstances(t: Parameters<typeof buildTestApp>[0], limits: Recor
     DATABASE_URL: first.config.DATABASE_URL,
     REDIS_KEY_PREFIX: first.config.REDIS_KEY_PREFIX,
   });
-  return { first, bases: [await listen(first.app), await listen(second.app)] as const };
+  return { first, second, bases: [await listen(first.app), await listen(second.app)] as const };
 }
 
 t.test('one client is refused 429 with Retry-After across two instances while another is served', async (t) => {
@@ -62,6 +62,75 @@ t.test('one client is refused 429 with Retry-After across two instances while an
     from('203.0.113.7'),
   );
   t.equal(order.status, 201);
+});
+
+t.test(
+  'a burst from one client against a limit of L: exactly L served, the rest 429, across two instances',
+  async (t) => {
+    const L = 17;
+    const { first, bases } = await twoInstances(t, { RATE_LIMIT_PER_ADDRESS: L, RATE_LIMIT_WINDOW_SECONDS: 60 });
+    const product = await createProduct(first.app, { stock: 1000 });
+    // Sixty holds at once, thirty to each instance: each instance counts those of one event-loop turn in one call.
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        request<Body>(bases[i % 2]!, 'POST', '/api/holds', { product_id: product.id, qty: 1 }, from('203.0.113.40')),
+      ),
+    );
+    const served = answers.filter((a) => a.status === 201);
+    const refused = answers.filter((a) => a.status === 429);
+    t.equal(served.length, L, `exactly ${L} served`);
+    t.equal(refused.length, 60 - L, 'every other one refused');
+    for (const answer of refused) {
+      const retryAfter = Number(answer.headers.get('retry-after'));
+      if (answer.body.code !== 'RATE_LIMITED' || !(retryAfter >= 1 && retryAfter <= 60)) {
+        t.fail(`a refusal without its code or Retry-After: ${answer.body.code}, ${retryAfter}`);
+      }
+    }
+    t.match(await productState(bases[0], product.id), { held: L }, 'the refused requests held nothing');
+    const counter = await first.redis.get(`${first.prefix}{rate}:holds:a:203.0.113.40`);
+    t.equal(counter, '60', 'every request was counted, the refused ones too');
+  },
+);
+
+t.test('requests counted in one turn are decided in arrival order, as one at a time would be', async (t) => {
+  const { first, second } = await twoInstances(t, { RATE_LIMIT_PER_ADDRESS: 25 });
+  const [one, two] = [first.app, second.app];
+  const outcome = (counted: Promise<void>) =>
+    counted.then(
+      () => 'served',
+      (err: { code?: string; details?: { retry_after_seconds?: number } }) =>
+        err.code === 'RATE_LIMITED' && (err.details?.retry_after_seconds ?? 0) >= 1 ? 'refused' : `error ${err.code}`,
+    );
+  // Forty calls on each instance, made in one turn, so each instance sends them as one batch: the address's
+  // first 25 requests are served, wherever they were counted, and within a batch they are its first ones.
+  const anonymous = { kind: 'anonymous', address: '198.51.100.40' } as const;
+  const atOne = Array.from({ length: 40 }, () => outcome(one.limitRate('holds', anonymous)));
+  const atTwo = Array.from({ length: 40 }, () => outcome(two.limitRate('holds', anonymous)));
+  const [fromOne, fromTwo] = [await Promise.all(atOne), await Promise.all(atTwo)];
+  const servedOne = fromOne.filter((o) => o === 'served').length;
+  const servedTwo = fromTwo.filter((o) => o === 'served').length;
+  t.equal(servedOne + servedTwo, 25, `25 served in all (${servedOne} + ${servedTwo})`);
+  for (const [batch, served] of [
+    [fromOne, servedOne],
+    [fromTwo, servedTwo],
+  ] as const) {
+    t.same(batch, [...Array<string>(served).fill('served'), ...Array<string>(40 - served).fill('refused')]);
+  }
+
+  // Two counters per request: alice's (limit 3) and her address's (limit 25, 2 here). Six requests, one turn.
+  const { first: other } = await twoInstances(t, { RATE_LIMIT_PER_ADDRESS: 2, RATE_LIMIT_PER_CUSTOMER: 3 });
+  const alice = (address: string) => ({ kind: 'customer', customerId: 'alice', address }) as const;
+  const sequence = ['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.2', '192.0.2.2', '192.0.2.3'];
+  const decided = await Promise.all(sequence.map((a) => outcome(other.app.limitRate('holds', alice(a)))));
+  // 1st and 2nd: within both; 3rd: the address's third; 4th on: alice's 4th, 5th, 6th.
+  t.same(decided, ['served', 'served', 'refused', 'refused', 'refused', 'refused']);
+  const count = (subject: string) => other.redis.get(`${other.prefix}{rate}:holds:${subject}`);
+  t.same(
+    await Promise.all(['c:alice', 'a:192.0.2.1', 'a:192.0.2.2', 'a:192.0.2.3'].map(count)),
+    ['6', '3', '2', '1'],
+    'every counter counted every request against it, refused or not',
+  );
+  t.ok((await other.redis.pttl(`${other.prefix}{rate}:holds:c:alice`)) > 0, 'a counter always has its window');
 });
 
 t.test('a proven customer is limited across addresses; RATE_LIMIT=off turns the limits off', async (t) => {

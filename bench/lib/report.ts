@@ -108,7 +108,7 @@ export function evaluateTargets(references: RunRecord['references'], scenarios: 
   ];
 }
 
-const COLUMNS = 17;
+const COLUMNS = 18;
 
 function row(cells: string[]): string {
   return `| ${cells.join(' | ')} |`;
@@ -134,6 +134,10 @@ function loadCells(load: LoadSummary, references: RunRecord['references']): stri
     ratio(seed ? load.requestsPerSecond / seed.requestsPerSecond : undefined),
     ratio(ceiling && ceiling.latencyMs.p99 > 0 ? load.latencyMs.p99 / ceiling.latencyMs.p99 : undefined),
     load.usage ? `${int(load.usage.cpuPercent)}%` : '—',
+    // CPU time per answer: steadier than req/s on a machine that other work shares.
+    load.usage && load.requestsPerSecond > 0
+      ? ((load.usage.cpuPercent * 1e4) / load.requestsPerSecond).toFixed(1)
+      : '—',
     load.usage ? int(load.usage.peakRssMb) : '—',
     `${int(load.machine.storesPercent)}%`,
     `${int(load.machine.benchPercent)}%`,
@@ -168,6 +172,7 @@ export function renderMarkdown(record: RunRecord): string {
       '÷ seed req/s',
       'p99 ÷ ceiling p99',
       'server CPU',
+      'server CPU µs/req',
       'peak RSS MiB',
       'stores CPU',
       'bench CPU',

@@ -39,6 +39,8 @@ export interface Settings {
    * what the limits cost. Off otherwise: the load comes from one address, which real limits would refuse.
    */
   rateLimited: boolean;
+  /** hot-sku's load at this many requests a second (autocannon overallRate); undefined: as fast as answers come. */
+  rate: number | undefined;
 }
 
 /** The service's limits under --rate-limited: counted on every request, never reached by a run. */
@@ -48,7 +50,7 @@ export const UNREACHED_RATE_LIMITS = {
   RATE_LIMIT_PER_CUSTOMER: '1000000000',
 } as const;
 
-export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited]
+export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited] [--rate N]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
@@ -56,6 +58,7 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
   --soak-duration S   seconds of the soak at half its probed maximum rate (default 600; 30 with --smoke)
   --smoke             the CI form: short runs, small data sets; fails only on broken invariants or crashes
   --rate-limited      rate limits on (RATE_LIMIT=on), at limits no run reaches: measures what counting costs
+  --rate N            hot-sku at N requests a second rather than flat out: CPU per request at a fixed rate
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -81,6 +84,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       'soak-duration': { type: 'string' },
       smoke: { type: 'boolean', default: false },
       'rate-limited': { type: 'boolean', default: false },
+      rate: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -103,5 +107,6 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     soakDuration: positiveInteger('soak-duration', values['soak-duration'], smoke ? 30 : 600),
     soakProbe: smoke ? 3 : 10,
     rateLimited: values['rate-limited'],
+    rate: values.rate === undefined ? undefined : positiveInteger('rate', values.rate, 0),
   };
 }

@@ -26,6 +26,7 @@ export const hotSku: Scenario = {
       url: deployment.url,
       connections: settings.connections,
       duration: settings.duration,
+      overallRate: settings.rate,
       requests: [holdRequest(productId)],
       expected: [201],
       pid: deployment.pid,

@@ -47,7 +47,7 @@ export function createHoldDesk(deps: {
     if (rebuilder.isRebuilding(productId)) throw errors.rebuilding(productId);
     if (!(await catalogue.ensureLoaded(productId))) throw errors.holdNotFound(holdId);
   }
-  const refusalLog = createRefusalLog(log);
+  const refusalLog = createRefusalLog();
 
   // Refusals of a sold-out product differ only by the quantity asked: made once each.
   const soldOutRefusals = Array.from({ length: settings.maxQtyPerHold + 1 }, (_, qty) =>
@@ -58,16 +58,19 @@ export function createHoldDesk(deps: {
    * The refusal of a request for a product this instance saw sold out a moment ago, decided without a round
    * trip (see SoldOutCache); undefined when the request must go to Redis (`place`).
    */
-  function refusalWithoutRedis(request: HoldRequest): HoldRefusal | undefined {
+  function refusalWithoutRedis(request: HoldRequest, requestLog: Logger = log): HoldRefusal | undefined {
     const { productId, qty } = request;
     // A request with an Idempotency-Key always reaches Redis: its answer must be the one stored there.
     if (request.idempotencyKey !== undefined || !soldOut.refuses(productId)) return undefined;
-    refusalLog.insufficientStock(productId, 0, qty);
+    refusalLog.insufficientStock(requestLog, productId, 0, qty);
     return soldOutRefusals[qty] ?? refusals.insufficientStock(0, qty);
   }
 
-  /** Decides a hold in Redis, in the next batch of its product; callers ask `refusalWithoutRedis` first. */
-  async function place(request: HoldRequest): Promise<PlacedHold> {
+  /**
+   * Decides a hold in Redis, in the next batch of its product; callers ask `refusalWithoutRedis` first.
+   * `requestLog`: the request's logger, so the lines about it carry its id (the desk's own otherwise).
+   */
+  async function place(request: HoldRequest, requestLog: Logger = log): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
     const reservation: Reservation = {
       productId,
@@ -109,7 +112,7 @@ export function createHoldDesk(deps: {
     switch (outcome.kind) {
       case 'held': {
         const { holdId, expiresAt, replayed } = outcome;
-        if (!replayed) log.info({ hold_id: holdId, product_id: productId, qty }, 'hold created');
+        if (!replayed) requestLog.info({ hold_id: holdId, product_id: productId, qty }, 'hold created');
         const hold: Hold = {
           hold_id: holdId,
           product_id: productId,
@@ -121,7 +124,9 @@ export function createHoldDesk(deps: {
         return { hold, replayed };
       }
       case 'insufficientStock':
-        if (!outcome.replayed) refusalLog.insufficientStock(productId, outcome.available, outcome.requested);
+        if (!outcome.replayed) {
+          refusalLog.insufficientStock(requestLog, productId, outcome.available, outcome.requested);
+        }
         return {
           refusal: refusals.insufficientStock(outcome.available, outcome.requested),
           replayed: outcome.replayed,
@@ -165,7 +170,7 @@ export function createHoldDesk(deps: {
     return toHold(holdId, productId, record, caller);
   }
 
-  async function release(holdId: string, caller: Caller): Promise<Hold> {
+  async function release(holdId: string, caller: Caller, requestLog: Logger = log): Promise<Hold> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
     await checkOwner(holdId, caller);
@@ -178,7 +183,7 @@ export function createHoldDesk(deps: {
     const hold = toHold(holdId, productId, released.record, caller);
     if (released.kind === 'ended') {
       soldOut.forget(productId);
-      log.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
+      requestLog.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
     }
     return hold;
   }

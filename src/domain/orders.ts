@@ -51,7 +51,8 @@ export function createOrderDesk(deps: {
     if ((await rebuilder.ensure(productId, 'missing in redis')) === 'absent') throw errors.holdNotFound(holdId);
   }
 
-  async function place(holdId: string, paymentMethod: string | null): Promise<PlacedOrder> {
+  /** Turns a hold into an order. `requestLog`: the request's logger, so its lines carry the request's id. */
+  async function place(holdId: string, paymentMethod: string | null, requestLog: Logger = log): Promise<PlacedOrder> {
     const productId = productOfHold(holdId);
     if (productId === null) throw errors.holdNotFound(holdId);
     // One more round if recovery abandoned our claim in between (the hold is then an ordinary hold again).
@@ -90,26 +91,26 @@ export function createOrderDesk(deps: {
         if (outcome === undefined) {
           // Fenced: Redis lost the product after this hold was claimed, and its rebuild counted what Postgres
           // had sold without this order. Committing it now would sell the units twice.
-          log.error(
+          requestLog.error(
             { hold_id: holdId, claim_id: claimId, product_id: productId },
             'hold lost in a redis data loss: no order made',
           );
           throw errors.holdLost(holdId);
         }
         const existing = await orderOfConvertedHold(holdId);
-        await finishConversion(productId, holdId, existing.id);
+        await finishConversion(productId, holdId, existing.id, requestLog);
         return { order: toOrder(existing), created: false };
       }
       crashPoint('after-order-commit');
-      log.info(
+      requestLog.info(
         { hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty },
         'order created from hold',
       );
       try {
-        await finishConversion(productId, holdId, order.id);
+        await finishConversion(productId, holdId, order.id, requestLog);
       } catch (err) {
         // The order is committed; recovery moves the units to sold when the claim's lease runs out.
-        log.warn({ hold_id: holdId, order_id: order.id, err }, 'order committed, conversion left to recovery');
+        requestLog.warn({ hold_id: holdId, order_id: order.id, err }, 'order committed, conversion left to recovery');
       }
       return { order: toOrder(order), created: true };
     }
@@ -123,11 +124,16 @@ export function createOrderDesk(deps: {
     return order;
   }
 
-  async function finishConversion(productId: number, holdId: string, orderId: number): Promise<void> {
+  async function finishConversion(
+    productId: number,
+    holdId: string,
+    orderId: number,
+    stepLog: Logger = log,
+  ): Promise<void> {
     const step = await commands.finishConversion(productId, holdId, orderId);
     if (step.kind === 'holdNotFound' || step.kind === 'wrongHoldState') {
       // Redis lost the hold (data loss) or it is in a state no committed order allows: say so loudly.
-      log.error(
+      stepLog.error(
         { hold_id: holdId, order_id: orderId, outcome: step },
         'committed order whose hold cannot be converted',
       );
@@ -174,21 +180,24 @@ export function createOrderDesk(deps: {
     return shownTo(caller, toOrder(order));
   }
 
-  /** Puts a cancelled order's units back on sale, then notes it in Postgres (both steps are idempotent). */
-  async function releaseUnits(order: { id: number; hold_id: string }): Promise<void> {
+  /**
+   * Puts a cancelled order's units back on sale, then notes it in Postgres (both steps are idempotent).
+   * `stepLog`: the logger of the request that cancelled it (a payment failure), when one did.
+   */
+  async function releaseUnits(order: { id: number; hold_id: string }, stepLog: Logger = log): Promise<void> {
     const productId = productOfHold(order.hold_id);
     if (productId !== null) {
       let step = await commands.returnSoldUnits(productId, order.hold_id);
       if (step.kind === 'wrongHoldState' && step.status === 'converting') {
         // A crash left the conversion half done (its units still held): finish it, then return the units.
-        await finishConversion(productId, order.hold_id, order.id);
+        await finishConversion(productId, order.hold_id, order.id, stepLog);
         step = await commands.returnSoldUnits(productId, order.hold_id);
       }
       if (step.kind === 'done') {
         soldOut.forget(productId);
-        log.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
+        stepLog.info({ order_id: order.id, hold_id: order.hold_id }, 'order cancelled: units back on sale');
       } else if (step.kind !== 'unchanged') {
-        log.error(
+        stepLog.error(
           { order_id: order.id, hold_id: order.hold_id, outcome: step },
           'cancelled order whose units cannot be returned',
         );

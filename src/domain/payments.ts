@@ -191,7 +191,7 @@ export function createPaymentDesk(deps: {
     if (unitsToRelease) {
       // Committed already; if Redis is away, order settlement returns the units later.
       await orders
-        .releaseUnits(unitsToRelease)
+        .releaseUnits(unitsToRelease, log)
         .catch((err: unknown) =>
           log.warn({ order_id: unitsToRelease?.id, err }, 'units of a failed payment left to order settlement'),
         );

@@ -60,7 +60,8 @@ export function createCatalogue(deps: {
     return products;
   }
 
-  async function create(input: NewProduct): Promise<Product> {
+  /** `requestLog`: the logger of the request that asked, so its line carries the request's id. */
+  async function create(input: NewProduct, requestLog: Logger = log): Promise<Product> {
     const row = await db.transaction().execute(async (trx) => {
       const inserted = await productsRepo.insertProduct(trx, {
         name: input.name,
@@ -73,11 +74,11 @@ export function createCatalogue(deps: {
       await commands.scheduleSweep(inserted.id, 0, 'new');
       return inserted;
     });
-    log.info({ product_id: row.id, stock: row.stock }, 'product created');
+    requestLog.info({ product_id: row.id, stock: row.stock }, 'product created');
     return fromRow(row);
   }
 
-  async function setStock(id: number, stock: number): Promise<Product> {
+  async function setStock(id: number, stock: number, requestLog: Logger = log): Promise<Product> {
     const product = await db.transaction().execute(async (trx) => {
       const current = await productsRepo.lockProduct(trx, id);
       if (!current) throw errors.productNotFound(id);
@@ -95,7 +96,7 @@ export function createCatalogue(deps: {
       });
     });
     soldOut?.forget(id);
-    log.info({ product_id: id, stock }, 'stock changed');
+    requestLog.info({ product_id: id, stock }, 'stock changed');
     return product;
   }
 

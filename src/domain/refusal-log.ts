@@ -3,12 +3,12 @@ import type { Logger } from '../log.js';
 /**
  * Logs refusals for insufficient stock at warn, at most once a second per product, with how many were refused
  * since the last line: a sold-out product is refused thousands of times a second, and a line each would cost
- * more than the refusals.
+ * more than the refusals. The line goes to the logger of the request that writes it (its id on the line).
  */
-export function createRefusalLog(log: Logger, now: () => number = Date.now) {
+export function createRefusalLog(now: () => number = Date.now) {
   const products = new Map<number, { loggedAt: number; refused: number }>();
   return {
-    insufficientStock(productId: number, available: number, requested: number): void {
+    insufficientStock(log: Logger, productId: number, available: number, requested: number): void {
       const at = now();
       let entry = products.get(productId);
       if (!entry) {

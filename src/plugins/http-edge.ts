@@ -3,7 +3,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import cors from '@fastify/cors';
 import type { FastifyHttpOptions, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
-import type { BaseLogger, Logger as PinoLogger } from 'pino';
+import type { BaseLogger, LogFn, Logger as PinoLogger } from 'pino';
 import type { Config } from '../config.js';
 import { jsonBodyParser } from '../schemas/json-input.js';
 
@@ -32,7 +32,8 @@ export function requestIdOf(request: IncomingMessage): string {
 
 /**
  * request.log: the service's logger with the request's id on every line (`reqId`). The child logger is made at
- * the first line, not per request: most requests log nothing.
+ * the first line written, not per request: most requests log nothing at the level set (a hold's `info` line
+ * under LOG_LEVEL=warn costs one level check).
  */
 class RequestLog {
   private bound: PinoLogger | undefined;
@@ -42,20 +43,23 @@ class RequestLog {
     private readonly reqId: string,
   ) {}
 
-  private get line(): BaseLogger {
-    return (this.bound ??= this.log.child({ reqId: this.reqId }));
+  private writer(level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'): LogFn {
+    return (...args: Parameters<LogFn>) => {
+      if (!this.log.isLevelEnabled(level)) return;
+      (this.bound ??= this.log.child({ reqId: this.reqId }))[level](...args);
+    };
   }
 
   get level(): string {
     return this.log.level;
   }
 
-  fatal: BaseLogger['fatal'] = (...args: Parameters<BaseLogger['fatal']>) => this.line.fatal(...args);
-  error: BaseLogger['error'] = (...args: Parameters<BaseLogger['error']>) => this.line.error(...args);
-  warn: BaseLogger['warn'] = (...args: Parameters<BaseLogger['warn']>) => this.line.warn(...args);
-  info: BaseLogger['info'] = (...args: Parameters<BaseLogger['info']>) => this.line.info(...args);
-  debug: BaseLogger['debug'] = (...args: Parameters<BaseLogger['debug']>) => this.line.debug(...args);
-  trace: BaseLogger['trace'] = (...args: Parameters<BaseLogger['trace']>) => this.line.trace(...args);
+  fatal = this.writer('fatal');
+  error = this.writer('error');
+  warn = this.writer('warn');
+  info = this.writer('info');
+  debug = this.writer('debug');
+  trace = this.writer('trace');
   silent: BaseLogger['silent'] = () => {};
   child = (bindings: Record<string, unknown>) => this.log.child({ reqId: this.reqId, ...bindings });
 }

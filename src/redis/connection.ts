@@ -23,9 +23,10 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     commandTimeout: options.commandTimeoutMs,
     connectTimeout: Math.max(1000, options.commandTimeoutMs),
     enableAutoPipelining: true,
-    // Hold requests come batched already (reserve-batches.ts); an auto-pipeline around each batch only cost
-    // time: hot-sku served 26% more requests a second without it.
-    autoPipeliningIgnoredCommands: ['reserveStock'],
+    // Hold requests and rate-limit counts come batched already (reserve-batches.ts, request-counts.ts); an
+    // auto-pipeline around each batch only costs a turn of the event loop before the write (for holds, hot-sku
+    // served 26% more requests a second without it).
+    autoPipeliningIgnoredCommands: ['reserveStock', 'countRequests'],
     // Keep trying to reconnect in the background, never more than a second apart.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
   });

@@ -54,7 +54,10 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       // it costs nothing and changes nothing). Only for a request that names nobody: a token or a claimed
       // customer is checked first.
       if (request.headers.authorization === undefined && (customer_id == null || !app.customerTrust.tokens)) {
-        const refusal = app.holds.refusalWithoutRedis({ productId: product_id, qty, customerId: null, idempotencyKey });
+        const refusal = app.holds.refusalWithoutRedis(
+          { productId: product_id, qty, customerId: null, idempotencyKey },
+          request.log,
+        );
         if (refusal) {
           reply.code(409).send(refusal);
           return;
@@ -69,7 +72,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
           idempotencyKey: idempotencyKey === undefined ? undefined : scopedIdempotencyKey(caller, idempotencyKey),
         };
         await app.limitRate('holds', caller);
-        const placed = await app.holds.place(hold);
+        const placed = await app.holds.place(hold, request.log);
         if (placed.replayed) reply.header('idempotent-replayed', 'true');
         if (placed.refusal) return reply.code(409).send(placed.refusal);
         return reply.code(201).send(placed.hold);
@@ -115,7 +118,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (request) => app.holds.release(request.params.id, await app.identify(request)),
+    async (request) => app.holds.release(request.params.id, await app.identify(request), request.log),
   );
 };
 

@@ -45,7 +45,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       const caller = await app.identify(request);
       await app.limitRate('orders', caller);
       await app.holds.checkOwner(hold_id, caller);
-      const { order, created } = await app.orders.place(hold_id, payment_method ?? payment_status ?? null);
+      const { order, created } = await app.orders.place(hold_id, payment_method ?? payment_status ?? null, request.log);
       return reply.code(created ? 201 : 200).send(shownTo(caller, order));
     },
   );

@@ -25,7 +25,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         response: { 201: ProductSchema, ...errorResponses(...ANY_ROUTE, ...ADMIN, ...BODY) },
       },
     },
-    async (request, reply) => reply.code(201).send(await app.catalogue.create(request.body)),
+    async (request, reply) => reply.code(201).send(await app.catalogue.create(request.body, request.log)),
   );
 
   app.get(
@@ -81,7 +81,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (request) => app.catalogue.setStock(request.params.id, request.body.stock),
+    async (request) => app.catalogue.setStock(request.params.id, request.body.stock, request.log),
   );
 };
 

@@ -89,6 +89,8 @@ export interface TestAppOptions {
   soldOutClock?: Clock;
   /** Told of every route as it is declared. */
   onRoute?: AppOptions['onRoute'];
+  /** Where the app's log lines go (with a LOG_LEVEL other than the tests' silent). */
+  logDestination?: AppOptions['logDestination'];
 }
 
 /**
@@ -115,7 +117,11 @@ export async function buildTestApp(
       ...overrides,
     },
   );
-  const app = await buildApp(config, { now: options.soldOutClock?.now, onRoute: options.onRoute });
+  const app = await buildApp(config, {
+    now: options.soldOutClock?.now,
+    onRoute: options.onRoute,
+    logDestination: options.logDestination,
+  });
   t.teardown(() => app.close());
   const redis = new Redis(TEST_REDIS_URL);
   t.teardown(() => redis.disconnect());
