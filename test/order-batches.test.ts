@@ -10,7 +10,9 @@ import { createDatabase } from '../src/db/connection.js';
 import { createOrderBatches } from '../src/db/order-batches.js';
 import { claimOutcome, type NewOrder } from '../src/db/orders.js';
 import type { Database } from '../src/db/schema.js';
+import { StoreUnavailableError } from '../src/errors.js';
 import { createTestDatabase } from './support/app.js';
+import { proxyInFrontOf } from './support/tcp-proxy.js';
 
 interface Shop {
   db: Kysely<Database>;
@@ -18,8 +20,8 @@ interface Shop {
 }
 
 /** A database of its own with two products, and a pool on it. */
-async function shop(t: Test): Promise<Shop> {
-  const db = createDatabase({ url: await createTestDatabase(t), timeoutMs: 10_000, poolSize: 4 });
+async function shop(t: Test, url?: string): Promise<Shop> {
+  const db = createDatabase({ url: url ?? (await createTestDatabase(t)), timeoutMs: 500, poolSize: 4 });
   t.teardown(() => db.destroy());
   const products = await db
     .insertInto('products')
@@ -221,4 +223,23 @@ t.test('more conversions in one turn than a batch takes go in several statements
   );
   const perStatement = [...xmins.values()].reduce((n, x) => n.set(x, (n.get(x) ?? 0) + 1), new Map<string, number>());
   t.same([...perStatement.values()].sort(), [1, 3, 3], 'two full batches of 3, then the one left');
+});
+
+t.test('Postgres unreachable: every conversion of the batch is answered unavailable, at once', async (t) => {
+  const { proxy, url } = await proxyInFrontOf(t, await createTestDatabase(t));
+  const { db, productIds } = await shop(t, url);
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
+  await proxy.cut('blackhole');
+  const started = Date.now();
+  const settled = await Promise.allSettled([0, 1, 0, 1].map((i) => batches.insert(conversion(productIds[i]!))));
+  const ms = Date.now() - started;
+  t.ok(
+    settled.every((s) => s.status === 'rejected' && s.reason instanceof StoreUnavailableError),
+    'each one fails as Postgres unavailable (503), none as a bug',
+  );
+  // About one timeout (500 ms): an outage is a fast 503 for every order of the batch.
+  t.ok(ms < 2000, `answered within ${ms} ms`);
+  await proxy.restore();
+  const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM orders`.execute(db);
+  t.equal(rows[0]!.n, 0, 'nothing was written');
 });
