@@ -23,13 +23,6 @@ export const MAX_HOLD_BATCH = 256;
  */
 export const MAX_ORDER_BATCH = 100;
 
-/**
- * Order statements one instance runs at once (src/db/order-batches.ts). Conversions arrive a few per turn of the
- * event loop even under load, so batches form while statements run: with this many in flight, one is being
- * committed while the next is on its way.
- */
-export const ORDER_STATEMENTS_IN_FLIGHT = 2;
-
 /** Orders one settlement step cancels, or returns the units of. */
 export const SETTLE_BATCH = 100;
 
@@ -95,8 +88,6 @@ export interface Settings {
   readonly maxHoldBatch: number;
   /** See MAX_ORDER_BATCH. */
   readonly maxOrderBatch: number;
-  /** See ORDER_STATEMENTS_IN_FLIGHT. */
-  readonly orderStatementsInFlight: number;
   /**
    * How long a Redis command may take before its caller is answered 503 (REDIS_COMMAND_TIMEOUT_MS); a hold batch
    * carries now + this as its deadline, past which the script holds nothing.
@@ -159,7 +150,6 @@ export function settingsFrom(config: Config): Settings {
     inlineExpiryLimit: INLINE_EXPIRY_LIMIT,
     maxHoldBatch: MAX_HOLD_BATCH,
     maxOrderBatch: MAX_ORDER_BATCH,
-    orderStatementsInFlight: ORDER_STATEMENTS_IN_FLIGHT,
     redisCommandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     soldOutCacheMs: config.SOLD_OUT_CACHE_MS,
     orderPaymentTtlMs,

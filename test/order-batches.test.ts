@@ -71,7 +71,7 @@ async function rowsOfHold(db: Kysely<Database>, holdId: string) {
 
 t.test('the conversions of one turn are written by one statement, each as its own order', async (t) => {
   const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   const asked = [
     conversion(productIds[0]!, { qty: 1 }),
     conversion(productIds[1]!, { qty: 3, unitPriceCents: 9000 }),
@@ -125,7 +125,7 @@ t.test('the conversions of one turn are written by one statement, each as its ow
 
 t.test('a claim that already has an outcome, or a fenced hold, gets no order; its batch-mates do', async (t) => {
   const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   const abandoned = conversion(productIds[0]!);
   const ordered = conversion(productIds[0]!);
   await db
@@ -159,7 +159,7 @@ t.test('a claim that already has an outcome, or a fenced hold, gets no order; it
 
 t.test('copies of one conversion in one batch: one order, the copies read the outcome', async (t) => {
   const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   const original = conversion(productIds[0]!);
   const other = conversion(productIds[0]!);
   const answers = await Promise.all([original, original, other, original].map((order) => batches.insert(order)));
@@ -172,7 +172,7 @@ t.test('copies of one conversion in one batch: one order, the copies read the ou
 
 t.test("an order Postgres refuses fails alone: its batch-mates' orders are written", async (t) => {
   const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   // A hold that already has an order under an older claim: orders.hold_id is unique.
   const earlier = conversion(productIds[0]!);
   t.ok(await batches.insert(earlier), 'the earlier order');
@@ -210,7 +210,7 @@ t.test("an order Postgres refuses fails alone: its batch-mates' orders are writt
 
 t.test('more conversions in one turn than a batch takes go in several statements', async (t) => {
   const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 3, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 3 });
   const asked = Array.from({ length: 7 }, (_, i) => conversion(productIds[i % 2]!));
   const orders = await Promise.all(asked.map((order) => batches.insert(order)));
   t.ok(
@@ -228,7 +228,7 @@ t.test('more conversions in one turn than a batch takes go in several statements
 t.test('Postgres unreachable: every conversion of the batch is answered unavailable, at once', async (t) => {
   const { proxy, url } = await proxyInFrontOf(t, await createTestDatabase(t));
   const { db, productIds } = await shop(t, url);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 2 });
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   await proxy.cut('blackhole');
   const started = Date.now();
   const settled = await Promise.allSettled([0, 1, 0, 1].map((i) => batches.insert(conversion(productIds[i]!))));
@@ -242,33 +242,4 @@ t.test('Postgres unreachable: every conversion of the batch is answered unavaila
   await proxy.restore();
   const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM orders`.execute(db);
   t.equal(rows[0]!.n, 0, 'nothing was written');
-});
-
-t.test('conversions that come while the statement slots are busy go together when one is free', async (t) => {
-  const { db, productIds } = await shop(t);
-  const batches = createOrderBatches(db, { maxOrderBatch: 100, orderStatementsInFlight: 1 });
-  // The first statement waits on the product's row for as long as the test holds it.
-  const made = await db.connection().execute(async (connection) => {
-    await sql`BEGIN`.execute(connection);
-    await sql`SELECT id FROM products WHERE id = ${productIds[0]!} FOR UPDATE`.execute(connection);
-    const first = conversion(productIds[0]!);
-    const firstWritten = batches.insert(first);
-    const later: NewOrder[] = [];
-    const laterWritten: Promise<unknown>[] = [];
-    for (let turn = 0; turn < 3; turn++) {
-      // Each in a turn of its own: alone, each would have been a batch of one.
-      await new Promise((resolve) => setImmediate(resolve));
-      const order = conversion(productIds[turn % 2]!);
-      later.push(order);
-      laterWritten.push(batches.insert(order));
-    }
-    await sql`COMMIT`.execute(connection);
-    await Promise.all([firstWritten, ...laterWritten]);
-    return { first, later };
-  });
-  const xmins = await writers(db, [made.first.holdId, ...made.later.map((o) => o.holdId)]);
-  const laterXmins = new Set(made.later.map((o) => xmins.get(o.holdId)));
-  t.equal(xmins.size, 4, 'every order written');
-  t.equal(laterXmins.size, 1, 'the three that came while the first statement ran: one statement');
-  t.notOk(laterXmins.has(xmins.get(made.first.holdId)), 'after the first one');
 });

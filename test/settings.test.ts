@@ -21,7 +21,6 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     inlineExpiryLimit: 100,
     maxHoldBatch: 256,
     maxOrderBatch: 100,
-    orderStatementsInFlight: 2,
     redisCommandTimeoutMs: 500,
     soldOutCacheMs: 20,
     orderPaymentTtlMs: 900_000,
