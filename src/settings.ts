@@ -17,6 +17,12 @@ export const INLINE_EXPIRY_LIMIT = 100;
  */
 export const MAX_HOLD_BATCH = 256;
 
+/**
+ * Most conversions one order statement writes (src/db/order-batches.ts): bounds the statement's time and the
+ * rows it locks; at 100 connections a turn of the event loop rarely brings more.
+ */
+export const MAX_ORDER_BATCH = 100;
+
 /** Orders one settlement step cancels, or returns the units of. */
 export const SETTLE_BATCH = 100;
 
@@ -80,6 +86,8 @@ export interface Settings {
   readonly inlineExpiryLimit: number;
   /** See MAX_HOLD_BATCH. */
   readonly maxHoldBatch: number;
+  /** See MAX_ORDER_BATCH. */
+  readonly maxOrderBatch: number;
   /**
    * How long a Redis command may take before its caller is answered 503 (REDIS_COMMAND_TIMEOUT_MS); a hold batch
    * carries now + this as its deadline, past which the script holds nothing.
@@ -141,6 +149,7 @@ export function settingsFrom(config: Config): Settings {
     maxQtyPerHold: config.MAX_QTY_PER_HOLD,
     inlineExpiryLimit: INLINE_EXPIRY_LIMIT,
     maxHoldBatch: MAX_HOLD_BATCH,
+    maxOrderBatch: MAX_ORDER_BATCH,
     redisCommandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     soldOutCacheMs: config.SOLD_OUT_CACHE_MS,
     orderPaymentTtlMs,

@@ -475,6 +475,138 @@ t.test(
   },
 );
 
+/**
+ * The orders of conversions that arrive together are written by one statement (src/db/order-batches.ts). Kills
+ * the service at each step of such a batch, with several conversions in flight: at `after-claim` (the first
+ * claim of the turn came back from Redis, none of the batch is in Postgres yet) and at `after-order-commit` (a
+ * batch committed, none of its units moved; the product's row is held FOR UPDATE meanwhile, so every
+ * conversion's statement is sent and waiting in Postgres when the first one commits and the process dies).
+ */
+for (const fault of ['after-claim', 'after-order-commit'] as const) {
+  t.test(
+    `a service killed at ${fault} with a batch of conversions in flight: every hold of it is exactly one order or none`,
+    async (t) => {
+      const w = await world(t);
+      // A longer lease and Postgres timeout for the dying service only: its conversions wait on the held row
+      // for a moment, and its own recovery must not give their claims up meanwhile.
+      const dying = await w.start({ fault, env: { CONVERSION_LEASE_MS: '3000', DATABASE_TIMEOUT_MS: '10000' } });
+      const productId = await createProductVia(dying, 40);
+      await waitUntilSwept(t, w, productId);
+      const quantities = [1, 2, 1, 3, 1, 2, 1, 1, 2, 1];
+      const holds: string[] = [];
+      for (const qty of quantities) holds.push(await holdVia(dying, productId, qty));
+      const heldUnits = quantities.reduce((a, b) => a + b, 0);
+
+      const rowHolder = fault === 'after-order-commit' ? await w.db.connect() : undefined;
+      if (rowHolder) {
+        await rowHolder.query('BEGIN');
+        await rowHolder.query('SELECT id FROM products WHERE id = $1 FOR UPDATE', [productId]);
+      }
+      const sent = Promise.all(holds.map((holdId) => dying.attempt('POST', '/api/orders', { hold_id: holdId })));
+      if (rowHolder) {
+        const claimed = await eventually(async () => {
+          for (const holdId of holds) if ((await holdRecord(w, holdId))?.status !== 'converting') return false;
+          return true;
+        }, 10_000);
+        t.ok(claimed, 'every hold was claimed before the row was let go');
+        // Each batch's statement waits on the row: see them all there before it is let go.
+        const waiting = async () =>
+          (
+            await w.db.query<{ n: number }>(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%hold_claims%'",
+            )
+          ).rows[0]!.n;
+        let statements = await waiting();
+        for (let stable = 0; stable < 4; stable++) {
+          await sleep(50);
+          const now = await waiting();
+          if (now !== statements) stable = -1;
+          statements = now;
+        }
+        t.ok(statements >= 1, `the conversions wait in Postgres, in ${statements} statement(s)`);
+        await rowHolder.query('COMMIT');
+        rowHolder.release();
+      }
+      const results = await sent;
+      t.same(
+        results.filter((r) => r.answer !== undefined).map((r) => r.answer?.status),
+        [],
+        'no conversion was answered: the process died first',
+      );
+      const exit = await waitForExit(dying);
+      t.same(exit, { code: null, signal: 'SIGKILL' }, `the service killed itself at ${fault}`);
+
+      // What the crash left, once Postgres has finished what was sent to it.
+      await eventually(
+        async () =>
+          (
+            await w.db.query<{ n: number }>(
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '%hold_claims%' AND state = 'active'",
+            )
+          ).rows[0]!.n === 0,
+        10_000,
+      );
+      const { rows: writers } = await w.db.query<{ xmin: string; n: number }>(
+        'SELECT xmin::text AS xmin, count(*)::int AS n FROM orders GROUP BY xmin ORDER BY n DESC',
+      );
+      const committed = writers.reduce((n, s) => n + s.n, 0);
+      t.comment(
+        `orders committed before recovery: ${committed}, by statements of ${writers.map((s) => s.n).join(', ')}`,
+      );
+      if (fault === 'after-claim') {
+        t.equal(committed, 0, 'no order was committed: the process died before any statement was sent');
+      } else {
+        t.ok(committed >= 2, 'several conversions were committed around the crash');
+      }
+      t.same(await inventory(w, productId), { stock: 40, held: heldUnits, sold: 0 }, 'no units moved yet');
+
+      const restarted = await w.start();
+      await expectRecovery(t, w, [productId], `the batch killed at ${fault}`, async () => {
+        for (const holdId of holds) {
+          const status = (await holdRecord(w, holdId))?.status;
+          if (status !== 'held' && status !== 'converted') return false;
+        }
+        return true;
+      });
+      let sold = 0;
+      let converted = 0;
+      for (const [i, holdId] of holds.entries()) {
+        const record = await holdRecord(w, holdId);
+        const orders = await ordersOfHold(w, holdId);
+        const ordered = (await claimsOfHold(w, holdId)).filter((c) => c.outcome === 'ordered');
+        if (record?.status === 'converted') {
+          sold += quantities[i]!;
+          converted++;
+          if (orders.length !== 1 || ordered.length !== 1 || record.order_id !== String(orders[0]!.id))
+            t.fail(`converted hold ${holdId} is not exactly one order`, { record, orders, ordered });
+        } else if (orders.length !== 0 || ordered.length !== 0) {
+          t.fail(`hold ${holdId} (${record?.status}) is not converted but has an order`, { orders, ordered });
+        }
+      }
+      t.equal(converted, committed, 'recovery converted exactly the holds whose orders were committed');
+      t.same(
+        await inventory(w, productId),
+        { stock: 40, held: heldUnits - sold, sold },
+        `every committed order's units sold (${sold}), the rest held again`,
+      );
+      t.equal(sold, await unitsOrdered(w, productId), 'sold == units of the orders');
+
+      // Every hold converts now, once: the committed ones answer their order, the others get theirs.
+      const last = await Promise.all(holds.map((holdId) => restarted.call('POST', '/api/orders', { hold_id: holdId })));
+      t.same(
+        last.filter((a) => a.status !== 200 && a.status !== 201).map((a) => `${a.status} ${JSON.stringify(a.body)}`),
+        [],
+        'every hold converts after the restart',
+      );
+      for (const holdId of holds)
+        if ((await orderCount(w, holdId)) !== 1) t.fail(`hold ${holdId} does not have exactly one order`);
+      t.same(await inventory(w, productId), { stock: 40, held: 0, sold: heldUnits }, 'every unit sold, once');
+      t.same(await conversions(w, productId), [], 'no conversion left in progress');
+      t.same(errorLines(dying, restarted), [], 'nothing logged at level error');
+    },
+  );
+}
+
 t.test(
   'a service killed after cancelling an unpaid order, before returning its units: recovery returns them, once',
   async (t) => {

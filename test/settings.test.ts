@@ -20,6 +20,7 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     maxQtyPerHold: 10,
     inlineExpiryLimit: 100,
     maxHoldBatch: 256,
+    maxOrderBatch: 100,
     redisCommandTimeoutMs: 500,
     soldOutCacheMs: 20,
     orderPaymentTtlMs: 900_000,

@@ -49,46 +49,67 @@ export interface NewOrder {
 }
 
 /**
- * Records the claim as 'ordered' and inserts its order, the order's one item and its pending payment, all in one
- * statement (so one round trip, and atomic without an explicit transaction). Returns undefined, inserting
- * nothing, when the claim already has an outcome (`claimOutcome` says which), or when the product's Redis copy
- * was rebuilt since the hold was made (fenced: `claimOutcome` finds none; the hold is lost). The payment is due
- * `paymentTtlSeconds` from now, by Postgres's clock.
+ * Records each claim as 'ordered' and inserts its order, the order's one item and its pending payment: every
+ * order of the batch in one statement, so one round trip and one commit, atomic without an explicit
+ * transaction. The answer has one entry per order asked, in order: the order, or undefined when nothing was
+ * inserted for it because its claim already has an outcome (`claimOutcome` says which), or because the
+ * product's Redis copy was rebuilt since the hold was made (fenced: `claimOutcome` finds none; the hold is lost).
+ * Each claim's primary key decides for that claim alone; the statement fails as a whole only on an error
+ * (a unique hold id, a check, bad data), which the caller retries order by order (src/db/order-batches.ts).
+ * The claim ids and the hold ids must each be distinct within a batch. Payments are due `paymentTtlSeconds`
+ * from now, by Postgres's clock.
  */
-export async function insertOrderForClaim(db: Kysely<Database>, order: NewOrder): Promise<OrderWithItems | undefined> {
-  const total = order.qty * order.unitPriceCents;
+export async function insertOrdersForClaims(
+  db: Kysely<Database>,
+  orders: readonly NewOrder[],
+): Promise<(OrderWithItems | undefined)[]> {
+  const column = <T>(pick: (order: NewOrder) => T) => orders.map(pick);
   const { rows } = await sql<OrderRow>`
-    WITH fence AS (
-      -- FOR KEY SHARE waits for a rebuild holding the row FOR UPDATE, then re-reads the generation it wrote.
-      SELECT id FROM products WHERE id = ${order.productId} AND redis_generation = ${order.redisGeneration} FOR KEY SHARE
+    WITH input AS (
+      SELECT * FROM unnest(
+        ${column((o) => o.claimId)}::text[], ${column((o) => o.holdId)}::text[],
+        ${column((o) => o.customerId)}::text[], ${column((o) => o.productId)}::int[], ${column((o) => o.qty)}::int[],
+        ${column((o) => o.unitPriceCents)}::bigint[], ${column((o) => o.paymentMethod)}::text[],
+        ${column((o) => o.paymentTtlSeconds)}::float8[], ${column((o) => o.redisGeneration)}::bigint[]
+      ) AS i(claim_id, hold_id, customer_id, product_id, qty, unit_price_cents, method, ttl_seconds, generation)
+    ), fence AS (
+      -- FOR KEY SHARE waits for a rebuild holding a row FOR UPDATE, then reads the generation it wrote. In id
+      -- order, so two batches (or a batch and a rebuild) lock a batch's products in the same order.
+      SELECT id, redis_generation FROM products WHERE id IN (SELECT product_id FROM input) ORDER BY id FOR KEY SHARE
     ), claim AS (
+      -- In claim id order: two statements waiting on each other's claim ids would otherwise deadlock.
       INSERT INTO hold_claims (claim_id, hold_id, outcome)
-      SELECT ${order.claimId}, ${order.holdId}, 'ordered' FROM fence
+      SELECT i.claim_id, i.hold_id, 'ordered'
+      FROM input i JOIN fence f ON f.id = i.product_id AND f.redis_generation = i.generation
+      ORDER BY i.claim_id
       ON CONFLICT (claim_id) DO NOTHING
-      RETURNING hold_id
+      RETURNING claim_id
     ), new_order AS (
       INSERT INTO orders (hold_id, customer_id, status, payment_status, total_cents, payment_due_at)
-      SELECT hold_id, ${order.customerId}, 'pending_payment', 'pending', ${total},
-             now() + make_interval(secs => ${order.paymentTtlSeconds})
-      FROM claim
+      SELECT i.hold_id, i.customer_id, 'pending_payment', 'pending', i.qty * i.unit_price_cents,
+             now() + make_interval(secs => i.ttl_seconds)
+      FROM claim JOIN input i USING (claim_id)
       RETURNING *
     ), item AS (
       INSERT INTO order_items (order_id, product_id, qty, unit_price_cents, subtotal_cents)
-      SELECT id, ${order.productId}, ${order.qty}, ${order.unitPriceCents}, ${total} FROM new_order
+      SELECT o.id, i.product_id, i.qty, i.unit_price_cents, o.total_cents FROM new_order o JOIN input i USING (hold_id)
     ), payment AS (
       INSERT INTO payments (order_id, status, amount_cents, method)
-      SELECT id, 'pending', ${total}, ${order.paymentMethod} FROM new_order
+      SELECT o.id, 'pending', o.total_cents, i.method FROM new_order o JOIN input i USING (hold_id)
     )
     SELECT * FROM new_order`.execute(db);
-  const row = rows[0];
-  if (!row) return undefined;
-  const item = {
-    product_id: order.productId,
-    qty: order.qty,
-    unit_price_cents: order.unitPriceCents,
-    subtotal_cents: total,
-  };
-  return { ...row, items: [item] };
+  const byHold = new Map(rows.map((row) => [row.hold_id, row]));
+  return orders.map((order) => {
+    const row = byHold.get(order.holdId);
+    if (!row) return undefined;
+    const item = {
+      product_id: order.productId,
+      qty: order.qty,
+      unit_price_cents: order.unitPriceCents,
+      subtotal_cents: row.total_cents,
+    };
+    return { ...row, items: [item] };
+  });
 }
 
 /** The outcome recorded for a conversion claim, if any. */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
+import { createOrderBatches } from '../db/order-batches.js';
 import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
@@ -28,7 +29,8 @@ export type OrderDesk = ReturnType<typeof createOrderDesk>;
  *
  * A conversion spans two stores, so it goes in steps that each survive a crash (docs/conversion.md):
  * 1. Redis: the hold is claimed (status converting, under a claim id, with a lease); its units stay held.
- * 2. Postgres, one transaction: the claim is recorded as 'ordered', with the order, its item and its payment.
+ * 2. Postgres, one statement for the conversions of a turn of the event loop: each claim is recorded as
+ *    'ordered', with its order, its item and its payment.
  * 3. Redis: the hold is converted; its units move from held to sold.
  * A claim whose lease ran out is decided by recovery from Postgres: 'ordered' finishes step 3; otherwise it is
  * recorded as 'abandoned' (which no late transaction can then overturn) and the hold goes back to being a hold.
@@ -44,6 +46,7 @@ export function createOrderDesk(deps: {
   log: Logger;
 }) {
   const { db, commands, rebuilder, clock, settings, soldOut, trust, log } = deps;
+  const orderBatches = createOrderBatches(db, settings);
 
   /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -72,7 +75,8 @@ export function createOrderDesk(deps: {
       const { claimId, record: hold } = claim;
       crashPoint('after-claim');
 
-      const order = await ordersRepo.insertOrderForClaim(db, {
+      // Written with the other conversions of this turn, in one statement (one commit).
+      const order = await orderBatches.insert({
         claimId,
         holdId,
         customerId: hold.customer_id ?? null,
