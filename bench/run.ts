@@ -13,7 +13,7 @@ import { runLoad } from './lib/load.js';
 import { describeMachine } from './lib/machine.js';
 import { setRedisPid } from './lib/proc-stats.js';
 import { localRedisPid } from './lib/redis-memory.js';
-import { measureReference, type ReferenceName } from './lib/references.js';
+import { measureReference, REFERENCE_NAMES, type ReferenceName } from './lib/references.js';
 import { evaluateTargets, renderMarkdown, writeRecord, type RunRecord, type ScenarioOutcome } from './lib/report.js';
 import { holdRequest, HUGE_STOCK, type ScenarioContext } from './lib/scenario.js';
 import { parseSettings, UNREACHED_RATE_LIMITS, USAGE, type ScenarioName, type Settings } from './lib/settings.js';
@@ -33,11 +33,19 @@ function parse(): Settings | number {
   }
 }
 
-/** ceiling, then hot-sku right after it (the ratio that matters most, measured minutes apart at most), seed, the rest. */
+/**
+ * ceiling, then hot-sku right after it (the ratio that matters most, measured minutes apart at most), seed, the
+ * rest; the seed's checkout right before checkout, for the same reason.
+ */
 function plan(scenarios: ScenarioName[]): (ScenarioName | ReferenceName)[] {
-  const rest = scenarios.filter((s) => s !== 'hot-sku');
+  const rest = scenarios
+    .filter((s) => s !== 'hot-sku')
+    .flatMap((s): (ScenarioName | ReferenceName)[] => (s === 'checkout' ? ['seed-checkout', s] : [s]));
   return ['ceiling', ...(scenarios.includes('hot-sku') ? (['hot-sku'] as const) : []), 'seed', ...rest];
 }
+
+const isReference = (step: ScenarioName | ReferenceName): step is ReferenceName =>
+  (REFERENCE_NAMES as readonly string[]).includes(step);
 
 async function warmUp(deployment: Deployment, settings: Settings): Promise<void> {
   const productId = await createProduct(deployment.url, deployment.adminToken, {
@@ -126,7 +134,7 @@ async function main(): Promise<number> {
     const ctx: ScenarioContext = { settings, deployment, environment: external ? undefined : environment, log };
     let serviceDead = false;
     for (const step of plan(settings.scenarios)) {
-      if (step === 'ceiling' || step === 'seed') {
+      if (isReference(step)) {
         try {
           references[step] = await measureReference(environment, step, settings, log);
         } catch (err) {

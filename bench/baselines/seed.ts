@@ -1,29 +1,62 @@
 /**
- * The seed's design, as the reference the service replaced: a hold is made the way the Laravel system made it,
- * in one Postgres transaction per request:
+ * The seed's design, as the reference the service replaced: every request is one Postgres transaction, the way
+ * the Laravel system made it (`DB::transaction`, `lockForUpdate()`):
  *
- *   BEGIN
- *   SELECT stock FROM products WHERE id = $1 FOR UPDATE            -- every hold on a product queues here
- *   SELECT SUM(qty) FROM holds WHERE product_id = $1 AND expires_at > now()
- *   INSERT INTO holds ...                                            -- or ROLLBACK and 409 when short
- *   COMMIT
+ *   POST /api/holds                 BEGIN
+ *                                   SELECT stock FROM products WHERE id = $1 FOR UPDATE        -- holds queue here
+ *                                   SELECT SUM(qty) FROM holds WHERE product_id = $1 AND status = 'active'
+ *                                     AND expires_at > now()
+ *                                   INSERT INTO holds ...                    -- or ROLLBACK and 409 when short
+ *                                   COMMIT
+ *   POST /api/orders                BEGIN
+ *                                   SELECT ... FROM holds WHERE id = $1 FOR UPDATE             -- one conversion
+ *                                   UPDATE products SET stock = stock - qty ... RETURNING price  -- the product row
+ *                                   INSERT INTO orders ...; INSERT INTO order_items ...
+ *                                   UPDATE holds SET status = 'converted'
+ *                                   COMMIT
+ *   POST /api/webhooks/payment      signature checked as the service checks it, then
+ *                                   BEGIN
+ *                                   SELECT ... FROM orders WHERE id = $1 FOR UPDATE
+ *                                   SELECT ... FROM webhook_events WHERE idempotency_key = $1  -- the cached answer
+ *                                   UPDATE orders SET status = 'paid' | 'cancelled' (a failure puts the units back)
+ *                                   INSERT INTO webhook_events ... (the answer, replayed to a repeat)
+ *                                   COMMIT
  *
- * Same request and response shapes as the service's `POST /api/holds` (same TypeBox schemas), 404 for an unknown
- * product, 409 `INSUFFICIENT_STOCK` when short. Its own tables in the database DATABASE_URL names (created when
- * missing); `POST /api/products {name, price_cents, stock}` adds a product (no admin token: it is a bench
- * fixture). Run: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/x PORT=3301 npx tsx bench/baselines/seed.ts`.
+ * Same request and response shapes as the service's routes (its TypeBox schemas) and its error codes:
+ * 404 PRODUCT_NOT_FOUND, 409 INSUFFICIENT_STOCK; HOLD_NOT_FOUND, 410 HOLD_EXPIRED, 200 with the order a hold
+ * already became; 401 INVALID_SIGNATURE, ORDER_NOT_FOUND, 409 ORDER_ALREADY_FINAL, 422 IDEMPOTENCY_KEY_REUSED,
+ * a repeated delivery answered its stored answer. Every statement is a named prepared statement (PDO prepares
+ * every bound query; named, each is parsed and planned once per connection: the seed at its best). The pool has
+ * the service's default size (20). Amounts and currencies in webhooks are not compared (the bench sends none).
+ *
+ * Its own tables in the database DATABASE_URL names (created when missing); `POST /api/products {name,
+ * price_cents, stock}` adds a product (no admin token: it is a bench fixture). WEBHOOK_SECRET signs deliveries.
+ * Run: `DATABASE_URL=postgres://postgres@127.0.0.1:5432/x WEBHOOK_SECRET=s PORT=3301 npx tsx bench/baselines/seed.ts`.
  */
-import { randomBytes } from 'node:crypto';
-import Fastify from 'fastify';
+import { createHash, randomBytes } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import pg from 'pg';
+import { checkSignature } from '../../src/domain/signatures.js';
 import { ErrorSchema } from '../../src/schemas/error.js';
 import { HoldSchema, newHoldSchema, type Hold } from '../../src/schemas/hold.js';
+import {
+  NewOrderSchema,
+  OrderSchema,
+  PaymentOutcomeSchema,
+  PaymentWebhookSchema,
+  type Order,
+  type OrderStatus,
+  type PaymentOutcome,
+  type PaymentWebhook,
+} from '../../src/schemas/order.js';
 
 const port = Number(process.env.PORT ?? 3301);
 const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/flashsale_seed_baseline';
 const holdTtlSeconds = Number(process.env.HOLD_TTL_SECONDS ?? 120);
+const paymentTtlSeconds = Number(process.env.ORDER_PAYMENT_TTL_SECONDS ?? 900);
+const webhookSecret = process.env.WEBHOOK_SECRET ?? '';
 // The service's default pool size (DATABASE_POOL_SIZE), so both have the same number of connections to work with.
 const pool = new pg.Pool({ connectionString: databaseUrl, max: Number(process.env.DATABASE_POOL_SIZE ?? 20) });
 
@@ -39,17 +72,76 @@ await pool.query(`
     product_id integer NOT NULL REFERENCES products (id),
     qty integer NOT NULL CHECK (qty > 0),
     customer_id text,
+    status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'converted')),
     expires_at timestamptz NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
   );
   -- The index a Laravel migration would have for this query: the seed at its best, not a straw man.
   CREATE INDEX IF NOT EXISTS holds_product_expires_idx ON holds (product_id, expires_at);
+  CREATE TABLE IF NOT EXISTS orders (
+    id bigint PRIMARY KEY GENERATED BY DEFAULT AS IDENTITY,
+    hold_id text NOT NULL UNIQUE REFERENCES holds (id),
+    customer_id text,
+    status text NOT NULL CHECK (status IN ('pending_payment', 'paid', 'cancelled')),
+    payment_status text NOT NULL CHECK (payment_status IN ('pending', 'completed', 'failed')),
+    payment_method text,
+    total_cents bigint NOT NULL,
+    payment_due_at timestamptz NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE IF NOT EXISTS order_items (
+    order_id bigint NOT NULL REFERENCES orders (id),
+    product_id integer NOT NULL REFERENCES products (id),
+    qty integer NOT NULL,
+    unit_price_cents bigint NOT NULL,
+    subtotal_cents bigint NOT NULL,
+    PRIMARY KEY (order_id, product_id)
+  );
+  -- The webhook cache: one row per delivery id, with the answer a repeat is given.
+  CREATE TABLE IF NOT EXISTS webhook_events (
+    idempotency_key text PRIMARY KEY,
+    request_hash text NOT NULL,
+    order_id bigint NOT NULL,
+    payload jsonb NOT NULL,
+    status_code integer NOT NULL,
+    answer jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
 `);
 
-const app = Fastify({
-  logger: false,
-  ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
-}).withTypeProvider<TypeBoxTypeProvider>();
+/** The seed's statements, each prepared once per connection under its name. */
+const SQL = {
+  lockProduct: 'SELECT stock FROM products WHERE id = $1 FOR UPDATE',
+  activeHeld: `SELECT COALESCE(SUM(qty), 0)::int AS held FROM holds
+               WHERE product_id = $1 AND status = 'active' AND expires_at > now()`,
+  insertHold: `INSERT INTO holds (id, product_id, qty, customer_id, expires_at)
+               VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at`,
+  lockHold: `SELECT product_id, qty, customer_id, status, expires_at > now() AS live FROM holds WHERE id = $1 FOR UPDATE`,
+  takeStock: 'UPDATE products SET stock = stock - $2 WHERE id = $1 RETURNING price_cents::int AS price_cents',
+  insertOrder: `INSERT INTO orders (hold_id, customer_id, status, payment_status, payment_method, total_cents, payment_due_at)
+                VALUES ($1, $2, 'pending_payment', 'pending', $3, $4, now() + make_interval(secs => $5))
+                RETURNING id::int AS id, payment_due_at`,
+  insertItem: `INSERT INTO order_items (order_id, product_id, qty, unit_price_cents, subtotal_cents)
+               VALUES ($1, $2, $3, $4, $5)`,
+  convertHold: "UPDATE holds SET status = 'converted' WHERE id = $1",
+  orderOfHold: `SELECT o.id::int AS id, o.customer_id, o.status, o.payment_status, o.total_cents::int AS total_cents,
+                       o.payment_due_at, i.product_id, i.qty, i.unit_price_cents::int AS unit_price_cents,
+                       i.subtotal_cents::int AS subtotal_cents
+                FROM orders o JOIN order_items i ON i.order_id = o.id WHERE o.hold_id = $1`,
+  lockOrder: 'SELECT id, status, payment_status FROM orders WHERE id = $1 FOR UPDATE',
+  cachedEvent: 'SELECT request_hash, status_code, answer FROM webhook_events WHERE idempotency_key = $1',
+  settleOrder: 'UPDATE orders SET status = $2, payment_status = $3, updated_at = now() WHERE id = $1',
+  returnStock: `UPDATE products p SET stock = p.stock + i.qty FROM order_items i
+                WHERE i.order_id = $1 AND p.id = i.product_id`,
+  cacheEvent: `INSERT INTO webhook_events (idempotency_key, request_hash, order_id, payload, status_code, answer)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1 AS cached`,
+} as const;
+
+type Statement = keyof typeof SQL;
+
+/** A delivery under a key another order's delivery cached meanwhile: its transaction is undone. */
+class KeyTaken extends Error {}
 
 class Refusal extends Error {
   constructor(
@@ -60,45 +152,19 @@ class Refusal extends Error {
   }
 }
 
-/** One hold, the seed's way: lock the product row, add up its active holds, insert. */
-async function placeHold(productId: number, qty: number, customerId: string | null): Promise<Hold> {
+/** Runs `work` in one transaction on one pooled connection; `run` sends a named prepared statement. */
+async function transaction<T>(
+  work: (run: <R extends pg.QueryResultRow>(name: Statement, values: unknown[]) => Promise<R[]>) => Promise<T>,
+): Promise<T> {
   const client = await pool.connect();
+  const run = async <R extends pg.QueryResultRow>(name: Statement, values: unknown[]) =>
+    (await client.query<R>({ name, text: SQL[name], values })).rows;
   try {
     await client.query('BEGIN');
     try {
-      const product = await client.query<{ stock: number }>('SELECT stock FROM products WHERE id = $1 FOR UPDATE', [
-        productId,
-      ]);
-      const row = product.rows[0];
-      if (!row) throw new Refusal(404, { code: 'PRODUCT_NOT_FOUND', message: `product ${productId} not found` });
-      const active = await client.query<{ held: number }>(
-        'SELECT COALESCE(SUM(qty), 0)::int AS held FROM holds WHERE product_id = $1 AND expires_at > now()',
-        [productId],
-      );
-      const available = row.stock - (active.rows[0]?.held ?? 0);
-      if (available < qty) {
-        throw new Refusal(409, {
-          code: 'INSUFFICIENT_STOCK',
-          message: `only ${Math.max(0, available)} units available`,
-          available_stock: Math.max(0, available),
-          requested: qty,
-        });
-      }
-      const holdId = `${productId}-${randomBytes(9).toString('base64url')}`;
-      const inserted = await client.query<{ expires_at: Date }>(
-        `INSERT INTO holds (id, product_id, qty, customer_id, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at`,
-        [holdId, productId, qty, customerId, holdTtlSeconds],
-      );
+      const result = await work(run);
       await client.query('COMMIT');
-      return {
-        hold_id: holdId,
-        product_id: productId,
-        qty,
-        customer_id: customerId,
-        status: 'held',
-        expires_at: (inserted.rows[0]?.expires_at ?? new Date()).toISOString(),
-      };
+      return result;
     } catch (err) {
       await client.query('ROLLBACK');
       throw err;
@@ -107,6 +173,218 @@ async function placeHold(productId: number, qty: number, customerId: string | nu
     client.release();
   }
 }
+
+/** One hold, the seed's way: lock the product row, add up its active holds, insert. */
+function placeHold(productId: number, qty: number, customerId: string | null): Promise<Hold> {
+  return transaction(async (run) => {
+    const [row] = await run<{ stock: number }>('lockProduct', [productId]);
+    if (!row) throw new Refusal(404, { code: 'PRODUCT_NOT_FOUND', message: `product ${productId} not found` });
+    const [active] = await run<{ held: number }>('activeHeld', [productId]);
+    const available = row.stock - (active?.held ?? 0);
+    if (available < qty) {
+      throw new Refusal(409, {
+        code: 'INSUFFICIENT_STOCK',
+        message: `only ${Math.max(0, available)} units available`,
+        available_stock: Math.max(0, available),
+        requested: qty,
+      });
+    }
+    const holdId = `${productId}-${randomBytes(9).toString('base64url')}`;
+    const [inserted] = await run<{ expires_at: Date }>('insertHold', [
+      holdId,
+      productId,
+      qty,
+      customerId,
+      holdTtlSeconds,
+    ]);
+    return {
+      hold_id: holdId,
+      product_id: productId,
+      qty,
+      customer_id: customerId,
+      status: 'held' as const,
+      expires_at: (inserted?.expires_at ?? new Date()).toISOString(),
+    };
+  });
+}
+
+interface OrderLine {
+  id: number;
+  customer_id: string | null;
+  status: OrderStatus;
+  payment_status: Order['payment_status'];
+  total_cents: number;
+  payment_due_at: Date;
+  product_id: number;
+  qty: number;
+  unit_price_cents: number;
+  subtotal_cents: number;
+}
+
+function orderOf(holdId: string, line: OrderLine): Order {
+  return {
+    order_id: line.id,
+    hold_id: holdId,
+    customer_id: line.customer_id,
+    status: line.status,
+    payment_status: line.payment_status,
+    total_cents: line.total_cents,
+    payment_due_at: line.payment_due_at.toISOString(),
+    items: [
+      {
+        product_id: line.product_id,
+        qty: line.qty,
+        unit_price_cents: line.unit_price_cents,
+        subtotal_cents: line.subtotal_cents,
+      },
+    ],
+  };
+}
+
+/** A hold becomes an order under the hold's row lock; the order it already became is answered again. */
+function placeOrder(holdId: string, paymentMethod: string | null): Promise<{ order: Order; created: boolean }> {
+  return transaction(async (run) => {
+    const [hold] = await run<{
+      product_id: number;
+      qty: number;
+      customer_id: string | null;
+      status: 'active' | 'converted';
+      live: boolean;
+    }>('lockHold', [holdId]);
+    if (!hold) throw new Refusal(404, { code: 'HOLD_NOT_FOUND', message: `hold ${holdId} does not exist` });
+    if (hold.status === 'converted') {
+      const [line] = await run<OrderLine>('orderOfHold', [holdId]);
+      return { order: orderOf(holdId, line!), created: false };
+    }
+    if (!hold.live) {
+      throw new Refusal(410, {
+        code: 'HOLD_EXPIRED',
+        message: `hold ${holdId} has expired; its units are for sale again`,
+      });
+    }
+    const [product] = await run<{ price_cents: number }>('takeStock', [hold.product_id, hold.qty]);
+    const price = product!.price_cents;
+    const total = price * hold.qty;
+    const [order] = await run<{ id: number; payment_due_at: Date }>('insertOrder', [
+      holdId,
+      hold.customer_id,
+      paymentMethod,
+      total,
+      paymentTtlSeconds,
+    ]);
+    await run('insertItem', [order!.id, hold.product_id, hold.qty, price, total]);
+    await run('convertHold', [holdId]);
+    const line: OrderLine = {
+      id: order!.id,
+      customer_id: hold.customer_id,
+      status: 'pending_payment',
+      payment_status: 'pending',
+      total_cents: total,
+      payment_due_at: order!.payment_due_at,
+      product_id: hold.product_id,
+      qty: hold.qty,
+      unit_price_cents: price,
+      subtotal_cents: total,
+    };
+    return { order: orderOf(holdId, line), created: true };
+  });
+}
+
+interface WebhookAnswer {
+  statusCode: number;
+  body: PaymentOutcome | Refusal['body'];
+  replayed: boolean;
+}
+
+/**
+ * A payment delivery: the order's row locked, then the webhook cache read (a repeat waits on the same row, so
+ * it finds the first delivery's answer), the order settled, the answer cached with the delivery.
+ */
+async function settlePayment(webhook: PaymentWebhook, rawBody: string): Promise<WebhookAnswer> {
+  const requestHash = createHash('sha256').update(rawBody).digest('hex');
+  const answer = await transaction<WebhookAnswer | undefined>(async (run) => {
+    const [order] = await run<{ status: OrderStatus; payment_status: Order['payment_status'] }>('lockOrder', [
+      webhook.order_id,
+    ]);
+    const [cached] = await run<{ request_hash: string; status_code: number; answer: WebhookAnswer['body'] }>(
+      'cachedEvent',
+      [webhook.idempotency_key],
+    );
+    if (cached) return replay(cached, requestHash);
+    let fresh: Omit<WebhookAnswer, 'replayed'>;
+    if (!order) {
+      fresh = {
+        statusCode: 404,
+        body: { code: 'ORDER_NOT_FOUND', message: `order ${webhook.order_id} does not exist` },
+      };
+    } else if (order.status !== 'pending_payment') {
+      fresh = {
+        statusCode: 409,
+        body: {
+          code: 'ORDER_ALREADY_FINAL',
+          message: `order ${webhook.order_id} is already ${order.status}`,
+          order_id: webhook.order_id,
+          status: order.status,
+        },
+      };
+    } else {
+      const paid = webhook.event_type === 'success';
+      const status = paid ? 'paid' : 'cancelled';
+      const paymentStatus = paid ? 'completed' : 'failed';
+      await run('settleOrder', [webhook.order_id, status, paymentStatus]);
+      if (!paid) await run('returnStock', [webhook.order_id]);
+      fresh = { statusCode: 200, body: { order_id: webhook.order_id, status, payment_status: paymentStatus } };
+    }
+    const stored = await run('cacheEvent', [
+      webhook.idempotency_key,
+      requestHash,
+      webhook.order_id,
+      rawBody,
+      fresh.statusCode,
+      JSON.stringify(fresh.body),
+    ]);
+    // Another order's delivery under the same key got there first: undo, and answer from the cache below.
+    if (stored.length === 0) throw new KeyTaken();
+    return { ...fresh, replayed: false };
+  }).catch((err: unknown) => {
+    if (err instanceof KeyTaken) return undefined;
+    throw err;
+  });
+  if (answer) return answer;
+  const { rows } = await pool.query<{ request_hash: string; status_code: number; answer: WebhookAnswer['body'] }>({
+    name: 'cachedEvent',
+    text: SQL.cachedEvent,
+    values: [webhook.idempotency_key],
+  });
+  return replay(rows[0]!, requestHash);
+}
+
+type CachedEvent = { request_hash: string; status_code: number; answer: WebhookAnswer['body'] };
+
+/** A repeat is answered what the first delivery was; the same key with another body is refused. */
+function replay(cached: CachedEvent, requestHash: string): WebhookAnswer {
+  if (cached.request_hash !== requestHash) {
+    return {
+      statusCode: 422,
+      body: {
+        code: 'IDEMPOTENCY_KEY_REUSED',
+        message: 'this Idempotency-Key was already used with a different request',
+      },
+      replayed: false,
+    };
+  }
+  return { statusCode: cached.status_code, body: cached.answer, replayed: true };
+}
+
+const app = Fastify({
+  logger: false,
+  ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+}).withTypeProvider<TypeBoxTypeProvider>();
+
+const refusing = <T>(reply: { code(n: number): { send(b: unknown): T } }, err: unknown): T => {
+  if (err instanceof Refusal) return reply.code(err.statusCode).send(err.body);
+  throw err;
+};
 
 app.post(
   '/api/holds',
@@ -121,11 +399,75 @@ app.post(
     try {
       return reply.code(201).send(await placeHold(product_id, qty, customer_id ?? null));
     } catch (err) {
-      if (err instanceof Refusal) return reply.code(err.statusCode as 404).send(err.body);
-      throw err;
+      return refusing(reply, err);
     }
   },
 );
+
+app.post(
+  '/api/orders',
+  {
+    schema: {
+      body: NewOrderSchema,
+      response: { 200: OrderSchema, 201: OrderSchema, 400: ErrorSchema, 404: ErrorSchema, 410: ErrorSchema },
+    },
+  },
+  async (request, reply) => {
+    const { hold_id, payment_method, payment_status } = request.body;
+    try {
+      const { order, created } = await placeOrder(hold_id, payment_method ?? payment_status ?? null);
+      return reply.code(created ? 201 : 200).send(order);
+    } catch (err) {
+      return refusing(reply, err);
+    }
+  },
+);
+
+/** The webhook keeps its raw body, as the service's does: the signature is over those bytes. */
+async function webhooks(scope: FastifyInstance): Promise<void> {
+  scope.removeContentTypeParser('application/json');
+  scope.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    (request as { rawBody?: string }).rawBody = body as string;
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (err) {
+      done(Object.assign(err as Error, { statusCode: 400, code: 'INVALID_JSON' }), undefined);
+    }
+  });
+  scope.withTypeProvider<TypeBoxTypeProvider>().post(
+    '/api/webhooks/payment',
+    {
+      schema: {
+        body: PaymentWebhookSchema,
+        response: {
+          200: PaymentOutcomeSchema,
+          400: ErrorSchema,
+          401: ErrorSchema,
+          404: ErrorSchema,
+          409: ErrorSchema,
+          422: ErrorSchema,
+        },
+      },
+      preValidation: async (request, reply) => {
+        const header = request.headers['x-signature'];
+        const rawBody = (request as { rawBody?: string }).rawBody ?? '';
+        const check = checkSignature(typeof header === 'string' ? header : undefined, rawBody, [webhookSecret]);
+        if (!check.valid) {
+          return reply
+            .code(401)
+            .send({ code: 'INVALID_SIGNATURE', message: `webhook signature rejected: ${check.reason}` });
+        }
+      },
+    },
+    async (request, reply) => {
+      const answer = await settlePayment(request.body, (request as { rawBody?: string }).rawBody ?? '');
+      if (answer.replayed) reply.header('idempotent-replayed', 'true');
+      // The cached statuses are those the schema lists (200, 404, 409, 422).
+      return reply.code(answer.statusCode as 200).send(answer.body as PaymentOutcome);
+    },
+  );
+}
+await app.register(webhooks);
 
 app.post(
   '/api/products',

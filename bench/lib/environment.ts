@@ -165,6 +165,8 @@ export interface ReferenceServer {
   name: string;
   url: string;
   server: ChildServer;
+  /** The seed's: signs its payment webhooks. */
+  webhookSecret?: string;
 }
 
 export class BenchEnvironment {
@@ -265,8 +267,13 @@ export class BenchEnvironment {
   }
 
   /** The seed's design (bench/baselines/seed.ts, through tsx) on a database of its own. */
-  async startSeed(): Promise<ReferenceServer> {
-    return this.startReference('seed', 'bench/baselines/seed.ts', { DATABASE_URL: await this.createDatabase() });
+  async startSeed(name = 'seed'): Promise<ReferenceServer> {
+    const webhookSecret = `whsec_${randomBytes(16).toString('hex')}`;
+    const reference = await this.startReference(name, 'bench/baselines/seed.ts', {
+      DATABASE_URL: await this.createDatabase(),
+      WEBHOOK_SECRET: webhookSecret,
+    });
+    return { ...reference, webhookSecret };
   }
 
   private async startReference(name: string, script: string, env: Record<string, string>): Promise<ReferenceServer> {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from './environment.js';
 import { formatStatusCodes, otherCpuPercent, type LoadSummary } from './load.js';
 import { formatMachine, type Machine } from './machine.js';
-import type { ReferenceName } from './references.js';
+import { REFERENCE_NAMES, type ReferenceLoad, type ReferenceName } from './references.js';
 import type { ScenarioResult } from './scenario.js';
 import type { ScenarioName, Settings } from './settings.js';
 
@@ -27,7 +27,7 @@ export interface RunRecord {
   settings: Settings;
   /** 'started by the bench' or the BENCH_URL. */
   service: string;
-  references: Partial<Record<ReferenceName, LoadSummary>>;
+  references: Partial<Record<ReferenceName, ReferenceLoad>>;
   scenarios: ScenarioOutcome[];
   targets: TargetResult[];
   /** False when an invariant check failed or something crashed: the run exits non-zero. */
@@ -48,6 +48,7 @@ function resultOf(scenarios: ScenarioOutcome[], name: ScenarioName): ScenarioRes
 export function evaluateTargets(references: RunRecord['references'], scenarios: ScenarioOutcome[]): TargetResult[] {
   const ceiling = references.ceiling;
   const seed = references.seed;
+  const seedCheckout = references['seed-checkout'];
   const hot = resultOf(scenarios, 'hot-sku');
   const soldOut = resultOf(scenarios, 'sold-out');
   const checkout = resultOf(scenarios, 'checkout');
@@ -92,6 +93,12 @@ export function evaluateTargets(references: RunRecord['references'], scenarios: 
       div(checkout?.figures.checkoutsPerSecond, seed?.requestsPerSecond),
       ratio,
       (v) => v >= 5,
+    ),
+    target(
+      "checkout ≥ 10 × seed's own checkout (checkouts/s ÷ seed checkouts/s)",
+      div(checkout?.figures.checkoutsPerSecond, seedCheckout?.checkoutsPerSecond),
+      ratio,
+      (v) => v >= 10,
     ),
     target(
       'Redis ≤ 300 B per active hold',
@@ -145,6 +152,29 @@ function loadCells(load: LoadSummary, references: RunRecord['references']): stri
   ];
 }
 
+/** The service's checkout rate beside the seed's two rates, all three from this run. */
+function checkoutComparison(record: RunRecord): string[] {
+  const seedCheckout = record.references['seed-checkout'];
+  const seed = record.references.seed;
+  const service = resultOf(record.scenarios, 'checkout')?.figures.checkoutsPerSecond;
+  const lines: string[] = [];
+  if (seedCheckout?.checkoutsPerSecond !== undefined) {
+    lines.push(
+      `- seed checkout: ${int(seedCheckout.checkoutsPerSecond)} checkouts/s (the same requests, on the seed's design)`,
+    );
+  }
+  if (service !== undefined && (seedCheckout?.checkoutsPerSecond || seed)) {
+    const against = [
+      ...(seedCheckout?.checkoutsPerSecond
+        ? [`${ratio(service / seedCheckout.checkoutsPerSecond)} the seed's checkout`]
+        : []),
+      ...(seed ? [`${ratio(service / seed.requestsPerSecond)} the seed's hold-only rate`] : []),
+    ];
+    lines.push(`- checkout: ${int(service)} checkouts/s = ${against.join(', ')}`);
+  }
+  return lines;
+}
+
 export function renderMarkdown(record: RunRecord): string {
   const { settings } = record;
   const lines: string[] = [];
@@ -183,9 +213,9 @@ export function renderMarkdown(record: RunRecord): string {
   lines.push(
     row(Array.from({ length: COLUMNS }, (_, i) => (i === 0 || i === 5 || i === COLUMNS - 1 ? '---' : '---:'))),
   );
-  for (const name of ['ceiling', 'seed'] as const) {
+  for (const name of REFERENCE_NAMES) {
     const load = record.references[name];
-    if (load) lines.push(row([`*reference: ${name}*`, ...loadCells(load, record.references), '']));
+    if (load) lines.push(row([`*reference: ${name.replace('-', ' ')}*`, ...loadCells(load, record.references), '']));
   }
   for (const outcome of record.scenarios) {
     if (outcome.status === 'ok') {
@@ -229,6 +259,7 @@ export function renderMarkdown(record: RunRecord): string {
         : [];
     return [...scenarioNotes, ...settled].map((n) => `- ${o.name}: ${n}`);
   });
+  notes.push(...checkoutComparison(record));
   if (notes.length > 0) {
     lines.push('');
     lines.push(...notes);
