@@ -100,6 +100,9 @@ const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 // A script run is ~0.05-1 ms in Redis; the rest is the round trip and the wait behind other commands.
 const SCRIPT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
 
+// Refusals that name a product Redis has: they may give it a label (see `series`).
+const DECIDED_BY_REDIS = new Set(['INSUFFICIENT_STOCK', 'CUSTOMER_LIMIT_EXCEEDED']);
+
 interface IncHandle {
   inc(value?: number): void;
 }
@@ -198,10 +201,15 @@ export function createMetrics(options: MetricsOptions) {
   };
   const other = seriesOf(OTHER_PRODUCTS);
   for (const id of watched) seriesById.set(id, seriesOf(String(id)));
-  function series(productId: number): ProductSeries {
+  /**
+   * The series of a product; `assign`: give it a label of its own if there is one left. Only events that prove
+   * the product exists assign one (a grant, a refusal Redis decided, an expiry), so requests naming ids that do
+   * not exist cannot use the labels up.
+   */
+  function series(productId: number, assign = true): ProductSeries {
     const known = seriesById.get(productId);
     if (known) return known;
-    if (labelled >= options.productLimit) return other;
+    if (!assign || labelled >= options.productLimit) return other;
     labelled++;
     const made = seriesOf(String(productId));
     seriesById.set(productId, made);
@@ -218,7 +226,7 @@ export function createMetrics(options: MetricsOptions) {
       soldOutNow.delete(productId);
     },
     holdRefused(productId, code, availableStock) {
-      const s = series(productId);
+      const s = series(productId, DECIDED_BY_REDIS.has(code));
       let refused = s.refused.get(code);
       if (!refused) {
         refused = holdsRefused.labels({ product: s.label, reason: code });
