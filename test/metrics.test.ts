@@ -135,6 +135,14 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
   t.equal(moved('flashsale_http_requests_total', http('/api/holds', 'POST', 409)), 3);
   t.equal(moved('flashsale_http_requests_total', http('/api/holds/:id', 'DELETE', 200)), 1, 'the route template');
   t.equal(moved('flashsale_http_request_duration_seconds_count', http('/api/holds', 'POST', 201)), 3);
+  t.equal(
+    valueOf(after, 'flashsale_http_request_duration_seconds_bucket', {
+      ...http('/api/holds', 'POST', 201),
+      le: '+Inf',
+    }),
+    valueOf(after, 'flashsale_http_request_duration_seconds_count', http('/api/holds', 'POST', 201)),
+    'the last bucket holds every request',
+  );
   t.equal(moved('flashsale_http_requests_total', http('unmatched', 'GET', 404)), 1, 'an unmatched URL: one value');
   t.notMatch(text, /route="\/no\/such/, 'never the raw URL');
   t.notMatch(text, /route="\/api\/holds\/\d/, 'never a hold id');
