@@ -3,7 +3,7 @@ import t from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { signPayload } from '../src/domain/signatures.js';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
-import { createDriftCheck } from '../src/observability/drift-check.js';
+import { createDriftCheck, MAX_HOLD_RECORDS } from '../src/observability/drift-check.js';
 import { productKeys } from '../src/redis/keys.js';
 import { admin, buildTestApp, createProduct, listen } from './support/app.js';
 import { request, sendRaw } from './support/http.js';
@@ -256,15 +256,56 @@ t.test('invariant drift: 0 when healthy, counted after two checks in a row, 0 ag
   t.ok(await eventually(async () => (await drift()) === 0, 10_000), 'repaired: 0 again');
 
   // One check alone never counts a product: the first sight makes it a suspect, the second confirms it.
-  const reports: number[] = [];
-  const check = createDriftCheck({ db: app.db, redis: app.redis, prefix, sample: 20, report: (n) => reports.push(n) });
+  const reports: [number, number][] = [];
+  const check = createDriftCheck({
+    db: app.db,
+    redis: app.redis,
+    prefix,
+    sample: 20,
+    holdRecordCounts: app.redisCommands.holdRecordCounts,
+    report: (n, unchecked) => reports.push([n, unchecked]),
+  });
   await check();
   await redis.hset(inventory, 'stock', '8');
   await check();
   await check();
   await redis.hset(inventory, 'stock', '10');
   await check();
-  t.same(reports, [0, 0, 1, 0], 'suspect, confirmed, cleared');
+  t.same(
+    reports.splice(0),
+    [
+      [0, 0],
+      [0, 0],
+      [1, 0],
+      [0, 0],
+    ],
+    'suspect, confirmed, cleared',
+  );
+
+  // A product with more hold records than a pass may read is left out, and said to be.
+  await redis.eval(
+    `for i = 1, tonumber(ARGV[1]) do
+       redis.call('HSET', KEYS[1], ARGV[2] .. i, '{"status":"released","qty":1,"expires_at":1,"price_cents":1,"ended_at":1}')
+     end`,
+    1,
+    productKeys(prefix, damaged).holds,
+    MAX_HOLD_RECORDS + 1,
+    `${damaged}-old`,
+  );
+  await redis.hset(inventory, 'stock', '8');
+  await check();
+  await check();
+  t.same(
+    reports,
+    [
+      [0, 1],
+      [0, 1],
+    ],
+    'not read, not counted, reported as left out',
+  );
+  const leftOut = async () => valueOf((await scrape(base)).samples, 'flashsale_invariant_drift_unchecked_products');
+  t.ok(await eventually(async () => (await leftOut()) === 1, 10_000), "the service's own check says so too");
+  t.equal(await drift(), 0, 'and does not count it as drifting');
 });
 
 t.test('the Grafana dashboard and the Prometheus config name only metrics the service exposes', async (t) => {

@@ -390,8 +390,14 @@ export function createMetrics(options: MetricsOptions) {
     help: 'products whose Redis figures disagreed with Postgres in two sampled checks in a row (0 when healthy)',
     registers: [registry],
   });
+  const driftUnchecked = new Gauge({
+    name: 'flashsale_invariant_drift_unchecked_products',
+    help: 'products the last sampled drift check left out for their number of hold records (see flashsale reconcile)',
+    registers: [registry],
+  });
   let driftingProducts = 0;
   drift.set(0);
+  driftUnchecked.set(0);
   sweeperLag.set(0);
 
   let sources: LiveSources | undefined;
@@ -428,9 +434,10 @@ export function createMetrics(options: MetricsOptions) {
       sources = live;
     },
     /** Sets the drift gauge (src/observability/drift-check.ts). */
-    setDrift(products: number): void {
+    setDrift(products: number, unchecked = 0): void {
       driftingProducts = products;
       drift.set(products);
+      driftUnchecked.set(unchecked);
     },
     drifting: () => driftingProducts,
     /** The text exposition, with the live figures read first (a failed read leaves them as last read). */
