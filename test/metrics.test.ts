@@ -181,6 +181,17 @@ t.test('expired holds: the sweeper lag grows until the sweeper releases them, co
   t.equal(valueOf(after, 'flashsale_product_held_units', { product }), 0);
 });
 
+t.test('the running sweeper counts what it releases', async (t) => {
+  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
+  const base = await listen(app);
+  const product = (await createProduct(app, { stock: 5 })).id;
+  t.equal((await request(base, 'POST', '/api/holds', { product_id: product, qty: 3 })).status, 201);
+  const expired = async () => valueOf((await scrape(base)).samples, 'flashsale_holds_expired_total', { product });
+  t.ok(await eventually(async () => (await expired()) === 1, 10_000), 'one expiry');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(await expired(), 1, 'counted once');
+});
+
 t.test('the product label is bounded: a watch list, then the first products seen, then "other"', async (t) => {
   const limit = 3;
   const ids: number[] = [];
