@@ -10,11 +10,12 @@ import { newHoldId } from '../src/domain/hold-ids.js';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
 import { createRedisCommands, type RedisCommands } from '../src/redis/commands.js';
 import { connectRedis } from '../src/redis/connection.js';
+import { sweepScheduleKey } from '../src/redis/keys.js';
 import { settingsFrom } from '../src/settings.js';
 import { createProductAt } from './support/api.js';
 import { buildTestApp, createProduct, TEST_REDIS_URL } from './support/app.js';
 import { redisNow } from './support/clock.js';
-import { holdRecords, indexedHolds, inventory, type RedisScope } from './support/redis-state.js';
+import { holdRecords, indexedHolds, inventory, nextSweepOf, type RedisScope } from './support/redis-state.js';
 import { errorLines, serviceWorld } from './support/service-process.js';
 import { waitForExit } from './support/processes.js';
 import { poll } from './support/wait.js';
@@ -209,3 +210,57 @@ t.test(
     t.same(errorLines(survivor), [], 'the survivor logged no error');
   },
 );
+
+t.test('after a restart with a shorter hold time, the sweeper releases new holds within that hold time', async (t) => {
+  // A run with HOLD_TTL_SECONDS=120 sweeps a product with no hold: it plans the next look 120 s ahead.
+  const long = await buildTestApp(t, { HOLD_TTL_SECONDS: 120, SWEEP_INTERVAL_MS: 50 });
+  const product = (await createProduct(long.app, { stock: 10 })).id;
+  const planned = await poll(
+    () => nextSweepOf(long, product),
+    (at) => at !== null && at > Date.now() + 60_000,
+    5000,
+  );
+  t.ok(planned !== null && planned > Date.now() + 60_000, 'the long run planned the next sweep far ahead');
+  await long.app.close();
+
+  // The same Redis and database, HOLD_TTL_SECONDS=1: one hold, then no request that could release it inline.
+  const SWEEP_INTERVAL_MS = 50;
+  const short = await buildTestApp(t, {
+    HOLD_TTL_SECONDS: 1,
+    SWEEP_INTERVAL_MS,
+    DATABASE_URL: long.config.DATABASE_URL,
+    REDIS_KEY_PREFIX: long.prefix,
+  });
+  const hold = await short.app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product, qty: 3 } });
+  t.equal(hold.statusCode, 201);
+  t.equal((await inventory(short, product)).held, 3);
+  const expiresAt = Date.parse(hold.json<{ expires_at: string }>().expires_at);
+  await waitPastRedisMs(short, expiresAt);
+
+  // Bound: the sweep interval and slack for a loaded machine, far below the 120 s the long run planned.
+  const BOUND_MS = SWEEP_INTERVAL_MS + 2000;
+  const held = await poll(
+    async () => (await inventory(short, product)).held,
+    (units) => units === 0,
+    BOUND_MS,
+    20,
+  );
+  const lateMs = (await redisNow(short.redis)) - expiresAt;
+  t.equal(held, 0, `held back to 0 ${lateMs} ms after the hold expired (bound: ${BOUND_MS} ms)`);
+  t.match(await holdRecords(short, product), [{ status: 'expired', qty: 3 }], 'the sweeper expired the hold');
+});
+
+t.test('bringing sweeps forward moves only those planned later, however many (more than one chunk)', async (t) => {
+  const { app, prefix, redis } = await buildTestApp(t);
+  const key = sweepScheduleKey(prefix);
+  const at = (await redisNow(redis)) + 1000;
+  // More than two chunks of 1000 planned far ahead, and two already sooner than `at`.
+  const far = Array.from({ length: 2500 }, (_, i) => String(1_000_000 + i));
+  await redis.zadd(key, ...far.flatMap((member) => [at + 120_000, member]));
+  await redis.zadd(key, 0, 'due', at - 500, 'sooner');
+  t.equal(await app.redisCommands.bringSweepsForward(at), 2500, 'every product planned later is moved');
+  t.equal(await redis.zcount(key, `(${at}`, '+inf'), 0, 'none is left planned later');
+  t.equal(await redis.zcount(key, at, at), 2500, 'each is planned at the bound');
+  t.same([await redis.zscore(key, 'due'), await redis.zscore(key, 'sooner')], ['0', String(at - 500)], 'sooner kept');
+  t.equal(await app.redisCommands.bringSweepsForward(at), 0, 'a second call has nothing to move');
+});

@@ -45,6 +45,11 @@ export async function releaseExpiredHolds(
 ): Promise<SweepResult> {
   const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false, byProduct: [] };
   const started = Date.now();
+  // A sweep plans the next one at most a hold time ahead (or a lease, while claimed): no hold made after it can
+  // expire sooner. An instance with a longer HOLD_TTL_SECONDS, before a restart or beside this one in a rolling
+  // deploy, plans further: bring such products within this instance's horizon. Without them, a cheap no-op.
+  const horizonMs = Math.max(settings.holdTtlMs, settings.sweepLeaseMs);
+  await commands.bringSweepsForward(Math.ceil(commands.now()) + horizonMs);
   for (;;) {
     if (Date.now() - started >= settings.sweepPassBudgetMs) {
       result.more = true;

@@ -130,6 +130,9 @@ export interface AdminFailures {
   msLeft: number;
 }
 
+// Products one ZADD of bringSweepsForward moves: bounds the time Redis spends on one command.
+const SCHEDULE_CHUNK = 1000;
+
 const INVENTORY_FIELDS = [
   'name',
   'price_cents',
@@ -187,6 +190,9 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
   }
 
   return {
+    /** Redis's clock as this process sees it (ms). */
+    now,
+
     /** PING, for the readiness probe. */
     ping: (): Promise<string> => exchange(() => redis.ping()),
 
@@ -414,6 +420,26 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
             ? redis.zadd(key, 'XX', 'LT', at, member)
             : redis.zadd(key, at, member),
       );
+    },
+
+    /**
+     * Brings every product whose next sweep is planned after `at` (ms, Redis's clock) forward to `at`, a chunk
+     * at a time, and returns how many it moved. A run with a longer HOLD_TTL_SECONDS plans sweeps further ahead
+     * than this one's holds expire: the sweeper bounds the schedule by this run's hold time before each pass,
+     * and `flashsale expire-holds` makes every product due (`at` 0).
+     */
+    async bringSweepsForward(at: number): Promise<number> {
+      const key = sweepScheduleKey(prefix);
+      let moved = 0;
+      for (;;) {
+        // Products moved leave the range, so each read starts from the front.
+        const members = await exchange(() => redis.zrangebyscore(key, `(${at}`, '+inf', 'LIMIT', 0, SCHEDULE_CHUNK));
+        if (members.length === 0) return moved;
+        // XX: a product removed meanwhile is not put back; LT: one rescheduled sooner meanwhile keeps its place.
+        await exchange(() => redis.zadd(key, 'XX', 'LT', ...members.flatMap((member) => [String(at), member])));
+        moved += members.length;
+        if (members.length < SCHEDULE_CHUNK) return moved;
+      }
     },
 
     /** Sets the copy marker; true when it was missing (Redis lost its data, or this is its first use). */
