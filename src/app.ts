@@ -10,9 +10,11 @@ import draining from './plugins/draining.js';
 import apiDocs from './plugins/api-docs.js';
 import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
+import metrics from './plugins/metrics.js';
 import stores from './plugins/stores.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
+import metricsRoutes from './routes/metrics.js';
 import orderRoutes from './routes/orders.js';
 import productRoutes from './routes/products.js';
 import webhookRoutes from './routes/webhooks.js';
@@ -80,6 +82,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.removeContentTypeParser('text/plain');
 
   await app.register(draining);
+  // Before the stores: the Redis connection times its scripts for it.
+  await app.register(metrics, { config });
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(httpEdge);
@@ -90,6 +94,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Before the routes: it documents each route as it is declared (GET /openapi.json, the UI at /docs).
   await app.register(apiDocs);
   await app.register(healthRoutes);
+  await app.register(metricsRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });
   await app.register(orderRoutes, { prefix: '/api' });

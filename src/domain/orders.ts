@@ -5,6 +5,7 @@ import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisClock } from '../redis/clock.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
@@ -44,8 +45,9 @@ export function createOrderDesk(deps: {
   soldOut: SoldOutCache;
   trust: CustomerTrust;
   log: Logger;
+  events?: MetricsRecorder;
 }) {
-  const { db, commands, rebuilder, clock, settings, soldOut, trust, log } = deps;
+  const { db, commands, rebuilder, clock, settings, soldOut, trust, log, events = noMetrics } = deps;
   const orderBatches = createOrderBatches(db, settings);
 
   /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
@@ -106,6 +108,7 @@ export function createOrderDesk(deps: {
         return { order: toOrder(existing), created: false };
       }
       crashPoint('after-order-commit');
+      events.orderCreated(productId, order.status, hold.qty);
       requestLog.info(
         { hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty },
         'order created from hold',
@@ -150,6 +153,7 @@ export function createOrderDesk(deps: {
     if ((await ordersRepo.abandonClaim(db, { claimId, holdId })) === 'ordered') {
       const order = await orderOfConvertedHold(holdId);
       await finishConversion(productId, holdId, order.id);
+      events.recoveryAction('conversion_finished');
       log.warn(
         { hold_id: holdId, order_id: order.id, claim_id: claimId },
         'recovery: order was committed; conversion finished',
@@ -158,6 +162,7 @@ export function createOrderDesk(deps: {
     }
     const step = await commands.abandonClaim(productId, holdId, claimId);
     const status = step.kind === 'holdNotFound' ? undefined : step.status;
+    events.recoveryAction('claim_abandoned');
     log.warn({ hold_id: holdId, claim_id: claimId, status }, 'recovery: conversion never committed; claim abandoned');
   }
 
@@ -221,12 +226,17 @@ export function createOrderDesk(deps: {
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
-    if (cancelled.length > 0) crashPoint('after-cancel-commit');
+    if (cancelled.length > 0) {
+      events.orderStatusChanged('cancelled', cancelled.length);
+      events.recoveryAction('overdue_order_cancelled', cancelled.length);
+      crashPoint('after-cancel-commit');
+    }
     let released = 0;
     for (const order of await ordersRepo.ordersWithUnitsToRelease(db, settings.settleBatch)) {
       await releaseUnits(order);
       released++;
     }
+    if (released > 0) events.recoveryAction('units_returned', released);
     return {
       cancelled: cancelled.length,
       released,

@@ -95,6 +95,7 @@ export default fp(
         },
         tags: [
           { name: 'health', description: 'liveness and readiness probes' },
+          { name: 'operations', description: 'what the people running a sale watch: metrics' },
           { name: 'products', description: 'the catalogue and its live stock figures' },
           { name: 'holds', description: 'units put aside for a buyer until HOLD_TTL_SECONDS pass' },
           { name: 'orders', description: 'holds turned into orders awaiting payment' },
