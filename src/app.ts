@@ -11,8 +11,10 @@ import apiDocs from './plugins/api-docs.js';
 import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
 import stores from './plugins/stores.js';
+import { noCounters } from './ops/counters.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
+import opsRoutes from './routes/ops.js';
 import orderRoutes from './routes/orders.js';
 import productRoutes from './routes/products.js';
 import webhookRoutes from './routes/webhooks.js';
@@ -89,5 +91,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(holdRoutes, { prefix: '/api' });
   await app.register(orderRoutes, { prefix: '/api' });
   await app.register(webhookRoutes, { prefix: '/api' });
+  // The live sale page (/ops) and the figures it polls.
+  await app.register(opsRoutes, { counters: noCounters });
   return app;
 }
