@@ -1,0 +1,126 @@
+import t from 'tap';
+import type { CounterReading } from '../src/ops/counters.js';
+import { createSaleWatch, OPS_HISTORY_MS, OPS_ROWS, OPS_SAMPLE_MS } from '../src/ops/sale-watch.js';
+import { buildTestApp, createProduct } from './support/app.js';
+import { manualClock } from './support/clock.js';
+
+/** Counters a test moves by hand, as the metrics registry would count. */
+function handCounters() {
+  const reading = {
+    holdsCreated: new Map<number, number>(),
+    holdsRefused: new Map<number, number>(),
+    soldOut: new Map<number, number>(),
+    unavailable: 0,
+    webhooks: { paid: 0 } as Record<string, number>,
+    sweeperLagSeconds: 0,
+  } satisfies CounterReading;
+  const add = (counter: Map<number, number>, id: number, n: number) => counter.set(id, (counter.get(id) ?? 0) + n);
+  return { reading, add, counters: { read: async (): Promise<CounterReading> => structuredClone(reading) } };
+}
+
+const hold = (app: Awaited<ReturnType<typeof buildTestApp>>['app'], productId: number, qty: number) =>
+  app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: productId, qty } });
+
+t.test('rates are the changes of the counters and of held + sold between samples, per second', async (t) => {
+  const { app } = await buildTestApp(t);
+  const product = await createProduct(app, { stock: 100 });
+  const clock = manualClock();
+  const hand = handCounters();
+  const watch = createSaleWatch({ catalogue: app.catalogue, counters: hand.counters, now: clock.now });
+
+  const first = await watch.snapshot(0);
+  t.equal(first.rates_from, 'counters');
+  t.match(first.points, [{ products: [{ id: product.id, holds_per_s: null, units_taken_per_s: null }] }]);
+
+  clock.advance(2000);
+  t.equal((await hold(app, product.id, 3)).statusCode, 201);
+  t.equal((await hold(app, product.id, 3)).statusCode, 201);
+  hand.add(hand.reading.holdsCreated, product.id, 2);
+  hand.add(hand.reading.holdsRefused, product.id, 4);
+  hand.reading.unavailable = 6;
+  hand.reading.webhooks.paid = 1;
+  hand.reading.sweeperLagSeconds = 0.5;
+  const second = await watch.snapshot(first.t);
+  t.equal(second.points.length, 1, 'only the new point');
+  t.same(second.points[0], {
+    t: first.t + 2000,
+    products: [{ id: product.id, holds_per_s: 1, refusals_per_s: 2, units_taken_per_s: 3 }],
+    unavailable_per_s: 3,
+    sweeper_lag_seconds: 0.5,
+  });
+  t.match(second.products[0], { held: 6, available_stock: 94, holds_total: 2, refusals_total: 4 });
+  t.same(second.webhooks, { paid: 1 });
+  t.equal(second.unavailable_total, 6);
+
+  clock.advance(OPS_SAMPLE_MS / 2);
+  const soon = await watch.snapshot(0);
+  t.equal(soon.t, second.t, 'asked again within a second: the same sample');
+  t.equal(soon.points.length, 2, 'all the points with after=0');
+
+  clock.advance(60_000);
+  hand.add(hand.reading.holdsCreated, product.id, 600);
+  const afterPause = await watch.snapshot(second.t);
+  t.match(afterPause.points, [{ products: [{ holds_per_s: null, units_taken_per_s: null }], unavailable_per_s: null }]);
+  t.pass('nobody watched for a minute: a gap, not a minute-long average');
+
+  clock.advance(OPS_HISTORY_MS + 1);
+  const later = await watch.snapshot(0);
+  t.equal(later.points.length, 1, 'points older than the history are dropped');
+});
+
+t.test('without counters, the stock figures alone: units taken per second, and no other rate', async (t) => {
+  const { app } = await buildTestApp(t);
+  const product = await createProduct(app, { stock: 4 });
+  const clock = manualClock();
+  const watch = createSaleWatch({ catalogue: app.catalogue, counters: { read: async () => ({}) }, now: clock.now });
+  await watch.snapshot(0);
+  t.equal((await hold(app, product.id, 4)).statusCode, 201);
+  clock.advance(1000);
+  const snapshot = await watch.snapshot(0);
+  t.equal(snapshot.rates_from, 'stock figures');
+  t.same(snapshot.points[1]!.products, [
+    { id: product.id, holds_per_s: null, refusals_per_s: null, units_taken_per_s: 4 },
+  ]);
+  t.same(snapshot.sweeper_lag_seconds, null);
+  t.same(snapshot.webhooks, null);
+  t.same(snapshot.products[0]!.sold_out_at, [snapshot.t], 'available went from 4 to 0: a sold-out moment');
+  t.match(snapshot.products[0], { holds_total: null, refusals_total: null });
+
+  clock.advance(1000);
+  t.same((await watch.snapshot(0)).products[0]!.sold_out_at, [snapshot.t], 'still sold out: no second moment');
+});
+
+t.test('with counters, a sold-out moment is one the counter saw, even between two samples', async (t) => {
+  const { app } = await buildTestApp(t);
+  const product = await createProduct(app, { stock: 2 });
+  const clock = manualClock();
+  const hand = handCounters();
+  const watch = createSaleWatch({ catalogue: app.catalogue, counters: hand.counters, now: clock.now });
+  await watch.snapshot(0);
+  t.equal((await hold(app, product.id, 2)).statusCode, 201);
+  hand.add(hand.reading.soldOut, product.id, 1);
+  clock.advance(1000);
+  const soldOut = await watch.snapshot(0);
+  t.same(soldOut.products[0]!.sold_out_at, [soldOut.t]);
+
+  // Sold out already at one sample and at the next, but the counter says it sold out again in between (a
+  // restock, then a sale): a second moment.
+  hand.add(hand.reading.soldOut, product.id, 1);
+  clock.advance(1000);
+  const again = await watch.snapshot(0);
+  t.same(again.products[0]!.sold_out_at, [soldOut.t, again.t]);
+});
+
+t.test(`rows: products with hold activity first, at most ${OPS_ROWS}, shown in id order`, async (t) => {
+  const { app } = await buildTestApp(t);
+  const ids: number[] = [];
+  for (let i = 0; i < OPS_ROWS + 2; i++) ids.push((await createProduct(app, { stock: 10 })).id);
+  const hand = handCounters();
+  const busy = ids.at(-1)!;
+  hand.add(hand.reading.holdsCreated, busy, 5);
+  hand.add(hand.reading.holdsRefused, 999_999, 1); // a product that does not exist is no row
+  const watch = createSaleWatch({ catalogue: app.catalogue, counters: hand.counters });
+  const rows = (await watch.snapshot(0)).products.map((product) => product.id);
+  t.equal(rows.length, OPS_ROWS);
+  t.same(rows, [...ids.slice(0, OPS_ROWS - 1), busy], 'the busy product, then the first of the catalogue');
+});
