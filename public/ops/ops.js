@@ -121,7 +121,7 @@ function showService(snapshot) {
   }
   $('source').textContent =
     snapshot.rates_from === 'counters'
-      ? "Rates, 503s and webhook results: this instance's metrics. Stock figures: Redis, for every instance."
+      ? "Holds/s, refusals/s, 503s and webhook results: this instance's metrics (a product they do not label shows units taken/s). Stock figures: Redis, every instance together."
       : 'No metrics in this service: the plots show units taken per second (the change of held + sold), and refusals, 503s and webhook results are not known.';
 }
 
@@ -161,7 +161,9 @@ function showProducts(snapshot) {
     const rates = points.map((point) => point.products.find((p) => p.id === product.id));
     const data = [points.map((point) => seconds(point.t))];
     const series = [];
-    if (snapshot.rates_from === 'counters') {
+    // A product the metrics count (not one past their label bound) shows holds and refusals; any other what
+    // its stock figures say.
+    if (rates.some((rate) => rate && rate.holds_per_s !== null)) {
       series.push({ label: 'holds/s', stroke: '#2563eb' }, { label: 'refusals/s', stroke: '#dc2626' });
       data.push(
         rates.map((rate) => rate?.holds_per_s ?? null),

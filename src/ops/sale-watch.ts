@@ -21,8 +21,10 @@ interface Sample {
   reading: CounterReading;
 }
 
+// A counter's change for one product; null when the counters do not count it (no metrics, or a product past
+// their label bound, counted under `other`).
 const moved = (now: Map<number, number> | undefined, before: Map<number, number> | undefined, id: number) =>
-  now && before ? (now.get(id) ?? 0) - (before.get(id) ?? 0) : null;
+  now?.has(id) && before ? now.get(id)! - (before.get(id) ?? 0) : null;
 
 /**
  * The live view of a sale behind GET /ops/snapshot: samples taken when a page asks (at most one a second, shared
