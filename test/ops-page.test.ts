@@ -147,14 +147,14 @@ t.test(
     let customer = 0;
     const started = Date.now();
     const watching = (async () => {
-      while (Date.now() - started < 4000) {
+      while (Date.now() - started < 5500) {
         seenHeld.add((await pageFigures(page, steady)).held);
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
     let granted = 0;
     let refused = 0;
-    while (Date.now() - started < 3500) {
+    while (Date.now() - started < 5000) {
       const answers = await Promise.all([
         ...Array.from({ length: 20 }, () => hold(base, steady, 2, customer++)),
         ...Array.from({ length: 4 }, () => hold(base, drop, 1, customer++)),
