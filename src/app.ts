@@ -10,10 +10,12 @@ import draining from './plugins/draining.js';
 import apiDocs from './plugins/api-docs.js';
 import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
+import metrics from './plugins/metrics.js';
 import stores from './plugins/stores.js';
-import { noCounters } from './ops/counters.js';
+import { countersFromRegistry, noCounters } from './ops/counters.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
+import metricsRoutes from './routes/metrics.js';
 import opsRoutes from './routes/ops.js';
 import orderRoutes from './routes/orders.js';
 import productRoutes from './routes/products.js';
@@ -77,6 +79,8 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   app.removeContentTypeParser('text/plain');
 
   await app.register(draining);
+  // Before the stores: the Redis connection times its scripts for it.
+  await app.register(metrics, { config });
   await app.register(stores, { config });
   await app.register(errorHandling);
   await app.register(httpEdge);
@@ -87,11 +91,15 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   // Before the routes: it documents each route as it is declared (GET /openapi.json, the UI at /docs).
   await app.register(apiDocs);
   await app.register(healthRoutes);
+  await app.register(metricsRoutes);
   await app.register(productRoutes, { prefix: '/api' });
   await app.register(holdRoutes, { prefix: '/api' });
   await app.register(orderRoutes, { prefix: '/api' });
   await app.register(webhookRoutes, { prefix: '/api' });
-  // The live sale page (/ops) and the figures it polls.
-  await app.register(opsRoutes, { counters: noCounters });
+  // The live sale page (/ops) and the figures it polls: its rates from the metrics, when they are on.
+  const counted = app.metrics;
+  await app.register(opsRoutes, {
+    counters: counted ? countersFromRegistry(counted.registry, counted.refreshLive) : noCounters,
+  });
   return app;
 }

@@ -178,6 +178,35 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_WINDOW_SECONDS: Seconds(60, 'the window the rate limits count requests in'),
   RATE_LIMIT_PER_ADDRESS: PositiveInt(120, 'requests one client address may make to each limited route per window'),
   RATE_LIMIT_PER_CUSTOMER: PositiveInt(30, 'requests one verified customer may make to each limited route per window'),
+  // Metrics (src/observability/metrics.ts): GET /metrics in Prometheus text.
+  METRICS: Type.Union([Type.Literal('admin'), Type.Literal('open'), Type.Literal('off')], {
+    default: 'admin',
+    description:
+      'GET /metrics: admin (the admin token), open (anyone: a private network only), off (no route, nothing recorded)',
+  }),
+  METRICS_PRODUCTS: Type.String({
+    default: '',
+    pattern: '^([0-9]{1,15}(, *[0-9]{1,15})*)?$',
+    description: 'product ids always given their own product label, comma-separated (the watch list)',
+  }),
+  // A bound on the product label's values, so a catalogue of any size keeps the series count fixed.
+  METRICS_PRODUCT_LIMIT: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 20,
+    description: 'products besides the watch list given their own label, the first seen selling; the rest are "other"',
+  }),
+  METRICS_DRIFT_CHECK_MS: Milliseconds(
+    0,
+    30_000,
+    'pause between sampled Redis-against-Postgres checks behind flashsale_invariant_drift (0 turns it off)',
+  ),
+  METRICS_DRIFT_SAMPLE: Type.Integer({
+    minimum: 1,
+    maximum: 500,
+    default: 20,
+    description: 'products one drift check compares (in turn through the catalogue, suspects again first)',
+  }),
 });
 
 export type Config = Static<typeof ConfigSchema>;

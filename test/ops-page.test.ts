@@ -2,16 +2,18 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import t from 'tap';
+import { signPayload } from '../src/domain/signatures.js';
 import { OPS_SAMPLE_MS } from '../src/ops/sale-watch.js';
 import type { OpsSnapshot } from '../src/schemas/ops.js';
 import { productState as apiProductState, type ProductState } from './support/api.js';
 import { admin, ADMIN_TOKEN, buildTestApp, createProduct, listen } from './support/app.js';
 import { chromiumMissing, launchChromium } from './support/browser.js';
-import { request } from './support/http.js';
+import { request, sendRaw } from './support/http.js';
 import { poll } from './support/wait.js';
 
 // Hundreds of holds from one address: what this races is the page, not the rate limits.
 const UNLIMITED = { RATE_LIMIT: 'off' } as const;
+const WEBHOOK_SECRET = 'whsec_ops_page_test';
 /** Where the browser test leaves its screenshot (.tap/ is git-ignored). */
 const SCREENSHOT_DIR = join('.tap', 'screenshots');
 
@@ -101,7 +103,7 @@ t.test(
   'in a real browser: the page asks for the token once, then follows a sale under load with the figures of the API',
   { skip: chromiumMissing() },
   async (t) => {
-    const service = await buildTestApp(t, UNLIMITED);
+    const service = await buildTestApp(t, { ...UNLIMITED, WEBHOOK_SECRET });
     const base = await listen(service.app);
     const steady = (await createProduct(service.app, { name: 'Steady seller', stock: 2000 })).id;
     const drop = (await createProduct(service.app, { name: 'Limited drop', stock: 40 })).id;
@@ -152,24 +154,44 @@ t.test(
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     })();
-    let granted = 0;
-    let refused = 0;
+    const granted = { [steady]: 0, [drop]: 0 };
+    const refused = { [steady]: 0, [drop]: 0 };
+    const orders: number[] = [];
     while (Date.now() - started < 5000) {
-      const answers = await Promise.all([
-        ...Array.from({ length: 20 }, () => hold(base, steady, 2, customer++)),
-        ...Array.from({ length: 4 }, () => hold(base, drop, 1, customer++)),
-      ]);
-      granted += answers.filter((answer) => answer.status === 201).length;
-      refused += answers.filter((answer) => answer.status === 409).length;
+      const wave = [...Array<number>(20).fill(steady), ...Array<number>(4).fill(drop)];
+      const answers = await Promise.all(wave.map((id) => hold(base, id, id === steady ? 2 : 1, customer++)));
+      answers.forEach((answer, i) => {
+        if (answer.status === 201) granted[wave[i]!]!++;
+        if (answer.status === 409) refused[wave[i]!]!++;
+      });
       // One hold of each product a wave becomes an order: sold moves too.
       for (const productId of [steady, drop]) {
         const made = answers.find((answer) => answer.status === 201 && answer.body.hold_id.startsWith(`${productId}-`));
-        if (made) await request(base, 'POST', '/api/orders', { hold_id: made.body.hold_id });
+        if (!made) continue;
+        const order = await request<{ order_id: number }>(base, 'POST', '/api/orders', { hold_id: made.body.hold_id });
+        if (order.status === 201) orders.push(order.body.order_id);
       }
       await new Promise((resolve) => setTimeout(resolve, 150));
     }
     await watching;
-    t.ok(granted > 100 && refused > 0, `${granted} holds granted, ${refused} refused (the drop sold out)`);
+    t.ok(granted[steady]! > 100, `${granted[steady]} holds of the steady seller granted`);
+    t.ok(refused[drop]! > 0, `${granted[drop]} holds of the drop granted, ${refused[drop]} refused: it sold out`);
+
+    // Webhooks: every order paid by a signed delivery, and two forged ones.
+    for (const [i, orderId] of orders.entries()) {
+      const body = JSON.stringify({ idempotency_key: `pay-${i}`, order_id: orderId, event_type: 'success' });
+      const headers = { 'content-type': 'application/json', 'x-signature': signPayload(body, WEBHOOK_SECRET) };
+      t.equal(
+        (await sendRaw(base, 'POST', '/api/webhooks/payment', body, headers)).status,
+        200,
+        `order ${orderId} paid`,
+      );
+    }
+    for (const forged of ['forged-1', 'forged-2']) {
+      const body = JSON.stringify({ idempotency_key: forged, order_id: orders[0], event_type: 'failure' });
+      const headers = { 'content-type': 'application/json', 'x-signature': 't=1,v1=00' };
+      t.equal((await sendRaw(base, 'POST', '/api/webhooks/payment', body, headers)).status, 401, 'forged: refused');
+    }
     t.ok(seenHeld.size >= 3, `the page's held figure changed under load: ${[...seenHeld].join(', ')}`);
 
     // Once the load stops, the page settles on the API's figures within a few samples.
@@ -184,6 +206,27 @@ t.test(
       t.same(shown, api, `product ${id}: the page shows GET /api/products/${id}'s figures`);
       t.ok(api.held > 0 && api.sold > 0, `product ${id}: holds and orders were made (${JSON.stringify(api)})`);
     }
+    // This instance's counts, as the metrics counted them: every hold the test was granted or refused.
+    for (const id of [steady, drop]) {
+      const counted = await page.$eval(`[data-product="${id}"]`, (row) => ({
+        holds: Number(row.querySelector('[data-field="holds"]')?.textContent),
+        refusals: Number(row.querySelector('[data-field="refusals"]')?.textContent),
+      }));
+      t.same(counted, { holds: granted[id], refusals: refused[id] }, `product ${id}: holds granted and refused`);
+    }
+    const webhookResults = await poll(
+      () =>
+        page.$$eval<Record<string, number>, HTMLTableRowElement>('#webhooks tr[data-result]', (trs) =>
+          Object.fromEntries(trs.map((tr) => [tr.dataset.result, Number(tr.cells[1]?.textContent)])),
+        ),
+      (results) => results.paid === orders.length && results.bad_signature === 2,
+      5 * OPS_SAMPLE_MS,
+      100,
+    );
+    t.match(webhookResults, { paid: orders.length, bad_signature: 2 }, 'webhook results: the deliveries sent');
+    t.equal(await page.textContent('#unavailable-total'), '0', 'no 503 answered');
+    t.match(await page.textContent('#sweeper-lag'), /^\d+\.\d$/, 'the sweeper lag is shown');
+
     t.equal((await productState(base, drop)).available_stock, 0, 'the drop sold out');
     t.ok(await page.isVisible(`[data-product="${drop}"] .sold-out-badge`), 'the drop is marked sold out');
     t.notOk(await page.isVisible(`[data-product="${steady}"] .sold-out-badge`), 'the steady seller is not');

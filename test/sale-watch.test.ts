@@ -98,6 +98,7 @@ t.test('with counters, a sold-out moment is one the counter saw, even between tw
   const watch = createSaleWatch({ catalogue: app.catalogue, counters: hand.counters, now: clock.now });
   await watch.snapshot(0);
   t.equal((await hold(app, product.id, 2)).statusCode, 201);
+  hand.add(hand.reading.holdsCreated, product.id, 1);
   hand.add(hand.reading.soldOut, product.id, 1);
   clock.advance(1000);
   const soldOut = await watch.snapshot(0);
@@ -123,4 +124,27 @@ t.test(`rows: products with hold activity first, at most ${OPS_ROWS}, shown in i
   const rows = (await watch.snapshot(0)).products.map((product) => product.id);
   t.equal(rows.length, OPS_ROWS);
   t.same(rows, [...ids.slice(0, OPS_ROWS - 1), busy], 'the busy product, then the first of the catalogue');
+});
+
+t.test('a product the counters do not count (past their label bound) has unknown rates, not 0', async (t) => {
+  const { app } = await buildTestApp(t);
+  const counted = await createProduct(app, { stock: 10 });
+  const uncounted = await createProduct(app, { stock: 10 });
+  const clock = manualClock();
+  const hand = handCounters();
+  hand.add(hand.reading.holdsCreated, counted.id, 1);
+  const watch = createSaleWatch({ catalogue: app.catalogue, counters: hand.counters, now: clock.now });
+  await watch.snapshot(0);
+  t.equal((await hold(app, uncounted.id, 3)).statusCode, 201);
+  hand.add(hand.reading.holdsCreated, counted.id, 1);
+  clock.advance(1000);
+  const snapshot = await watch.snapshot(0);
+  t.same(snapshot.points[1]!.products, [
+    { id: counted.id, holds_per_s: 1, refusals_per_s: 0, units_taken_per_s: 0 },
+    { id: uncounted.id, holds_per_s: null, refusals_per_s: null, units_taken_per_s: 3 },
+  ]);
+  t.match(snapshot.products, [
+    { id: counted.id, holds_total: 2, refusals_total: 0 },
+    { id: uncounted.id, holds_total: null, refusals_total: null },
+  ]);
 });

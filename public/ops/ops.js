@@ -117,7 +117,11 @@ function showService(snapshot) {
   } else {
     const results = Object.entries(snapshot.webhooks).sort(([a], [b]) => a.localeCompare(b));
     if (results.length === 0) webhooks.append(tableRow('none yet', ''));
-    for (const [result, count] of results) webhooks.append(tableRow(result, String(count)));
+    for (const [result, count] of results) {
+      const tr = tableRow(result, String(count));
+      tr.dataset.result = result;
+      webhooks.append(tr);
+    }
   }
   $('source').textContent =
     snapshot.rates_from === 'counters'
@@ -146,6 +150,9 @@ function showProducts(snapshot) {
     row.field.held.textContent = String(held);
     row.field.sold.textContent = String(sold);
     row.field.available.textContent = String(available);
+    // Counted by this instance's metrics since it started; "-" for a product they do not label.
+    row.field.holds.textContent = String(product.holds_total ?? '-');
+    row.field.refusals.textContent = String(product.refusals_total ?? '-');
     const whole = Math.max(stock, held + sold, 1);
     row.bar.sold.style.width = `${(100 * sold) / whole}%`;
     row.bar.held.style.width = `${(100 * held) / whole}%`;
@@ -156,7 +163,6 @@ function showProducts(snapshot) {
       product.sold_out_at.length === 0
         ? ''
         : `sold out at ${product.sold_out_at.map((t) => new Date(t).toLocaleTimeString()).join(', ')}`;
-    row.element.dataset.holdsTotal = String(product.holds_total ?? '');
 
     const rates = points.map((point) => point.products.find((p) => p.id === product.id));
     const data = [points.map((point) => seconds(point.t))];
@@ -216,6 +222,8 @@ function addRow(container, product) {
     ['held', 'held'],
     ['sold', 'sold'],
     ['available', 'available'],
+    ['holds', 'holds granted'],
+    ['refusals', 'refused'],
   ]) {
     const dt = document.createElement('dt');
     dt.textContent = label;

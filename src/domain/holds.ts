@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { errors, refusals, type HoldRefusal } from '../errors.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisCommands, Reservation } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { HoldRecord } from '../redis/hold-record.js';
@@ -39,8 +40,9 @@ export function createHoldDesk(deps: {
   soldOut: SoldOutCache;
   trust: CustomerTrust;
   log: Logger;
+  events?: MetricsRecorder;
 }) {
-  const { commands, settings, catalogue, rebuilder, soldOut, trust, log } = deps;
+  const { commands, settings, catalogue, rebuilder, soldOut, trust, log, events = noMetrics } = deps;
 
   /** Redis has no copy of the hold's product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -178,6 +180,7 @@ export function createHoldDesk(deps: {
     const hold = toHold(holdId, productId, released.record, caller);
     if (released.kind === 'ended') {
       soldOut.forget(productId);
+      if (hold.status === 'released') events.holdReleased(productId);
       log.info({ hold_id: holdId, product_id: productId, qty: hold.qty, status: hold.status }, 'hold released');
     }
     return hold;

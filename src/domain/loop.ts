@@ -7,13 +7,15 @@ export interface Loop {
 
 /**
  * Runs `pass` every `intervalMs`, at once again when a pass says more work is waiting, until stopped. A failing
- * pass (a store away) is logged once per outage and retried on the next tick.
+ * pass (a store away) is logged once per outage and retried on the next tick. The first pass runs at once, or
+ * after `firstPassAfterMs`.
  */
 export function runPeriodically(
   name: string,
   intervalMs: number,
   pass: () => Promise<{ more?: boolean }>,
   log: Logger,
+  firstPassAfterMs = 0,
 ): Loop {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -37,7 +39,7 @@ export function runPeriodically(
       },
     );
   };
-  schedule(0);
+  schedule(firstPassAfterMs);
 
   return {
     async stop() {

@@ -4,6 +4,7 @@ import * as ordersRepo from '../db/orders.js';
 import type { Database } from '../db/schema.js';
 import { errors } from '../errors.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisClock } from '../redis/clock.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { refusalError } from '../redis/finished-errors.js';
@@ -42,8 +43,9 @@ export function createOrderDesk(deps: {
   soldOut: SoldOutCache;
   trust: CustomerTrust;
   log: Logger;
+  events?: MetricsRecorder;
 }) {
-  const { db, commands, rebuilder, clock, settings, soldOut, trust, log } = deps;
+  const { db, commands, rebuilder, clock, settings, soldOut, trust, log, events = noMetrics } = deps;
 
   /** Redis has no copy of the product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -101,6 +103,7 @@ export function createOrderDesk(deps: {
         return { order: toOrder(existing), created: false };
       }
       crashPoint('after-order-commit');
+      events.orderCreated(productId, order.status, hold.qty);
       log.info(
         { hold_id: holdId, order_id: order.id, product_id: productId, qty: hold.qty },
         'order created from hold',
@@ -140,6 +143,7 @@ export function createOrderDesk(deps: {
     if ((await ordersRepo.abandonClaim(db, { claimId, holdId })) === 'ordered') {
       const order = await orderOfConvertedHold(holdId);
       await finishConversion(productId, holdId, order.id);
+      events.recoveryAction('conversion_finished');
       log.warn(
         { hold_id: holdId, order_id: order.id, claim_id: claimId },
         'recovery: order was committed; conversion finished',
@@ -148,6 +152,7 @@ export function createOrderDesk(deps: {
     }
     const step = await commands.abandonClaim(productId, holdId, claimId);
     const status = step.kind === 'holdNotFound' ? undefined : step.status;
+    events.recoveryAction('claim_abandoned');
     log.warn({ hold_id: holdId, claim_id: claimId, status }, 'recovery: conversion never committed; claim abandoned');
   }
 
@@ -208,12 +213,17 @@ export function createOrderDesk(deps: {
     for (const order of cancelled) {
       log.info({ order_id: order.id, hold_id: order.hold_id }, 'order payment deadline passed: cancelled');
     }
-    if (cancelled.length > 0) crashPoint('after-cancel-commit');
+    if (cancelled.length > 0) {
+      events.orderStatusChanged('cancelled', cancelled.length);
+      events.recoveryAction('overdue_order_cancelled', cancelled.length);
+      crashPoint('after-cancel-commit');
+    }
     let released = 0;
     for (const order of await ordersRepo.ordersWithUnitsToRelease(db, settings.settleBatch)) {
       await releaseUnits(order);
       released++;
     }
+    if (released > 0) events.recoveryAction('units_returned', released);
     return {
       cancelled: cancelled.length,
       released,

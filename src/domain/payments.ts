@@ -3,8 +3,9 @@ import type { Kysely } from 'kysely';
 import * as ordersRepo from '../db/orders.js';
 import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
-import { AppError, errors, type ErrorBody } from '../errors.js';
+import { AppError, errors, type ErrorBody, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { Settings } from '../settings.js';
 import type { PaymentOutcome, PaymentWebhook } from '../schemas/order.js';
 import type { OrderDesk } from './orders.js';
@@ -109,8 +110,9 @@ export function createPaymentDesk(deps: {
   orders: OrderDesk;
   log: Logger;
   settings: Pick<Settings, 'currency' | 'webhookRetainMs'>;
+  events?: MetricsRecorder;
 }) {
-  const { db, orders, settings } = deps;
+  const { db, orders, settings, events = noMetrics } = deps;
 
   async function handle(delivery: PaymentDelivery): Promise<PaymentAnswer> {
     const { webhook } = delivery;
@@ -119,6 +121,8 @@ export function createPaymentDesk(deps: {
     let answer: PaymentAnswer;
     let recorded = false;
     let unitsToRelease: OrderRow | undefined;
+    // What the delivery did, for flashsale_webhooks_total; set when it was judged afresh.
+    let result: string | undefined;
 
     // Judged against the order as read, applied only if the order is still so (one statement); an order that
     // changed in between (a concurrent event, a cancellation) is read and judged again. An order changes state
@@ -164,6 +168,8 @@ export function createPaymentDesk(deps: {
           };
         }
         recorded = true;
+        result = webhookResult(next);
+        if (next.changes) events.orderStatusChanged(next.status);
         if (next.releasesUnits) unitsToRelease = order;
         logEvent(log, webhook, order, next);
         return { statusCode: next.statusCode, body, replayed: false };
@@ -176,7 +182,9 @@ export function createPaymentDesk(deps: {
     } catch (err) {
       if (!(err instanceof AppError) || err.statusCode >= 500) throw err;
       answer = { statusCode: err.statusCode, body: err.body(), replayed: false };
+      result = ERROR_RESULTS[err.code] ?? err.code.toLowerCase();
     }
+    events.webhook(answer.replayed ? 'duplicate' : (result ?? 'unknown'));
 
     log.info(
       {
@@ -247,6 +255,19 @@ export function createPaymentDesk(deps: {
 
 // Deliveries one retention step deletes: a short statement, however many are due.
 const PURGE_BATCH = 500;
+
+/** The result label of a delivery judged afresh: what it did to its order. */
+function webhookResult(next: Transition): string {
+  if (next.mismatch) return 'amount_mismatch';
+  if (next.statusCode === 409) return 'already_final';
+  return next.changes ? next.status : 'unchanged';
+}
+
+/** The result label of a refused delivery, by its error code (others: the code in lower case). */
+const ERROR_RESULTS: Partial<Record<ErrorCode, string>> = {
+  ORDER_NOT_FOUND: 'unknown_order',
+  IDEMPOTENCY_KEY_REUSED: 'key_reused',
+};
 
 /** The fields of a 200 that recorded a delivery and changed nothing (a mismatched payment). */
 function notApplied(next: Transition) {

@@ -2,6 +2,7 @@ import type { Kysely, Transaction } from 'kysely';
 import * as productsRepo from '../db/products.js';
 import type { Database, ProductRow } from '../db/schema.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { PRODUCT_LOAD_BATCH } from '../settings.js';
 
@@ -20,8 +21,13 @@ export type CopyState = 'present' | 'rebuilt' | 'absent';
 // Rebuilds one watcher pass runs at once (each holds a Postgres connection for a few statements).
 const PARALLEL_REBUILDS = 8;
 
-export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: RedisCommands; log: Logger }) {
-  const { db, commands, log } = deps;
+export function createRedisRebuilder(deps: {
+  db: Kysely<Database>;
+  commands: RedisCommands;
+  log: Logger;
+  events?: MetricsRecorder;
+}) {
+  const { db, commands, log, events = noMetrics } = deps;
   // Rebuilds in progress in this instance, one per product: what /readyz reports, and what callers join.
   const inProgress = new Map<number, Promise<CopyState>>();
 
@@ -48,7 +54,7 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
   }
 
   function rebuild(productId: number, reason: string): Promise<CopyState> {
-    return db.transaction().execute(async (trx) => {
+    const rebuilding = db.transaction().execute(async (trx) => {
       // The row lock fences the rebuild from stock changes, other rebuilds and order inserts (which take the row
       // FOR KEY SHARE and check the generation): an order either committed before, and is counted below, or waits
       // and then finds the generation changed.
@@ -56,6 +62,9 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
       if (!row) return 'absent';
       return ensureLocked(trx, row, reason);
     });
+    // A rebuild that fails (a store away) is tried again by the next caller or watcher pass.
+    rebuilding.catch(() => events.redisRebuild('failed'));
+    return rebuilding;
   }
 
   /**
@@ -83,6 +92,8 @@ export function createRedisRebuilder(deps: { db: Kysely<Database>; commands: Red
     if (row.redis_generation === 0 && !copy) {
       log.debug(figures, 'product loaded into redis');
     } else {
+      events.redisDataLoss();
+      events.redisRebuild('rebuilt');
       // What was lost: the holds of the old copy (Redis-only, gone with it); their units are on sale again.
       log.error(
         {

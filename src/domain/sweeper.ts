@@ -1,5 +1,6 @@
 import type { Settings } from '../settings.js';
 import type { Logger } from '../log.js';
+import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisCommands } from '../redis/commands.js';
 import { crashPoint } from './faults.js';
 import { runPeriodically, type Loop } from './loop.js';
@@ -40,6 +41,7 @@ export async function releaseExpiredHolds(
   settings: Settings,
   log: Logger,
   onStaleClaim?: StaleClaimHandler,
+  events: MetricsRecorder = noMetrics,
 ): Promise<SweepResult> {
   const result: SweepResult = { products: 0, expired: 0, purged: 0, staleClaims: 0, more: false, byProduct: [] };
   const started = Date.now();
@@ -55,7 +57,10 @@ export async function releaseExpiredHolds(
         const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize);
         if (step.expired > 0) crashPoint('after-sweep-step');
         await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
-        if (step.expired > 0) log.info({ product_id: productId, count: step.expired }, 'holds expired');
+        if (step.expired > 0) {
+          events.holdsExpired(productId, step.expired);
+          log.info({ product_id: productId, count: step.expired }, 'holds expired');
+        }
         for (const { holdId, claimId } of step.staleClaims) {
           log.warn(
             { product_id: productId, hold_id: holdId, claim_id: claimId },
@@ -91,11 +96,12 @@ export function startSweeper(
   settings: Settings,
   log: Logger,
   onStaleClaim?: StaleClaimHandler,
+  events: MetricsRecorder = noMetrics,
 ): Loop {
   return runPeriodically(
     'sweeper',
     settings.sweepIntervalMs,
-    () => releaseExpiredHolds(commands, settings, log, onStaleClaim),
+    () => releaseExpiredHolds(commands, settings, log, onStaleClaim, events),
     log,
   );
 }

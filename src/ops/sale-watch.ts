@@ -21,10 +21,16 @@ interface Sample {
   reading: CounterReading;
 }
 
-// A counter's change for one product; null when the counters do not count it (no metrics, or a product past
-// their label bound, counted under `other`).
-const moved = (now: Map<number, number> | undefined, before: Map<number, number> | undefined, id: number) =>
-  now?.has(id) && before ? now.get(id)! - (before.get(id) ?? 0) : null;
+/**
+ * Whether the counters count this product: it has a series of holds granted or refused. Not so without metrics,
+ * or for a product past their label bound (counted under `other`): its rates are unknown, not 0.
+ */
+const counts = (reading: CounterReading, id: number) =>
+  reading.holdsCreated?.has(id) === true || reading.holdsRefused?.has(id) === true;
+
+/** A counter's total for a counted product (a series not made yet is 0); null for any other. */
+const total = (reading: CounterReading, counter: Map<number, number> | undefined, id: number) =>
+  counter && counts(reading, id) ? (counter.get(id) ?? 0) : null;
 
 /**
  * The live view of a sale behind GET /ops/snapshot: samples taken when a page asks (at most one a second, shared
@@ -60,6 +66,17 @@ export function createSaleWatch(deps: { catalogue: Catalogue; counters: SaleCoun
     return [...rows.values()].sort((a, b) => a.id - b.id);
   }
 
+  /** A counter's change between two samples for one product; null when it is not counted. */
+  function change(
+    before: Sample | undefined,
+    after: Sample,
+    counter: (reading: CounterReading) => Map<number, number> | undefined,
+    id: number,
+  ): number | null {
+    const now = total(after.reading, counter(after.reading), id);
+    return now === null || !before ? null : now - (counter(before.reading)?.get(id) ?? 0);
+  }
+
   function pointBetween(before: Sample | undefined, after: Sample): OpsPoint {
     const dt = before ? (after.t - before.t) / 1000 : 0;
     const span = before !== undefined && after.t - before.t <= GAP_MS;
@@ -70,8 +87,8 @@ export function createSaleWatch(deps: { catalogue: Catalogue; counters: SaleCoun
       const taken = last ? product.held + product.sold - (last.held + last.sold) : null;
       return {
         id: product.id,
-        holds_per_s: rate(moved(after.reading.holdsCreated, before?.reading.holdsCreated, product.id)),
-        refusals_per_s: rate(moved(after.reading.holdsRefused, before?.reading.holdsRefused, product.id)),
+        holds_per_s: rate(change(before, after, (reading) => reading.holdsCreated, product.id)),
+        refusals_per_s: rate(change(before, after, (reading) => reading.holdsRefused, product.id)),
         units_taken_per_s: rate(taken),
       };
     });
@@ -87,17 +104,19 @@ export function createSaleWatch(deps: { catalogue: Catalogue; counters: SaleCoun
     };
   }
 
-  /** A sold-out moment: the counters saw one (sold_out_total rose), or without them available went to 0. */
+  /**
+   * A sold-out moment: available went from above 0 to 0 between two samples, or the counters saw one (their
+   * sold_out_total rose: it sold out, was restocked and sold out again in between). At most one a sample.
+   */
   function noteSoldOut(before: Sample | undefined, after: Sample): void {
     if (!before) return;
     const earlier = new Map(before.products.map((p) => [p.id, p]));
     for (const product of after.products) {
-      const counted = moved(after.reading.soldOut, before.reading.soldOut, product.id);
+      if (product.available_stock !== 0) continue;
       const last = earlier.get(product.id);
-      const reached = counted !== null ? counted > 0 : last !== undefined && last.available_stock > 0;
-      if (reached && product.available_stock === 0) {
-        soldOutAt.set(product.id, [...(soldOutAt.get(product.id) ?? []), after.t]);
-      }
+      const reached = last !== undefined && last.available_stock > 0;
+      const counted = (change(before, after, (reading) => reading.soldOut, product.id) ?? 0) > 0;
+      if (reached || counted) soldOutAt.set(product.id, [...(soldOutAt.get(product.id) ?? []), after.t]);
     }
   }
 
@@ -139,8 +158,8 @@ export function createSaleWatch(deps: { catalogue: Catalogue; counters: SaleCoun
         held: product.held,
         sold: product.sold,
         available_stock: product.available_stock,
-        holds_total: reading.holdsCreated?.get(product.id) ?? null,
-        refusals_total: reading.holdsRefused?.get(product.id) ?? null,
+        holds_total: total(reading, reading.holdsCreated, product.id),
+        refusals_total: total(reading, reading.holdsRefused, product.id),
         sold_out_at: soldOutAt.get(product.id) ?? [],
       })),
       points: points.filter((point) => point.t > after),

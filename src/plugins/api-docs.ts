@@ -78,11 +78,11 @@ export default fp(
         },
         tags: [
           { name: 'health', description: 'liveness and readiness probes' },
+          { name: 'operations', description: "what the people running a sale watch: metrics, the ops page's figures" },
           { name: 'products', description: 'the catalogue and its live stock figures' },
           { name: 'holds', description: 'units put aside for a buyer until HOLD_TTL_SECONDS pass' },
           { name: 'orders', description: 'holds turned into orders awaiting payment' },
           { name: 'webhooks', description: "the payment provider's deliveries" },
-          { name: 'ops', description: 'the figures of the live sale page (/ops)' },
         ],
         components: {
           securitySchemes: SECURITY_SCHEMES,

@@ -19,9 +19,9 @@ declare module 'fastify' {
 /** The rules: the catalogue and the hold, order and payment desks, wired to the stores. */
 export default fp<{ now?: () => number }>(
   async (app, { now }) => {
-    const { redisCommands: commands, redisClock: clock, db, settings, log } = app;
+    const { redisCommands: commands, redisClock: clock, db, settings, log, metricEvents: events } = app;
     const soldOut = createSoldOutCache(settings.soldOutCacheMs, { now });
-    const rebuilder = createRedisRebuilder({ db, commands, log });
+    const rebuilder = createRedisRebuilder({ db, commands, log, events });
     const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
     const orders = createOrderDesk({
       db,
@@ -32,15 +32,16 @@ export default fp<{ now?: () => number }>(
       soldOut,
       trust: app.customerTrust,
       log,
+      events,
     });
     app.decorate('catalogue', catalogue);
     app.decorate('rebuilder', rebuilder);
     app.decorate(
       'holds',
-      createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, trust: app.customerTrust, log }),
+      createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, trust: app.customerTrust, log, events }),
     );
     app.decorate('orders', orders);
-    app.decorate('payments', createPaymentDesk({ db, orders, log, settings }));
+    app.decorate('payments', createPaymentDesk({ db, orders, log, settings, events }));
   },
-  { name: 'domain', dependencies: ['stores', 'callers'] },
+  { name: 'domain', dependencies: ['metrics', 'stores', 'callers'] },
 );

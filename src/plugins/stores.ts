@@ -30,7 +30,11 @@ export default fp<{ config: Config }>(
     const settings = settingsFrom(config);
     app.decorate('settings', settings);
 
-    const redis = await connectRedis({ url: config.REDIS_URL, commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS });
+    const redis = await connectRedis({
+      url: config.REDIS_URL,
+      commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
+      scriptTimer: app.metrics?.observeScript,
+    });
     let redisDown = false;
     let closing = false;
     redis.on('close', () => {
@@ -68,5 +72,5 @@ export default fp<{ config: Config }>(
       else redis.disconnect();
     });
   },
-  { name: 'stores' },
+  { name: 'stores', dependencies: ['metrics'] },
 );

@@ -20,6 +20,7 @@ import { createReserveBatches, type Reservation, type ReserveOutcome } from './r
 export { ScriptReplyError };
 export type { Reservation, ReserveOutcome };
 import { ScriptCode } from './script-codes.js';
+import type { ProductFigures } from '../observability/metrics.js';
 
 /**
  * The service's one door to Redis: every script and command it sends, with keys built by src/redis/keys.ts,
@@ -153,6 +154,37 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     // Past this moment the callers have been answered 503, so the script must not hold anything.
     reserveDeadline: () => Math.floor(now()) + settings.redisCommandTimeoutMs,
   });
+
+  async function productFigures(productIds: number[]): Promise<(ProductFigures | null)[]> {
+    if (productIds.length === 0) return [];
+    const replies = await exchange(() => {
+      const pipeline = redis.pipeline();
+      for (const id of productIds) {
+        const keys = keysOf(id);
+        pipeline.hmget(keys.inventory, 'stock', 'held', 'sold');
+        pipeline.zcard(keys.holdExpiries);
+        pipeline.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES');
+      }
+      return pipeline.exec();
+    });
+    const reply = (i: number): unknown => {
+      const [err, value] = replies?.[i] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
+      if (err) rethrowRedisFailure(err);
+      return value;
+    };
+    return productIds.map((_id, i) => {
+      const [stock, held, sold] = reply(3 * i) as (string | null)[];
+      if (stock === null || stock === undefined) return null;
+      const [, oldest] = reply(3 * i + 2) as string[];
+      return {
+        stock: Number(stock),
+        held: Number(held ?? 0),
+        sold: Number(sold ?? 0),
+        activeHolds: Number(reply(3 * i + 1)),
+        oldestExpiry: oldest === undefined ? null : Number(oldest),
+      };
+    });
+  }
 
   return {
     /** PING, for the readiness probe. */
@@ -493,6 +525,26 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         holdsReindexed: reindexed,
         indexEntriesDropped: dropped,
       };
+    },
+
+    /**
+     * What the metrics show of each product (src/observability/metrics.ts), in order, in one pipeline: its
+     * counters, active holds and earliest hold expiry; null for a product Redis does not have.
+     */
+    productFigures,
+
+    /**
+     * The earliest hold expiry (ms) among the first `limit` products that are due on the sweep schedule (the
+     * sweeper lag's source: a product past due there is one the sweeper has not come to); null when none is.
+     */
+    async oldestDueExpiry(now: number, limit: number): Promise<number | null> {
+      const due = await exchange(() =>
+        redis.zrangebyscore(sweepScheduleKey(prefix), '-inf', Math.floor(now), 'LIMIT', 0, limit),
+      );
+      if (due.length === 0) return null;
+      const figures = await productFigures(due.map(Number));
+      const expiries = figures.flatMap((f) => (f?.oldestExpiry == null ? [] : [f.oldestExpiry]));
+      return expiries.length === 0 ? null : Math.min(...expiries);
     },
 
     /** The live counters of each product, in order; null for a product Redis does not have. */

@@ -1,11 +1,13 @@
 import { Redis, ReplyError } from 'ioredis';
 import { StoreUnavailableError } from '../errors.js';
 import { redisFailure, ReplyMismatchError, ScriptReplyError } from './errors.js';
-import { defineScripts } from './scripts.js';
+import { defineScripts, type ScriptTimer } from './scripts.js';
 
 export interface RedisConnectionOptions {
   url: string;
   commandTimeoutMs: number;
+  /** Told the time of every script call (the metrics). */
+  scriptTimer?: ScriptTimer;
 }
 
 /**
@@ -29,7 +31,7 @@ export async function connectRedis(options: RedisConnectionOptions): Promise<Red
     // Keep trying to reconnect in the background, never more than a second apart.
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
   });
-  defineScripts(redis);
+  defineScripts(redis, options.scriptTimer);
   // Errors reach the callers of each command; without a listener ioredis would log every reconnect failure. A
   // reply with no command waiting for it means the connection is out of step: drop it.
   redis.on('error', (err: Error) => {

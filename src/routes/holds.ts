@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { holdCustomer, scopedIdempotencyKey } from '../domain/callers.js';
+import { AppError } from '../errors.js';
 import type { HoldRequest } from '../domain/holds.js';
 import { ANY_CALLER, replayable } from '../schemas/docs.js';
 import { ANY_ROUTE, BODY, errorResponses, IDENTIFIED, PATH_PARAMS } from '../schemas/error.js';
@@ -18,7 +19,9 @@ import {
  */
 const HOLD_LOOKUP = ['CUSTOMER_TOKEN_REQUIRED', 'NOT_YOUR_HOLD', 'HOLD_NOT_FOUND', 'PRODUCT_NOT_FOUND'] as const;
 
+/** Every answer of POST /api/holds is counted here, the one place that sees them all (src/observability/metrics.ts). */
 const routes: FastifyPluginAsyncTypebox = async (app) => {
+  const events = app.metricEvents;
   app.post(
     '/holds',
     {
@@ -56,22 +59,33 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
       if (request.headers.authorization === undefined && (customer_id == null || !app.customerTrust.tokens)) {
         const refusal = app.holds.refusalWithoutRedis({ productId: product_id, qty, customerId: null, idempotencyKey });
         if (refusal) {
+          events.holdRefused(product_id, refusal.code, refusal.available_stock);
           reply.code(409).send(refusal);
           return;
         }
       }
       return (async () => {
-        const caller = await app.identify(request);
-        const hold: HoldRequest = {
-          productId: product_id,
-          qty,
-          customerId: holdCustomer(app.customerTrust, caller, customer_id ?? null),
-          idempotencyKey: idempotencyKey === undefined ? undefined : scopedIdempotencyKey(caller, idempotencyKey),
-        };
-        await app.limitRate('holds', caller);
-        const placed = await app.holds.place(hold);
+        let placed;
+        try {
+          const caller = await app.identify(request);
+          const hold: HoldRequest = {
+            productId: product_id,
+            qty,
+            customerId: holdCustomer(app.customerTrust, caller, customer_id ?? null),
+            idempotencyKey: idempotencyKey === undefined ? undefined : scopedIdempotencyKey(caller, idempotencyKey),
+          };
+          await app.limitRate('holds', caller);
+          placed = await app.holds.place(hold);
+        } catch (err) {
+          if (err instanceof AppError && err.statusCode < 500) events.holdRefused(product_id, err.code);
+          throw err;
+        }
         if (placed.replayed) reply.header('idempotent-replayed', 'true');
-        if (placed.refusal) return reply.code(409).send(placed.refusal);
+        if (placed.refusal) {
+          if (!placed.replayed) events.holdRefused(product_id, placed.refusal.code, placed.refusal.available_stock);
+          return reply.code(409).send(placed.refusal);
+        }
+        if (!placed.replayed) events.holdCreated(product_id, qty);
         return reply.code(201).send(placed.hold);
       })();
     },

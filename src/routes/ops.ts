@@ -86,7 +86,7 @@ const routes: FastifyPluginAsyncTypebox<{ counters: SaleCounters }> = async (app
         summary: "The live sale's figures (admin): stock per product, rates over the last minutes",
         description:
           "What the page at /ops polls once a second. Stock figures are read from Redis as GET /api/products/:id reads them; the rates, 503s, webhook results and sweeper lag come from this instance's metrics. Samples are taken when asked, at most one a second, and kept five minutes.",
-        tags: ['ops'],
+        tags: ['operations'],
         security: ADMIN_ONLY,
         querystring: OpsQuerySchema,
         response: { 200: OpsSnapshotSchema, ...errorResponses(...ANY_ROUTE, ...ADMIN, 'VALIDATION_ERROR') },

@@ -78,6 +78,7 @@ const routes: FastifyPluginAsyncTypebox = async (app) => {
               ? { valid: false as const, reason: 'no WEBHOOK_SECRET is configured, so no delivery can be verified' }
               : checkSignature(typeof header === 'string' ? header : undefined, request.rawBody ?? '', secrets);
           if (!check.valid) {
+            app.metricEvents.webhook('bad_signature');
             request.log.warn({ reason: check.reason }, 'webhook signature rejected');
             throw errors.invalidSignature(check.reason);
           }

@@ -1,0 +1,370 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Config } from '../config.js';
+
+/**
+ * The service's metrics, in Prometheus text at GET /metrics (src/routes/metrics.ts). Each app has a registry of
+ * its own (several apps in one process never share a series), and every name is listed in the README's Metrics
+ * section, which docs/grafana/flashsale.json and the /ops page read.
+ *
+ * The rules report events through `MetricsRecorder`, one call where each event happens; with METRICS=off they
+ * get `noMetrics`, whose calls do nothing. Figures that are state rather than events (stock, active holds,
+ * sweeper lag, drift) are read when Prometheus scrapes, from a bounded set of keys (`LiveSources`).
+ */
+
+/** What the rules tell the metrics, one method an event. */
+export interface MetricsRecorder {
+  /** A hold was granted (not a replayed answer). */
+  holdCreated(productId: number, qty: number): void;
+  /**
+   * A hold request was refused with `code` (not a replayed answer); `availableStock` when the refusal says how
+   * many units were left (INSUFFICIENT_STOCK), so that the moment a product sold out is seen.
+   */
+  holdRefused(productId: number, code: string, availableStock?: number): void;
+  /** The client released a hold. */
+  holdReleased(productId: number): void;
+  /** The sweeper released `count` expired holds of a product. */
+  holdsExpired(productId: number, count: number): void;
+  /** An order was made from a hold, in this status, selling `qty` units. */
+  orderCreated(productId: number, status: string, qty: number): void;
+  /** `count` orders moved to `status` (paid, cancelled, refund_required). */
+  orderStatusChanged(status: string, count?: number): void;
+  /** A payment webhook was answered: paid, cancelled, refund_required, amount_mismatch, duplicate, ... */
+  webhook(result: string): void;
+  /** A product's copy in Redis was found lost (missing, or under another generation). */
+  redisDataLoss(): void;
+  /** A lost copy was rebuilt from Postgres (`rebuilt`), or its rebuild failed (`failed`). */
+  redisRebuild(result: 'rebuilt' | 'failed'): void;
+  /** Recovery finished or undid interrupted work: conversion_finished, claim_abandoned, ... */
+  recoveryAction(action: string, count?: number): void;
+}
+
+const noop = () => {};
+/** The recorder of METRICS=off, and of code run outside the service (the CLI, tests of one module). */
+export const noMetrics: MetricsRecorder = {
+  holdCreated: noop,
+  holdRefused: noop,
+  holdReleased: noop,
+  holdsExpired: noop,
+  orderCreated: noop,
+  orderStatusChanged: noop,
+  webhook: noop,
+  redisDataLoss: noop,
+  redisRebuild: noop,
+  recoveryAction: noop,
+};
+
+/** A product's live figures as Redis has them, read at scrape time. */
+export interface ProductFigures {
+  stock: number;
+  held: number;
+  sold: number;
+  activeHolds: number;
+  /** Expiry (ms, Redis clock) of its earliest active hold; null when it has none. */
+  oldestExpiry: number | null;
+}
+
+/** Where the scrape-time gauges read from (src/redis/commands.ts), each read bounded whatever the catalogue. */
+export interface LiveSources {
+  /** The figures of these products, in order; null for a product Redis does not have. */
+  productFigures(productIds: number[]): Promise<(ProductFigures | null)[]>;
+  /** Expiry of the earliest active hold among the first products due on the sweep schedule (ms); null: none. */
+  oldestDueExpiry(): Promise<number | null>;
+  /** Redis's clock (ms). */
+  now(): number;
+}
+
+export interface MetricsOptions {
+  /** Products always labelled by id (METRICS_PRODUCTS). */
+  watchList: readonly number[];
+  /** Products besides the watch list labelled by id, the first seen selling (METRICS_PRODUCT_LIMIT). */
+  productLimit: number;
+}
+
+export function metricsOptionsFrom(config: Config): MetricsOptions {
+  return {
+    watchList: config.METRICS_PRODUCTS.split(',')
+      .map((id) => id.trim())
+      .filter(Boolean)
+      .map(Number),
+    productLimit: config.METRICS_PRODUCT_LIMIT,
+  };
+}
+
+/** The label value of every product past the bound. */
+export const OTHER_PRODUCTS = 'other';
+/** The route label of a request no route matched (a 404, a bad method): never the raw URL. */
+export const UNMATCHED_ROUTE = 'unmatched';
+
+// Seconds. HTTP: the hot path answers in about a millisecond; a 503 after a command timeout takes 0.5 s or more.
+const HTTP_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+// A script run is ~0.05-1 ms in Redis; the rest is the round trip and the wait behind other commands.
+const SCRIPT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1];
+
+// Refusals that name a product Redis has: they may give it a label (see `series`).
+const DECIDED_BY_REDIS = new Set(['INSUFFICIENT_STOCK', 'CUSTOMER_LIMIT_EXCEEDED']);
+
+interface IncHandle {
+  inc(value?: number): void;
+}
+interface ObserveHandle {
+  observe(value: number): void;
+}
+
+/** The counters of one product label, taken once (`.labels()` hashes its labels at every call otherwise). */
+interface ProductSeries {
+  created: IncHandle;
+  released: IncHandle;
+  expired: IncHandle;
+  unitsHeld: IncHandle;
+  unitsSold: IncHandle;
+  soldOut: IncHandle;
+  refused: Map<string, IncHandle>;
+  label: string;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** A registry of the service's metrics and the recorder that feeds it. */
+export function createMetrics(options: MetricsOptions) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const product = ['product'] as const;
+
+  const holdsCreated = counter('flashsale_holds_created_total', 'holds granted', product);
+  const holdsRefused = counter('flashsale_holds_refused_total', 'hold requests refused, by error code', [
+    'product',
+    'reason',
+  ]);
+  const holdsReleased = counter('flashsale_holds_released_total', 'holds released by the client', product);
+  const holdsExpired = counter('flashsale_holds_expired_total', 'expired holds released by the sweeper', product);
+  const unitsHeld = counter('flashsale_units_held_total', 'units put on hold by granted holds', product);
+  const unitsSold = counter('flashsale_units_sold_total', 'units of orders made from holds', product);
+  const soldOut = counter(
+    'flashsale_sold_out_total',
+    'moments a product sold out: its first refusal at 0 units left after a grant',
+    product,
+  );
+  const orders = counter('flashsale_orders_total', 'orders made from holds, by their first status', ['status']);
+  const statusChanges = counter('flashsale_order_status_changes_total', 'orders moved to a status', ['status']);
+  const webhooks = counter('flashsale_webhooks_total', 'payment webhooks answered, by result', ['result']);
+  const dataLoss = counter(
+    'flashsale_redis_data_loss_detected_total',
+    "product copies found lost in Redis (missing, or under another generation than Postgres's)",
+    [],
+  );
+  const rebuilds = counter('flashsale_redis_rebuilds_total', 'rebuilds of lost product copies from Postgres', [
+    'result',
+  ]);
+  const recovery = counter('flashsale_recovery_actions_total', 'interrupted work finished or undone by recovery', [
+    'action',
+  ]);
+  const httpRequests = counter('flashsale_http_requests_total', 'HTTP requests answered', [
+    'route',
+    'method',
+    'status',
+  ]);
+  const httpDuration = new Histogram({
+    name: 'flashsale_http_request_duration_seconds',
+    help: 'time from a request to its answer, by route template',
+    labelNames: ['route', 'method', 'status'],
+    buckets: HTTP_BUCKETS,
+    registers: [registry],
+  });
+  const scriptDuration = new Histogram({
+    name: 'flashsale_redis_script_duration_seconds',
+    help: 'time from sending a Redis script to its reply, by script',
+    labelNames: ['script'],
+    buckets: SCRIPT_BUCKETS,
+    registers: [registry],
+  });
+
+  function counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
+    return new Counter({ name, help, labelNames: [...labelNames], registers: [registry] });
+  }
+
+  // The product label: the watch list, then the first `productLimit` other products seen, then `other`.
+  const watched = new Set(options.watchList);
+  const seriesById = new Map<number, ProductSeries>();
+  let labelled = 0;
+  const seriesOf = (label: string): ProductSeries => {
+    const labels = { product: label };
+    return {
+      label,
+      created: holdsCreated.labels(labels),
+      released: holdsReleased.labels(labels),
+      expired: holdsExpired.labels(labels),
+      unitsHeld: unitsHeld.labels(labels),
+      unitsSold: unitsSold.labels(labels),
+      soldOut: soldOut.labels(labels),
+      refused: new Map(),
+    };
+  };
+  const other = seriesOf(OTHER_PRODUCTS);
+  for (const id of watched) seriesById.set(id, seriesOf(String(id)));
+  /**
+   * The series of a product; `assign`: give it a label of its own if there is one left. Only events that prove
+   * the product exists assign one (a grant, a refusal Redis decided, an expiry), so requests naming ids that do
+   * not exist cannot use the labels up.
+   */
+  function series(productId: number, assign = true): ProductSeries {
+    const known = seriesById.get(productId);
+    if (known) return known;
+    if (!assign || labelled >= options.productLimit) return other;
+    labelled++;
+    const made = seriesOf(String(productId));
+    seriesById.set(productId, made);
+    return made;
+  }
+  // Products sold out as this instance last saw them: a refusal at 0 left counts a moment only once per sell-out.
+  const soldOutNow = new Set<number>();
+
+  const recorder: MetricsRecorder = {
+    holdCreated(productId, qty) {
+      const s = series(productId);
+      s.created.inc();
+      s.unitsHeld.inc(qty);
+      soldOutNow.delete(productId);
+    },
+    holdRefused(productId, code, availableStock) {
+      const s = series(productId, DECIDED_BY_REDIS.has(code));
+      let refused = s.refused.get(code);
+      if (!refused) {
+        refused = holdsRefused.labels({ product: s.label, reason: code });
+        s.refused.set(code, refused);
+      }
+      refused.inc();
+      if (availableStock === 0 && !soldOutNow.has(productId)) {
+        soldOutNow.add(productId);
+        s.soldOut.inc();
+      }
+    },
+    holdReleased(productId) {
+      series(productId).released.inc();
+    },
+    holdsExpired(productId, count) {
+      series(productId).expired.inc(count);
+    },
+    orderCreated(productId, status, qty) {
+      orders.inc({ status });
+      series(productId).unitsSold.inc(qty);
+    },
+    orderStatusChanged(status, count = 1) {
+      statusChanges.inc({ status }, count);
+    },
+    webhook(result) {
+      webhooks.inc({ result });
+    },
+    redisDataLoss() {
+      dataLoss.inc();
+    },
+    redisRebuild(result) {
+      rebuilds.inc({ result });
+    },
+    recoveryAction(action, count = 1) {
+      recovery.inc({ action }, count);
+    },
+  };
+
+  // Requests by route, method and status: handles taken once per combination (a few dozen in all).
+  const requestSeries = new Map<string, Map<string, Map<number, { count: IncHandle; duration: ObserveHandle }>>>();
+  /** Counts one answered request; `route` is the route's template (UNMATCHED_ROUTE when none matched). */
+  function observeRequest(route: string, method: string, status: number, seconds: number): void {
+    let byMethod = requestSeries.get(route);
+    if (!byMethod) requestSeries.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let handles = byStatus.get(status);
+    if (!handles) {
+      const labels = { route, method, status: String(status) };
+      handles = { count: httpRequests.labels(labels), duration: httpDuration.labels(labels) };
+      byStatus.set(status, handles);
+    }
+    handles.count.inc();
+    handles.duration.observe(seconds);
+  }
+
+  const scriptSeries = new Map<string, ObserveHandle>();
+  /** Times one Redis script call, from sending to its reply (src/redis/scripts.ts). */
+  function observeScript(script: string, seconds: number): void {
+    let handle = scriptSeries.get(script);
+    if (!handle) scriptSeries.set(script, (handle = scriptDuration.labels({ script })));
+    handle.observe(seconds);
+  }
+
+  // The state gauges: read from Redis at each scrape, for the labelled products only (at most the watch list and
+  // productLimit more), so a scrape costs one pipelined read whatever the catalogue's size.
+  const productGauge = (name: string, help: string) =>
+    new Gauge({ name, help, labelNames: ['product'], registers: [registry] });
+  const stockGauge = productGauge('flashsale_product_stock', "a labelled product's total stock (units)");
+  const heldGauge = productGauge('flashsale_product_held_units', 'units in active holds');
+  const soldGauge = productGauge('flashsale_product_sold_units', 'units sold');
+  const availableGauge = productGauge('flashsale_product_available', 'units on sale: stock - held - sold');
+  const activeHoldsGauge = productGauge('flashsale_active_holds', 'active holds: held, not expired or being converted');
+  const sweeperLag = new Gauge({
+    name: 'flashsale_sweeper_lag_seconds',
+    help: 'age of the oldest expired hold still present (0 if none), among the labelled products and the first due on the sweep schedule',
+    registers: [registry],
+  });
+  const drift = new Gauge({
+    name: 'flashsale_invariant_drift',
+    help: 'products whose Redis figures disagreed with Postgres in two sampled checks in a row (0 when healthy)',
+    registers: [registry],
+  });
+  let driftingProducts = 0;
+  drift.set(0);
+  sweeperLag.set(0);
+
+  let sources: LiveSources | undefined;
+  // One read serves all five product gauges of a scrape (prom-client collects each gauge in turn).
+  let reading: Promise<void> | undefined;
+  async function readLive(): Promise<void> {
+    if (!sources) return;
+    const ids = [...seriesById.keys()];
+    const [figures, dueExpiry] = await Promise.all([sources.productFigures(ids), sources.oldestDueExpiry()]);
+    const now = sources.now();
+    for (const gauge of [stockGauge, heldGauge, soldGauge, availableGauge, activeHoldsGauge]) gauge.reset();
+    let oldest = dueExpiry ?? Infinity;
+    ids.forEach((id, i) => {
+      const f = figures[i];
+      if (!f) return;
+      const labels = { product: String(id) };
+      stockGauge.set(labels, f.stock);
+      heldGauge.set(labels, f.held);
+      soldGauge.set(labels, f.sold);
+      availableGauge.set(labels, f.stock - f.held - f.sold);
+      activeHoldsGauge.set(labels, f.activeHolds);
+      if (f.oldestExpiry !== null) oldest = Math.min(oldest, f.oldestExpiry);
+    });
+    sweeperLag.set(oldest < now ? (now - oldest) / 1000 : 0);
+  }
+
+  /** Reads the live figures (stock gauges, sweeper lag) now; a failed read leaves them as last read. */
+  async function refreshLive(): Promise<void> {
+    reading ??= readLive().finally(() => (reading = undefined));
+    await reading.catch(() => {});
+  }
+
+  return {
+    registry,
+    recorder,
+    observeRequest,
+    observeScript,
+    /** Gives the scrape-time gauges their stores, once they are connected. */
+    readFrom(live: LiveSources): void {
+      sources = live;
+    },
+    /** Sets the drift gauge (src/observability/drift-check.ts). */
+    setDrift(products: number): void {
+      driftingProducts = products;
+      drift.set(products);
+    },
+    drifting: () => driftingProducts,
+    refreshLive,
+    /** The text exposition, with the live figures read first. */
+    async exposition(): Promise<string> {
+      await refreshLive();
+      return registry.metrics();
+    },
+    contentType: registry.contentType,
+  };
+}
