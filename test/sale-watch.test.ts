@@ -1,7 +1,8 @@
+import { Counter, Gauge, Registry } from 'prom-client';
 import t from 'tap';
-import type { CounterReading } from '../src/ops/counters.js';
+import { countersFromRegistry, type CounterReading } from '../src/ops/counters.js';
 import { createSaleWatch, OPS_HISTORY_MS, OPS_ROWS, OPS_SAMPLE_MS } from '../src/ops/sale-watch.js';
-import { buildTestApp, createProduct } from './support/app.js';
+import { admin, buildTestApp, createProduct } from './support/app.js';
 import { manualClock } from './support/clock.js';
 
 /** Counters a test moves by hand, as the metrics registry would count. */
@@ -147,4 +148,47 @@ t.test('a product the counters do not count (past their label bound) has unknown
     { id: counted.id, holds_total: 2, refusals_total: 0 },
     { id: uncounted.id, holds_total: null, refusals_total: null },
   ]);
+});
+
+t.test(
+  'the counters of a metrics registry: per product id (not `other`), 503s summed, webhooks by result',
+  async (t) => {
+    const registry = new Registry();
+    const counter = (name: string, labelNames: string[]) =>
+      new Counter({ name, help: name, labelNames, registers: [registry] });
+    const created = counter('flashsale_holds_created_total', ['product']);
+    const refused = counter('flashsale_holds_refused_total', ['product', 'reason']);
+    const requests = counter('flashsale_http_requests_total', ['route', 'method', 'status']);
+    const webhooks = counter('flashsale_webhooks_total', ['result']);
+    const lag = new Gauge({ name: 'flashsale_sweeper_lag_seconds', help: 'lag', registers: [registry] });
+    created.inc({ product: '7' }, 3);
+    created.inc({ product: 'other' }, 50);
+    refused.inc({ product: '7', reason: 'INSUFFICIENT_STOCK' }, 2);
+    refused.inc({ product: '7', reason: 'CUSTOMER_LIMIT_EXCEEDED' });
+    requests.inc({ route: '/api/holds', method: 'POST', status: '503' }, 4);
+    requests.inc({ route: '/api/orders', method: 'POST', status: '503' });
+    requests.inc({ route: '/api/holds', method: 'POST', status: '201' }, 3);
+    webhooks.inc({ result: 'paid' }, 2);
+    let refreshed = 0;
+    const reading = await countersFromRegistry(registry, async () => {
+      refreshed++;
+      lag.set(1.5);
+    }).read();
+    t.equal(refreshed, 1, 'the live figures are read first');
+    t.same([...reading.holdsCreated!], [[7, 3]], '`other` is no product');
+    t.same([...reading.holdsRefused!], [[7, 3]], 'refusals of every reason');
+    t.equal(reading.soldOut, undefined, 'a metric the registry lacks is left out');
+    t.equal(reading.unavailable, 5);
+    t.same(reading.webhooks, { paid: 2 });
+    t.equal(reading.sweeperLagSeconds, 1.5);
+  },
+);
+
+t.test('with METRICS=off the page has the stock figures alone, and says so', async (t) => {
+  const { app } = await buildTestApp(t, { METRICS: 'off' });
+  await createProduct(app, { stock: 5 });
+  const snapshot = (await app.inject({ url: '/ops/snapshot', headers: admin })).json();
+  t.equal(snapshot.rates_from, 'stock figures');
+  t.match(snapshot, { unavailable_total: null, webhooks: null, sweeper_lag_seconds: null });
+  t.match(snapshot.products, [{ stock: 5, available_stock: 5, holds_total: null }]);
 });
