@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
+import { OPS_ROWS } from '../ops/sale-watch.js';
 
 const NullableNumber = (description: string) => Type.Union([Type.Number(), Type.Null()], { description });
 const NullableCount = (description: string) => Type.Union([Type.Integer({ minimum: 0 }), Type.Null()], { description });
@@ -87,7 +88,9 @@ export const OpsSnapshotSchema = Type.Object(
           description: 'moments (ms since the epoch) within history_ms when available stock reached 0',
         }),
       }),
-      { description: 'at most 20: products with hold activity first, then the first of the catalogue, in id order' },
+      {
+        description: `at most ${OPS_ROWS}, in id order: the products the metrics count (most holds first), then the first of the catalogue`,
+      },
     ),
     points: Type.Array(OpsPointSchema, { description: 'one a sample, oldest first' }),
     unavailable_total: NullableCount('answers 503 by this instance since it started; null without counters'),
