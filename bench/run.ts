@@ -13,6 +13,7 @@ import { runLoad } from './lib/load.js';
 import { describeMachine } from './lib/machine.js';
 import { setRedisPid } from './lib/proc-stats.js';
 import { localRedisPid } from './lib/redis-memory.js';
+import { measureMetricsCost } from './lib/metrics-cost.js';
 import { measureReference, type ReferenceName } from './lib/references.js';
 import { evaluateTargets, renderMarkdown, writeRecord, type RunRecord, type ScenarioOutcome } from './lib/report.js';
 import { holdRequest, HUGE_STOCK, type ScenarioContext } from './lib/scenario.js';
@@ -107,6 +108,14 @@ async function main(): Promise<number> {
     });
     setRedisPid(await localRedisPid(redis, environment.redisUrl).catch(() => undefined));
     redis.disconnect();
+    const serviceSettings = settings.rateLimited ? UNREACHED_RATE_LIMITS : {};
+    if (settings.metricsCost) {
+      if (external) throw new Error('--metrics-cost starts its own two deployments: unset BENCH_URL');
+      environment.build(log);
+      const ok = await measureMetricsCost(environment, settings, serviceSettings, log);
+      await environment.cleanup(log, !ok);
+      return ok ? 0 : 1;
+    }
     let deployment: Deployment;
     if (external) {
       deployment = external;
@@ -115,9 +124,9 @@ async function main(): Promise<number> {
       );
     } else {
       environment.build(log);
-      deployment = await environment.launchService('service', settings.rateLimited ? UNREACHED_RATE_LIMITS : {});
+      deployment = await environment.launchService('service', { ...serviceSettings, METRICS: settings.metrics });
       log(
-        `service started at ${deployment.url} (pid ${deployment.pid}), rate limits ${settings.rateLimited ? 'on, unreached' : 'off'}`,
+        `service started at ${deployment.url} (pid ${deployment.pid}), rate limits ${settings.rateLimited ? 'on, unreached' : 'off'}, METRICS=${settings.metrics}`,
       );
     }
     log(`warm-up: ${settings.warmup} s of holds`);

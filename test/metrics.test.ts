@@ -3,7 +3,7 @@ import t from 'tap';
 import { parse as parseYaml } from 'yaml';
 import { signPayload } from '../src/domain/signatures.js';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
-import { createDriftCheck } from '../src/observability/drift-check.js';
+import { createDriftCheck, MAX_HOLD_RECORDS } from '../src/observability/drift-check.js';
 import { productKeys } from '../src/redis/keys.js';
 import { admin, buildTestApp, createProduct, listen } from './support/app.js';
 import { request, sendRaw } from './support/http.js';
@@ -135,6 +135,14 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
   t.equal(moved('flashsale_http_requests_total', http('/api/holds', 'POST', 409)), 3);
   t.equal(moved('flashsale_http_requests_total', http('/api/holds/:id', 'DELETE', 200)), 1, 'the route template');
   t.equal(moved('flashsale_http_request_duration_seconds_count', http('/api/holds', 'POST', 201)), 3);
+  t.equal(
+    valueOf(after, 'flashsale_http_request_duration_seconds_bucket', {
+      ...http('/api/holds', 'POST', 201),
+      le: '+Inf',
+    }),
+    valueOf(after, 'flashsale_http_request_duration_seconds_count', http('/api/holds', 'POST', 201)),
+    'the last bucket holds every request',
+  );
   t.equal(moved('flashsale_http_requests_total', http('unmatched', 'GET', 404)), 1, 'an unmatched URL: one value');
   t.notMatch(text, /route="\/no\/such/, 'never the raw URL');
   t.notMatch(text, /route="\/api\/holds\/\d/, 'never a hold id');
@@ -171,6 +179,17 @@ t.test('expired holds: the sweeper lag grows until the sweeper releases them, co
   t.equal(delta(before, after)('flashsale_holds_expired_total', { product }), 2, 'two expiries');
   t.equal(valueOf(after, 'flashsale_sweeper_lag_seconds'), 0, 'no lag once swept');
   t.equal(valueOf(after, 'flashsale_product_held_units', { product }), 0);
+});
+
+t.test('the running sweeper counts what it releases', async (t) => {
+  const { app } = await buildTestApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
+  const base = await listen(app);
+  const product = (await createProduct(app, { stock: 5 })).id;
+  t.equal((await request(base, 'POST', '/api/holds', { product_id: product, qty: 3 })).status, 201);
+  const expired = async () => valueOf((await scrape(base)).samples, 'flashsale_holds_expired_total', { product });
+  t.ok(await eventually(async () => (await expired()) === 1, 10_000), 'one expiry');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal(await expired(), 1, 'counted once');
 });
 
 t.test('the product label is bounded: a watch list, then the first products seen, then "other"', async (t) => {
@@ -248,15 +267,56 @@ t.test('invariant drift: 0 when healthy, counted after two checks in a row, 0 ag
   t.ok(await eventually(async () => (await drift()) === 0, 10_000), 'repaired: 0 again');
 
   // One check alone never counts a product: the first sight makes it a suspect, the second confirms it.
-  const reports: number[] = [];
-  const check = createDriftCheck({ db: app.db, redis: app.redis, prefix, sample: 20, report: (n) => reports.push(n) });
+  const reports: [number, number][] = [];
+  const check = createDriftCheck({
+    db: app.db,
+    redis: app.redis,
+    prefix,
+    sample: 20,
+    holdRecordCounts: app.redisCommands.holdRecordCounts,
+    report: (n, unchecked) => reports.push([n, unchecked]),
+  });
   await check();
   await redis.hset(inventory, 'stock', '8');
   await check();
   await check();
   await redis.hset(inventory, 'stock', '10');
   await check();
-  t.same(reports, [0, 0, 1, 0], 'suspect, confirmed, cleared');
+  t.same(
+    reports.splice(0),
+    [
+      [0, 0],
+      [0, 0],
+      [1, 0],
+      [0, 0],
+    ],
+    'suspect, confirmed, cleared',
+  );
+
+  // A product with more hold records than a pass may read is left out, and said to be.
+  await redis.eval(
+    `for i = 1, tonumber(ARGV[1]) do
+       redis.call('HSET', KEYS[1], ARGV[2] .. i, '{"status":"released","qty":1,"expires_at":1,"price_cents":1,"ended_at":1}')
+     end`,
+    1,
+    productKeys(prefix, damaged).holds,
+    MAX_HOLD_RECORDS + 1,
+    `${damaged}-old`,
+  );
+  await redis.hset(inventory, 'stock', '8');
+  await check();
+  await check();
+  t.same(
+    reports,
+    [
+      [0, 1],
+      [0, 1],
+    ],
+    'not read, not counted, reported as left out',
+  );
+  const leftOut = async () => valueOf((await scrape(base)).samples, 'flashsale_invariant_drift_unchecked_products');
+  t.ok(await eventually(async () => (await leftOut()) === 1, 10_000), "the service's own check says so too");
+  t.equal(await drift(), 0, 'and does not count it as drifting');
 });
 
 t.test('the Grafana dashboard and the Prometheus config name only metrics the service exposes', async (t) => {

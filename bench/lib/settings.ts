@@ -9,6 +9,8 @@ export const SCENARIO_NAMES = [
   'expiry-storm',
   'soak',
 ] as const;
+/** The scenarios --metrics-cost runs when none is named: the hot path and the rejection path. */
+const METRICS_COST_SCENARIOS: readonly ScenarioName[] = ['hot-sku', 'sold-out'];
 /** Scenarios a run without names leaves out unless it is the smoke form: they take minutes. */
 const LONG_SCENARIOS: readonly ScenarioName[] = ['soak'];
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
@@ -39,7 +41,21 @@ export interface Settings {
    * what the limits cost. Off otherwise: the load comes from one address, which real limits would refuse.
    */
   rateLimited: boolean;
+  /** METRICS of the service the bench starts (admin, its default, unless --metrics says otherwise). */
+  metrics: MetricsMode;
+  /**
+   * --metrics-cost: instead of the suite, the same scenarios (hot-sku and sold-out by default) against two
+   * deployments side by side, one with METRICS=off and one with METRICS=admin, in alternating rounds.
+   */
+  metricsCost: boolean;
+  /** Rounds of each deployment in --metrics-cost. */
+  rounds: number;
+  /** --metrics-cost: where the text of a GET /metrics taken in the middle of a load is written, if anywhere. */
+  metricsExcerpt: string | undefined;
 }
+
+export const METRICS_MODES = ['admin', 'open', 'off'] as const;
+export type MetricsMode = (typeof METRICS_MODES)[number];
 
 /** The service's limits under --rate-limited: counted on every request, never reached by a run. */
 export const UNREACHED_RATE_LIMITS = {
@@ -49,6 +65,7 @@ export const UNREACHED_RATE_LIMITS = {
 } as const;
 
 export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited]
+       [--metrics MODE] [--metrics-cost [--rounds N] [--metrics-excerpt FILE]]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
@@ -56,6 +73,11 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
   --soak-duration S   seconds of the soak at half its probed maximum rate (default 600; 30 with --smoke)
   --smoke             the CI form: short runs, small data sets; fails only on broken invariants or crashes
   --rate-limited      rate limits on (RATE_LIMIT=on), at limits no run reaches: measures what counting costs
+  --metrics MODE      METRICS of the service: admin (default), open or off
+  --metrics-cost      the cost of metrics: the scenarios (default hot-sku, sold-out) against a METRICS=off and a
+                      METRICS=admin deployment side by side, in alternating rounds; medians and ratios
+  --rounds N          rounds of each deployment with --metrics-cost (default 3)
+  --metrics-excerpt F with --metrics-cost: write a GET /metrics taken in the middle of a load to file F
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -81,6 +103,10 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       'soak-duration': { type: 'string' },
       smoke: { type: 'boolean', default: false },
       'rate-limited': { type: 'boolean', default: false },
+      metrics: { type: 'string' },
+      'metrics-cost': { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      'metrics-excerpt': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -90,7 +116,12 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     throw new Error(`unknown scenario ${unknown.join(', ')}; known: ${SCENARIO_NAMES.join(', ')}`);
   const chosen = new Set(positionals.filter(isScenarioName));
   const smoke = values.smoke;
-  const byDefault = (name: ScenarioName) => smoke || !LONG_SCENARIOS.includes(name);
+  const metricsCost = values['metrics-cost'];
+  const byDefault = (name: ScenarioName) =>
+    metricsCost ? METRICS_COST_SCENARIOS.includes(name) : smoke || !LONG_SCENARIOS.includes(name);
+  const metrics = values.metrics ?? 'admin';
+  if (!(METRICS_MODES as readonly string[]).includes(metrics))
+    throw new Error(`--metrics must be one of ${METRICS_MODES.join(', ')}, got "${metrics}"`);
   return {
     scenarios: SCENARIO_NAMES.filter((name) => (chosen.size === 0 ? byDefault(name) : chosen.has(name))),
     connections: positiveInteger('connections', values.connections, smoke ? 20 : 100),
@@ -103,5 +134,9 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     soakDuration: positiveInteger('soak-duration', values['soak-duration'], smoke ? 30 : 600),
     soakProbe: smoke ? 3 : 10,
     rateLimited: values['rate-limited'],
+    metrics: metrics as MetricsMode,
+    metricsCost,
+    rounds: positiveInteger('rounds', values.rounds, 3),
+    metricsExcerpt: values['metrics-excerpt'],
   };
 }

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { Config } from '../config.js';
 
 /**
@@ -103,22 +103,48 @@ const SCRIPT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 // Refusals that name a product Redis has: they may give it a label (see `series`).
 const DECIDED_BY_REDIS = new Set(['INSUFFICIENT_STOCK', 'CUSTOMER_LIMIT_EXCEEDED']);
 
-interface IncHandle {
-  inc(value?: number): void;
-}
-interface ObserveHandle {
-  observe(value: number): void;
+/**
+ * The hot path's counts are plain numbers, written into the registry only when it is scraped: prom-client's own
+ * inc() and observe() hash their label set at every call, even through a `.labels()` handle, which cost more
+ * than a sold-out refusal's whole answer is allowed to (the cost is measured in bench/, --metrics-cost).
+ */
+class Tally {
+  value = 0;
+  constructor(readonly labels: Record<string, string>) {}
+  inc(by = 1): void {
+    this.value += by;
+  }
 }
 
-/** The counters of one product label, taken once (`.labels()` hashes its labels at every call otherwise). */
+/** One label set's histogram: counts per bucket (the last one past every bound), sum and count. */
+class Distribution {
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  constructor(
+    readonly labels: Record<string, string>,
+    private readonly bounds: readonly number[],
+  ) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+  observe(value: number): void {
+    let i = 0;
+    while (i < this.bounds.length && value > this.bounds[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+}
+
+/** The counts of one product label. */
 interface ProductSeries {
-  created: IncHandle;
-  released: IncHandle;
-  expired: IncHandle;
-  unitsHeld: IncHandle;
-  unitsSold: IncHandle;
-  soldOut: IncHandle;
-  refused: Map<string, IncHandle>;
+  created: Tally;
+  released: Tally;
+  expired: Tally;
+  unitsHeld: Tally;
+  unitsSold: Tally;
+  soldOut: Tally;
+  refused: Map<string, Tally>;
   label: string;
 }
 
@@ -130,16 +156,16 @@ export function createMetrics(options: MetricsOptions) {
   collectDefaultMetrics({ register: registry });
   const product = ['product'] as const;
 
-  const holdsCreated = counter('flashsale_holds_created_total', 'holds granted', product);
-  const holdsRefused = counter('flashsale_holds_refused_total', 'hold requests refused, by error code', [
+  const holdsCreated = tallied('flashsale_holds_created_total', 'holds granted', product);
+  const holdsRefused = tallied('flashsale_holds_refused_total', 'hold requests refused, by error code', [
     'product',
     'reason',
   ]);
-  const holdsReleased = counter('flashsale_holds_released_total', 'holds released by the client', product);
-  const holdsExpired = counter('flashsale_holds_expired_total', 'expired holds released by the sweeper', product);
-  const unitsHeld = counter('flashsale_units_held_total', 'units put on hold by granted holds', product);
-  const unitsSold = counter('flashsale_units_sold_total', 'units of orders made from holds', product);
-  const soldOut = counter(
+  const holdsReleased = tallied('flashsale_holds_released_total', 'holds released by the client', product);
+  const holdsExpired = tallied('flashsale_holds_expired_total', 'expired holds released by the sweeper', product);
+  const unitsHeld = tallied('flashsale_units_held_total', 'units put on hold by granted holds', product);
+  const unitsSold = tallied('flashsale_units_sold_total', 'units of orders made from holds', product);
+  const soldOut = tallied(
     'flashsale_sold_out_total',
     'moments a product sold out: its first refusal at 0 units left after a grant',
     product,
@@ -158,28 +184,82 @@ export function createMetrics(options: MetricsOptions) {
   const recovery = counter('flashsale_recovery_actions_total', 'interrupted work finished or undone by recovery', [
     'action',
   ]);
-  const httpRequests = counter('flashsale_http_requests_total', 'HTTP requests answered', [
+  const httpRequests = tallied('flashsale_http_requests_total', 'HTTP requests answered', [
     'route',
     'method',
     'status',
   ]);
-  const httpDuration = new Histogram({
-    name: 'flashsale_http_request_duration_seconds',
-    help: 'time from a request to its answer, by route template',
-    labelNames: ['route', 'method', 'status'],
-    buckets: HTTP_BUCKETS,
-    registers: [registry],
-  });
-  const scriptDuration = new Histogram({
-    name: 'flashsale_redis_script_duration_seconds',
-    help: 'time from sending a Redis script to its reply, by script',
-    labelNames: ['script'],
-    buckets: SCRIPT_BUCKETS,
-    registers: [registry],
-  });
+  const httpDuration = distributed(
+    'flashsale_http_request_duration_seconds',
+    'time from a request to its answer, by route template',
+    HTTP_BUCKETS,
+  );
+  const scriptDuration = distributed(
+    'flashsale_redis_script_duration_seconds',
+    'time from sending a Redis script to its reply, by script',
+    SCRIPT_BUCKETS,
+  );
 
   function counter<L extends string>(name: string, help: string, labelNames: readonly L[]): Counter<L> {
     return new Counter({ name, help, labelNames: [...labelNames], registers: [registry] });
+  }
+
+  /** A counter fed by Tallies, one per label set, copied into it at each scrape. */
+  function tallied(name: string, help: string, labelNames: readonly string[]) {
+    const tallies: Tally[] = [];
+    new Counter({
+      name,
+      help,
+      labelNames: [...labelNames],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const tally of tallies) this.inc(tally.labels, tally.value);
+      },
+    });
+    return (labels: Record<string, string>): Tally => {
+      const tally = new Tally(labels);
+      tallies.push(tally);
+      return tally;
+    };
+  }
+
+  /**
+   * A histogram fed by Distributions, one per label set, written out at each scrape as prom-client writes its own
+   * (`_bucket` with `le`, cumulative, then `_sum` and `_count`).
+   */
+  function distributed(name: string, help: string, bounds: readonly number[]) {
+    const series: Distribution[] = [];
+    const metric = {
+      name,
+      help,
+      type: 'histogram',
+      aggregator: 'sum',
+      get: async () => ({
+        name,
+        help,
+        type: 'histogram',
+        aggregator: 'sum',
+        values: series.flatMap((d) => {
+          let cumulative = 0;
+          const buckets = [...bounds, '+Inf'].map((le, i) => {
+            cumulative += d.counts[i]!;
+            return { metricName: `${name}_bucket`, labels: { ...d.labels, le }, value: cumulative };
+          });
+          return [
+            ...buckets,
+            { metricName: `${name}_sum`, labels: d.labels, value: d.sum },
+            { metricName: `${name}_count`, labels: d.labels, value: d.count },
+          ];
+        }),
+      }),
+    };
+    registry.registerMetric(metric as unknown as Metric);
+    return (labels: Record<string, string>): Distribution => {
+      const distribution = new Distribution(labels, bounds);
+      series.push(distribution);
+      return distribution;
+    };
   }
 
   // The product label: the watch list, then the first `productLimit` other products seen, then `other`.
@@ -190,12 +270,12 @@ export function createMetrics(options: MetricsOptions) {
     const labels = { product: label };
     return {
       label,
-      created: holdsCreated.labels(labels),
-      released: holdsReleased.labels(labels),
-      expired: holdsExpired.labels(labels),
-      unitsHeld: unitsHeld.labels(labels),
-      unitsSold: unitsSold.labels(labels),
-      soldOut: soldOut.labels(labels),
+      created: holdsCreated(labels),
+      released: holdsReleased(labels),
+      expired: holdsExpired(labels),
+      unitsHeld: unitsHeld(labels),
+      unitsSold: unitsSold(labels),
+      soldOut: soldOut(labels),
       refused: new Map(),
     };
   };
@@ -229,7 +309,7 @@ export function createMetrics(options: MetricsOptions) {
       const s = series(productId, DECIDED_BY_REDIS.has(code));
       let refused = s.refused.get(code);
       if (!refused) {
-        refused = holdsRefused.labels({ product: s.label, reason: code });
+        refused = holdsRefused({ product: s.label, reason: code });
         s.refused.set(code, refused);
       }
       refused.inc();
@@ -265,8 +345,8 @@ export function createMetrics(options: MetricsOptions) {
     },
   };
 
-  // Requests by route, method and status: handles taken once per combination (a few dozen in all).
-  const requestSeries = new Map<string, Map<string, Map<number, { count: IncHandle; duration: ObserveHandle }>>>();
+  // Requests by route, method and status: a tally and a distribution per combination (a few dozen in all).
+  const requestSeries = new Map<string, Map<string, Map<number, { count: Tally; duration: Distribution }>>>();
   /** Counts one answered request; `route` is the route's template (UNMATCHED_ROUTE when none matched). */
   function observeRequest(route: string, method: string, status: number, seconds: number): void {
     let byMethod = requestSeries.get(route);
@@ -276,18 +356,18 @@ export function createMetrics(options: MetricsOptions) {
     let handles = byStatus.get(status);
     if (!handles) {
       const labels = { route, method, status: String(status) };
-      handles = { count: httpRequests.labels(labels), duration: httpDuration.labels(labels) };
+      handles = { count: httpRequests(labels), duration: httpDuration(labels) };
       byStatus.set(status, handles);
     }
     handles.count.inc();
     handles.duration.observe(seconds);
   }
 
-  const scriptSeries = new Map<string, ObserveHandle>();
+  const scriptSeries = new Map<string, Distribution>();
   /** Times one Redis script call, from sending to its reply (src/redis/scripts.ts). */
   function observeScript(script: string, seconds: number): void {
     let handle = scriptSeries.get(script);
-    if (!handle) scriptSeries.set(script, (handle = scriptDuration.labels({ script })));
+    if (!handle) scriptSeries.set(script, (handle = scriptDuration({ script })));
     handle.observe(seconds);
   }
 
@@ -310,8 +390,14 @@ export function createMetrics(options: MetricsOptions) {
     help: 'products whose Redis figures disagreed with Postgres in two sampled checks in a row (0 when healthy)',
     registers: [registry],
   });
+  const driftUnchecked = new Gauge({
+    name: 'flashsale_invariant_drift_unchecked_products',
+    help: 'products the last sampled drift check left out for their number of hold records (see flashsale reconcile)',
+    registers: [registry],
+  });
   let driftingProducts = 0;
   drift.set(0);
+  driftUnchecked.set(0);
   sweeperLag.set(0);
 
   let sources: LiveSources | undefined;
@@ -354,9 +440,10 @@ export function createMetrics(options: MetricsOptions) {
       sources = live;
     },
     /** Sets the drift gauge (src/observability/drift-check.ts). */
-    setDrift(products: number): void {
+    setDrift(products: number, unchecked = 0): void {
       driftingProducts = products;
       drift.set(products);
+      driftUnchecked.set(unchecked);
     },
     drifting: () => driftingProducts,
     refreshLive,

@@ -48,6 +48,7 @@ export default fp(
             redis: app.redis,
             prefix: settings.redisKeyPrefix,
             sample: app.config.METRICS_DRIFT_SAMPLE,
+            holdRecordCounts: redisCommands.holdRecordCounts,
             report: metrics.setDrift,
           });
           // Not at start: the start's own work (loading the catalogue) comes first.

@@ -547,6 +547,20 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       return expiries.length === 0 ? null : Math.min(...expiries);
     },
 
+    /** How many hold records each product keeps (live and ended, until purged), in order. */
+    async holdRecordCounts(productIds: number[]): Promise<number[]> {
+      const replies = await exchange(() => {
+        const pipeline = redis.pipeline();
+        for (const id of productIds) pipeline.hlen(keysOf(id).holds);
+        return pipeline.exec();
+      });
+      return productIds.map((_id, i) => {
+        const [err, count] = replies?.[i] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
+        if (err) rethrowRedisFailure(err);
+        return Number(count);
+      });
+    },
+
     /** The live counters of each product, in order; null for a product Redis does not have. */
     async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
       if (productIds.length === 1) {
