@@ -3,7 +3,7 @@
 'use strict';
 
 const TOKEN_KEY = 'flashsale-admin-token';
-const PLOT_HEIGHT = 90;
+const PLOT_HEIGHT = 110;
 
 const $ = (id) => document.getElementById(id);
 const status = $('status');
@@ -283,7 +283,7 @@ function plotInto(holder, key, element, series, data, row) {
         legend: { show: true, live: false },
         cursor: { show: false },
         scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
-        axes: [{ size: 24 }, { size: 48 }],
+        axes: [{ size: 24 }, { size: 48, space: 20 }],
         series: [{}, ...series.map((s) => ({ ...s, width: 1.5, spanGaps: false }))],
         hooks: row ? soldOutMarks(row) : {},
       },
