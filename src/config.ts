@@ -123,6 +123,10 @@ export const ConfigSchema = Type.Object({
     ],
     { default: 'info', description: 'pino log level' },
   ),
+  LOG_REQUESTS: Type.Boolean({
+    default: false,
+    description: 'log one line per request (method, route, url, status, ms, reqId) at info level',
+  }),
   REDIS_COMMAND_TIMEOUT_MS: Milliseconds(1, 500, 'a Redis command unanswered after this fails with 503'),
   // At most a fifth of the timer limit: idle_in_transaction_session_timeout is five times this, and Postgres
   // refuses a timeout past 2^31 - 1 ms (every connection would then fail).
@@ -144,6 +148,20 @@ export const ConfigSchema = Type.Object({
     10_000,
     'after SIGTERM or SIGINT, the most time to drain, finish requests in flight and close the stores; then exit 1',
   ),
+  // Overload (src/routes/health.ts): /readyz alone answers 503 past these, so a load balancer sends this
+  // instance less while it catches up; the API keeps serving what reaches it. The delay is the mean over a
+  // second of samples: 1000 ms means the loop has been blocked most of that second.
+  READY_MAX_EVENT_LOOP_DELAY_MS: Milliseconds(
+    0,
+    1000,
+    'while the mean event-loop delay over the last second is above this, /readyz answers 503 (0 turns it off)',
+  ),
+  READY_MAX_HEAP_USED_BYTES: Type.Integer({
+    minimum: 0,
+    maximum: Number.MAX_SAFE_INTEGER,
+    default: 0,
+    description: 'while the V8 heap in use is above this many bytes, /readyz answers 503 (0 turns it off)',
+  }),
   // Node's own defaults cut a client trickling headers after ~90 s and one trickling a body never.
   REQUEST_TIMEOUT_MS: Milliseconds(
     1,

@@ -75,8 +75,12 @@ main().catch((err: unknown) => {
  */
 async function drain(app: FastifyInstance, ms: number): Promise<void> {
   app.startDraining();
-  const deadline = Date.now() + ms;
+  const started = Date.now();
   const open = () =>
     new Promise<number>((resolve, reject) => app.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
-  while (Date.now() < deadline && (await open()) > 0) await new Promise((r) => setTimeout(r, 20));
+  // The connections at each end of the drain say how a stop went: those left at its end are closed by close().
+  app.log.info({ connections: await open(), drain_ms: ms }, 'draining');
+  let connections: number;
+  while ((connections = await open()) > 0 && Date.now() - started < ms) await new Promise((r) => setTimeout(r, 20));
+  app.log.info({ connections, ms: Date.now() - started }, 'drained: closing');
 }

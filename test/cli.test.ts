@@ -6,7 +6,8 @@ import t, { type Test } from 'tap';
 import { buildTestApp, createProduct } from './support/app.js';
 import { flashsale, type Run } from './support/cli.js';
 import { waitPastOnRedisClock } from './support/clock.js';
-import { inventory, keysOf } from './support/redis-state.js';
+import { sweepScheduleKey } from '../src/redis/keys.js';
+import { inventory, keysOf, nextSweepOf } from './support/redis-state.js';
 
 /** A shop: a limited product with a hold of ann's, an open one with an order; returns their ids and the hold's. */
 async function shop(t: Test) {
@@ -83,6 +84,25 @@ t.test('expire-holds: one sweep now, saying what it released per product', async
   t.equal(again.code, 0);
   t.equal(again.stdout.trim(), 'nothing to release: no expired holds', 'a second sweep has nothing to do');
 });
+
+t.test(
+  'expire-holds releases an expired hold whose sweep was planned later, as a longer hold time plans it',
+  async (t) => {
+    const w = await buildTestApp(t, { HOLD_TTL_SECONDS: 1 });
+    const product = (await createProduct(w.app, { stock: 10 })).id;
+    const hold = await w.app.inject({ method: 'POST', url: '/api/holds', payload: { product_id: product, qty: 3 } });
+    t.equal(hold.statusCode, 201);
+    // What a sweep by an instance with HOLD_TTL_SECONDS=120 plans for a product with no hold: a look in 120 s.
+    await w.redis.zadd(sweepScheduleKey(w.prefix), Date.now() + 120_000, String(product));
+    await waitPastOnRedisClock(w.redis, hold.json().expires_at);
+    const run = await flashsale(w, ['expire-holds', '--json']);
+    t.equal(run.code, 0, run.stderr);
+    t.match(JSON.parse(run.stdout), [{ product_id: product, expired: 1 }], 'the expired hold is released now');
+    t.equal((await inventory(w, product)).held, 0, 'its units are back on sale');
+    const next = await nextSweepOf(w, product);
+    t.ok(next !== null && next < Date.now() + 120_000, "and the product is scheduled by this run's hold time");
+  },
+);
 
 /** The rows of a text sweep report (before the holds expired it is usually "nothing to release"). */
 function parseSweep(run: Run): { product_id: number; expired: number }[] {

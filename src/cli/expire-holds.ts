@@ -3,9 +3,10 @@ import { EXIT, parseCommand, print, table, UsageError, withStores, type Command 
 
 const USAGE = `
 usage: flashsale expire-holds [--json]
-One sweep now, as the service's sweeper makes them (src/domain/sweeper.ts): releases the expired holds of every
-product, purges records ended past their retention, hands conversion claims past their lease to recovery, and
-prints what it did per product. Products a running instance is sweeping at this moment are left to it.
+One sweep now of every product, as the service's sweeper makes them (src/domain/sweeper.ts), whenever its next
+sweep was planned: releases the expired holds, purges records ended past their retention, hands conversion
+claims past their lease to recovery, and prints what it did per product. Safe beside running instances: each
+hold is released once, by whichever sweep reaches it first.
   --json   the per-product results as JSON`;
 
 /** `flashsale expire-holds`: the sweeper's work, once, now. */
@@ -16,6 +17,9 @@ export const expireHolds: Command = {
     if (parsed.positionals.length > 0) throw new UsageError(`unexpected argument: ${parsed.positionals[0]}`);
     return withStores(async (stores) => {
       const orders = await stores.orders();
+      // Every product, not only those the schedule says are due: the holds of a product a run with a longer
+      // HOLD_TTL_SECONDS swept last may have expired before its planned sweep.
+      await stores.commands.makeEverySweepDue();
       const byProduct = new Map<number, ProductSweep>();
       // A pass yields after its time budget with products still due: run passes until none is.
       for (;;) {

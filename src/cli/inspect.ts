@@ -13,7 +13,7 @@ import {
 } from './command.js';
 
 const USAGE = `
-usage: flashsale inspect product ID | hold ID | order ID [--json]
+usage: flashsale inspect product ID | hold ID | order ID [--json] [--limit N]
 The Redis keys and Postgres rows behind one product, hold or order, read as they are (nothing is loaded or
 changed): what redis-cli and psql would show.
   product ID   its inventory hash, sweep-schedule entry, index sizes, conversions, customer units, up to

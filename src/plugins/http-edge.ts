@@ -104,7 +104,8 @@ export function httpEdgeOptions(config: Config, log: PinoLogger): FastifyHttpOpt
 
 /**
  * The HTTP edge: JSON bodies read with the app's checks, X-Request-Id and nosniff on every answer, no-store on
- * holds and orders, and CORS for the origins CORS_ORIGINS lists (none by default: no preflight is answered).
+ * holds and orders, a log line per request when LOG_REQUESTS is on, and CORS for the origins CORS_ORIGINS lists
+ * (none by default: no preflight is answered).
  */
 export default fp(
   async (app) => {
@@ -122,6 +123,17 @@ export default fp(
         route.onRequest = [noStore, ...[route.onRequest ?? []].flat()];
       }
     });
+
+    // LOG_REQUESTS: one line per answer, with the request's id (reqId) from its logger. Added only when asked
+    // for: an onResponse hook makes Fastify time every request.
+    if (app.config.LOG_REQUESTS) {
+      app.addHook('onResponse', (request, reply, done) => {
+        const route = request.routeOptions.url;
+        const ms = Math.round(reply.elapsedTime * 10) / 10;
+        request.log.info({ method: request.method, route, url: request.url, status: reply.statusCode, ms }, 'request');
+        done();
+      });
+    }
 
     const origins = new Set(
       app.config.CORS_ORIGINS.split(',')

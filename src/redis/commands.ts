@@ -130,6 +130,9 @@ export interface AdminFailures {
   msLeft: number;
 }
 
+// Products one ZADD of makeEverySweepDue moves: bounds the time Redis spends on one command.
+const SCHEDULE_CHUNK = 1000;
+
 const INVENTORY_FIELDS = [
   'name',
   'price_cents',
@@ -414,6 +417,21 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
             ? redis.zadd(key, 'XX', 'LT', at, member)
             : redis.zadd(key, at, member),
       );
+    },
+
+    /**
+     * Makes every product on the sweep schedule due now, and returns how many there are: `flashsale expire-holds`
+     * sweeps each once, whatever the schedule planned (a run with a longer HOLD_TTL_SECONDS plans further ahead).
+     */
+    async makeEverySweepDue(): Promise<number> {
+      const key = sweepScheduleKey(prefix);
+      const members = await exchange(() => redis.zrange(key, '0', '-1'));
+      for (let i = 0; i < members.length; i += SCHEDULE_CHUNK) {
+        // XX: a product removed meanwhile is not put back; LT: a product already due keeps its place.
+        const pairs = members.slice(i, i + SCHEDULE_CHUNK).flatMap((member) => ['0', member]);
+        await exchange(() => redis.zadd(key, 'XX', 'LT', ...pairs));
+      }
+      return members.length;
     },
 
     /** Sets the copy marker; true when it was missing (Redis lost its data, or this is its first use). */
