@@ -105,6 +105,7 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
   const early = signedDelivery({ idempotency_key: 'evt-early', order_id: 424_242, event_type: 'success' });
   t.equal((await sendRaw(base, 'POST', '/api/webhooks/payment', early.raw, early.headers)).status, 404);
   t.equal((await request(base, 'GET', '/no/such/route/123')).status, 404);
+  t.equal((await fetch(`${base}/healthz`, { method: 'HEAD' })).status, 200);
 
   const { samples: after, text } = await scrape(base);
   const moved = delta(before, after);
@@ -145,6 +146,7 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
   );
   t.equal(moved('flashsale_http_requests_total', http('unmatched', 'GET', 404)), 1, 'an unmatched URL: one value');
   t.notMatch(text, /route="\/no\/such/, 'never the raw URL');
+  t.equal(moved('flashsale_http_requests_total', http('/healthz', 'HEAD', 200)), 1, 'a HEAD route counted once');
   t.notMatch(text, /route="\/api\/holds\/\d/, 'never a hold id');
   t.ok(moved('flashsale_redis_script_duration_seconds_count', { script: 'reserveStock' }) >= 4, 'scripts timed');
 

@@ -119,6 +119,10 @@ export function parseSettings(argv: string[]): Settings | 'help' {
   const metricsCost = values['metrics-cost'];
   const byDefault = (name: ScenarioName) =>
     metricsCost ? METRICS_COST_SCENARIOS.includes(name) : smoke || !LONG_SCENARIOS.includes(name);
+  // expiry-storm and soak start deployments of their own, which the comparison would not be about.
+  const ownDeployments = [...chosen].filter((name) => name === 'expiry-storm' || name === 'soak');
+  if (metricsCost && ownDeployments.length > 0)
+    throw new Error(`--metrics-cost cannot run ${ownDeployments.join(', ')}: it starts a deployment of its own`);
   const metrics = values.metrics ?? 'admin';
   if (!(METRICS_MODES as readonly string[]).includes(metrics))
     throw new Error(`--metrics must be one of ${METRICS_MODES.join(', ')}, got "${metrics}"`);

@@ -1,3 +1,4 @@
+import type { FastifyReply, FastifyRequest, onSendHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
 import {
@@ -44,13 +45,20 @@ export default fp<{ config: Config }>(
       request.arrivedAt = performance.now();
       done();
     });
+    const record = (route: string, request: FastifyRequest, reply: FastifyReply) =>
+      metrics.observeRequest(route, request.method, reply.statusCode, (performance.now() - request.arrivedAt) / 1000);
+    // Each route records under its own template, known when it is declared: request.routeOptions would make an
+    // object of a dozen fields at every request just to read it.
+    app.addHook('onRoute', (route) => {
+      const recordRoute: onSendHookHandler = (request, reply, payload, done) => {
+        record(route.url, request, reply);
+        done(null, payload);
+      };
+      route.onSend = [recordRoute, ...[route.onSend ?? []].flat()];
+    });
+    // A request no route matched (the not-found handler's): one label value for all of them.
     app.addHook('onSend', (request, reply, payload, done) => {
-      metrics.observeRequest(
-        request.routeOptions.url ?? UNMATCHED_ROUTE,
-        request.method,
-        reply.statusCode,
-        (performance.now() - request.arrivedAt) / 1000,
-      );
+      if (request.is404) record(UNMATCHED_ROUTE, request, reply);
       done(null, payload);
     });
   },
