@@ -7,7 +7,8 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY migrations ./migrations
 COPY lua ./lua
-# The build copies lua/ to dist/lua, where the compiled code looks for it.
+COPY public ./public
+# The build copies lua/ and public/ (the ops page's files) to dist/, where the compiled code looks for them.
 RUN npm run build
 
 # Runtime stage: production dependencies and the compiled code (with the Lua scripts it reads at startup).

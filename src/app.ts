@@ -12,9 +12,11 @@ import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
 import metrics from './plugins/metrics.js';
 import stores from './plugins/stores.js';
+import { countersFromRegistry, noCounters } from './ops/counters.js';
 import healthRoutes from './routes/health.js';
 import holdRoutes from './routes/holds.js';
 import metricsRoutes from './routes/metrics.js';
+import opsRoutes from './routes/ops.js';
 import orderRoutes from './routes/orders.js';
 import productRoutes from './routes/products.js';
 import webhookRoutes from './routes/webhooks.js';
@@ -99,5 +101,10 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
   await app.register(holdRoutes, { prefix: '/api' });
   await app.register(orderRoutes, { prefix: '/api' });
   await app.register(webhookRoutes, { prefix: '/api' });
+  // The live sale page (/ops) and the figures it polls: its rates from the metrics, when they are on.
+  const counted = app.metrics;
+  await app.register(opsRoutes, {
+    counters: counted ? countersFromRegistry(counted.registry, counted.refreshLive) : noCounters,
+  });
   return app;
 }

@@ -4,6 +4,7 @@ import addFormats from 'ajv-formats';
 import type { RouteOptions } from 'fastify';
 import t from 'tap';
 import { ErrorCodes, type ErrorCode } from '../src/errors.js';
+import { OPS_FILES, OPS_PAGE } from '../src/routes/ops.js';
 import { ERROR_EXAMPLES } from '../src/schemas/error.js';
 import { admin, buildTestApp, createProduct } from './support/app.js';
 
@@ -26,8 +27,13 @@ function codesOf(schema: Json | undefined): string[] {
   return code?.enum ?? code?.anyOf?.flatMap((member: Json) => member.enum ?? [member.const]) ?? [];
 }
 
+// The API's routes: not the documentation's own, nor the pages' files (the docs UI, the ops page).
 const serviceOwn = (route: RouteOptions) =>
-  route.method !== 'HEAD' && !route.url.startsWith('/docs') && route.url !== '/openapi.json';
+  route.method !== 'HEAD' &&
+  !route.url.startsWith('/docs') &&
+  route.url !== '/openapi.json' &&
+  route.url !== OPS_PAGE &&
+  !route.url.startsWith(OPS_FILES);
 
 t.test('GET /openapi.json documents every route, status and error code the service answers', async (t) => {
   const routes: RouteOptions[] = [];

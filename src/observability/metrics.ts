@@ -424,6 +424,12 @@ export function createMetrics(options: MetricsOptions) {
     sweeperLag.set(oldest < now ? (now - oldest) / 1000 : 0);
   }
 
+  /** Reads the live figures (stock gauges, sweeper lag) now; a failed read leaves them as last read. */
+  async function refreshLive(): Promise<void> {
+    reading ??= readLive().finally(() => (reading = undefined));
+    await reading.catch(() => {});
+  }
+
   return {
     registry,
     recorder,
@@ -440,10 +446,10 @@ export function createMetrics(options: MetricsOptions) {
       driftUnchecked.set(unchecked);
     },
     drifting: () => driftingProducts,
-    /** The text exposition, with the live figures read first (a failed read leaves them as last read). */
+    refreshLive,
+    /** The text exposition, with the live figures read first. */
     async exposition(): Promise<string> {
-      reading ??= readLive().finally(() => (reading = undefined));
-      await reading.catch(() => {});
+      await refreshLive();
       return registry.metrics();
     },
     contentType: registry.contentType,

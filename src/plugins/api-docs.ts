@@ -4,28 +4,11 @@ import fp from 'fastify-plugin';
 import { ERROR_EXAMPLES } from '../schemas/error.js';
 import { SECURITY_SCHEMES } from '../schemas/docs.js';
 import { RETRY_AFTER_SECONDS } from '../settings.js';
-import { CLIENT_REQUEST_ID, UNCACHEABLE_PREFIXES } from './http-edge.js';
+import { CLIENT_REQUEST_ID, SAME_ORIGIN_CSP, UNCACHEABLE_PREFIXES } from './http-edge.js';
 
 /** Where the API documentation is served: the OpenAPI document and the page that shows it. */
 export const OPENAPI_PATH = '/openapi.json';
 export const DOCS_PREFIX = '/docs';
-
-// The UI's files are all served from here (no script or style from elsewhere, none inline), and it fetches only
-// the document: nothing else may load. Unlike @fastify/swagger-ui's own policy, no upgrade-insecure-requests,
-// which would send the page's requests to https on a plain-HTTP port.
-const DOCS_CSP = [
-  "default-src 'self'",
-  "base-uri 'self'",
-  "connect-src 'self'",
-  "font-src 'self' data:",
-  "form-action 'self'",
-  "frame-ancestors 'self'",
-  "img-src 'self' data:",
-  "object-src 'none'",
-  "script-src 'self'",
-  "script-src-attr 'none'",
-  "style-src 'self'",
-].join('; ');
 
 const requestIdHeader = {
   type: 'string',
@@ -95,7 +78,7 @@ export default fp(
         },
         tags: [
           { name: 'health', description: 'liveness and readiness probes' },
-          { name: 'operations', description: 'what the people running a sale watch: metrics' },
+          { name: 'operations', description: "what the people running a sale watch: metrics, the ops page's figures" },
           { name: 'products', description: 'the catalogue and its live stock figures' },
           { name: 'holds', description: 'units put aside for a buyer until HOLD_TTL_SECONDS pass' },
           { name: 'orders', description: 'holds turned into orders awaiting payment' },
@@ -124,7 +107,7 @@ export default fp(
     });
     await app.register(swaggerUi, {
       routePrefix: DOCS_PREFIX,
-      staticCSP: DOCS_CSP,
+      staticCSP: SAME_ORIGIN_CSP,
       uiConfig: { docExpansion: 'list', deepLinking: true },
     });
     app.get(OPENAPI_PATH, { schema: { hide: true } }, async () => app.swagger());

@@ -11,7 +11,26 @@ import { jsonBodyParser } from '../schemas/json-input.js';
 export const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 // Answers whose content is one buyer's and changes by the second: no cache, shared or private, may keep them.
-export const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders'];
+export const UNCACHEABLE_PREFIXES = ['/api/holds', '/api/orders', '/ops/snapshot'];
+
+/**
+ * The Content-Security-Policy of the service's own pages (the docs UI, the ops page): every script and style
+ * sheet is served from here (none inline, no inline event handler), and they fetch only from here. No
+ * upgrade-insecure-requests, which would send the pages' requests to https on a plain-HTTP port.
+ */
+export const SAME_ORIGIN_CSP = [
+  "default-src 'self'",
+  "base-uri 'self'",
+  "connect-src 'self'",
+  "font-src 'self' data:",
+  "form-action 'self'",
+  "frame-ancestors 'self'",
+  "img-src 'self' data:",
+  "object-src 'none'",
+  "script-src 'self'",
+  "script-src-attr 'none'",
+  "style-src 'self'",
+].join('; ');
 
 const noStore: onRequestHookHandler = (_request, reply, done) => {
   reply.header('cache-control', 'no-store');
