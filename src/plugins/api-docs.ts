@@ -108,7 +108,9 @@ export default fp(
     await app.register(swaggerUi, {
       routePrefix: DOCS_PREFIX,
       staticCSP: SAME_ORIGIN_CSP,
-      uiConfig: { docExpansion: 'list', deepLinking: true },
+      // BaseLayout: the standalone layout's top bar draws its logo with an inline <style>, which the same-origin
+      // CSP blocks (test/docs-page.test.ts), and its URL box would only browse away from this API.
+      uiConfig: { docExpansion: 'list', deepLinking: true, layout: 'BaseLayout' },
     });
     app.get(OPENAPI_PATH, { schema: { hide: true } }, async () => app.swagger());
   },
