@@ -23,6 +23,9 @@ export const MAX_HOLD_BATCH = 256;
  */
 export const MAX_ORDER_BATCH = 100;
 
+/** Most payment events one webhook statement applies (src/db/payment-batches.ts), for the same reasons. */
+export const MAX_PAYMENT_BATCH = 100;
+
 /** Orders one settlement step cancels, or returns the units of. */
 export const SETTLE_BATCH = 100;
 
@@ -88,6 +91,8 @@ export interface Settings {
   readonly maxHoldBatch: number;
   /** See MAX_ORDER_BATCH. */
   readonly maxOrderBatch: number;
+  /** See MAX_PAYMENT_BATCH. */
+  readonly maxPaymentBatch: number;
   /**
    * How long a Redis command may take before its caller is answered 503 (REDIS_COMMAND_TIMEOUT_MS); a hold batch
    * carries now + this as its deadline, past which the script holds nothing.
@@ -150,6 +155,7 @@ export function settingsFrom(config: Config): Settings {
     inlineExpiryLimit: INLINE_EXPIRY_LIMIT,
     maxHoldBatch: MAX_HOLD_BATCH,
     maxOrderBatch: MAX_ORDER_BATCH,
+    maxPaymentBatch: MAX_PAYMENT_BATCH,
     redisCommandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
     soldOutCacheMs: config.SOLD_OUT_CACHE_MS,
     orderPaymentTtlMs,

@@ -21,6 +21,7 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     inlineExpiryLimit: 100,
     maxHoldBatch: 256,
     maxOrderBatch: 100,
+    maxPaymentBatch: 100,
     redisCommandTimeoutMs: 500,
     soldOutCacheMs: 20,
     orderPaymentTtlMs: 900_000,

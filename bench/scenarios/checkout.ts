@@ -1,5 +1,6 @@
 import { createProduct } from '../lib/api.js';
 import { runCheckouts } from '../lib/checkout.js';
+import { describeGroupCommits, groupCommits } from '../lib/group-commits.js';
 import { checkInvariants } from '../lib/invariants.js';
 import { describeLoad } from '../lib/load.js';
 import { HUGE_STOCK, type Scenario } from '../lib/scenario.js';
@@ -29,12 +30,22 @@ export const checkout: Scenario = {
     });
     log(`checkout: ${describeLoad(load)}; ${Math.round(checkoutsPerSecond)} checkouts/s`);
     const invariants = await checkInvariants(deployment, [productId], new Map([[productId, holds]]));
+    // What group commit did in this run, read from the rows themselves (none without store access).
+    const { stores } = deployment;
+    const batching = stores
+      ? [
+          describeGroupCommits('orders', await groupCommits(stores, 'hold_claims')),
+          describeGroupCommits('webhooks', await groupCommits(stores, 'processed_webhooks')),
+        ]
+      : [];
+    batching.forEach(log);
     return {
       name: 'checkout',
       load,
       figures: { checkoutsPerSecond, unitsGranted: holds },
       notes: [
         `${Math.round(checkoutsPerSecond).toLocaleString('en-US')} checkouts/s (${paid.toLocaleString('en-US')} paid of ${holds.toLocaleString('en-US')} holds; 3 requests each)`,
+        ...batching,
       ],
       invariants,
     };

@@ -35,48 +35,76 @@ export interface RecordedPaymentEvent {
 }
 
 /**
- * Applies a payment event in one statement, so in one round trip and one commit: locks the order row if it is
- * still in the state the event was judged against, records the delivery's idempotency key with its answer and,
- * only if the key was new, applies the change to the order and its payment and keeps the delivery. A concurrent
- * event that changed the order first makes the lock find nothing (Postgres re-checks the row once it gets the
- * lock), so nothing is written and the caller judges the event again against the new state. A mismatched
- * success changes nothing but the payment's `mismatch`.
+ * Applies payment events in one statement, so in one round trip and one commit: for each event, locks its order
+ * row if it is still in the state the event was judged against, records the delivery's idempotency key with its
+ * answer and, only if the key was new, applies the change to the order and its payment and keeps the delivery. A
+ * concurrent event that changed an order first makes its lock find nothing (Postgres re-checks the row once it
+ * gets the lock), so nothing is written for that event and the caller judges it again against the new state; the
+ * other events of the statement are not affected. A mismatched success changes nothing but the payment's
+ * `mismatch`. Each idempotency key and each order at most once per call (one statement cannot change a row
+ * twice): src/db/payment-batches.ts makes the batches so. Answers in the order of `events`.
  */
-export async function recordPaymentEvent(db: Kysely<Database>, event: PaymentEvent): Promise<RecordedPaymentEvent> {
-  const payload = JSON.stringify(event.payload);
-  const responseBody = JSON.stringify(event.responseBody);
-  const mismatch = event.mismatch === null ? null : JSON.stringify(event.mismatch);
-  const { rows } = await sql<{ matched: number; fresh: number }>`
-    WITH locked AS (
-      SELECT id FROM orders
-      WHERE id = ${event.orderId} AND status = ${event.expectedStatus} AND payment_status = ${event.expectedPaymentStatus}
-      FOR UPDATE
+export async function recordPaymentEvents(
+  db: Kysely<Database>,
+  events: readonly PaymentEvent[],
+): Promise<RecordedPaymentEvent[]> {
+  const column = <T>(pick: (event: PaymentEvent) => T) => events.map(pick);
+  const { rows } = await sql<{ idempotency_key: string; matched: boolean; fresh: boolean }>`
+    WITH input AS (
+      SELECT * FROM unnest(
+        ${column((e) => e.idempotencyKey)}::text[], ${column((e) => e.requestHash)}::text[],
+        ${column((e) => e.orderId)}::bigint[], ${column((e) => e.expectedStatus)}::text[],
+        ${column((e) => e.expectedPaymentStatus)}::text[], ${column((e) => e.eventType)}::text[],
+        ${column((e) => JSON.stringify(e.payload))}::text[], ${column((e) => e.signature)}::text[],
+        ${column((e) => e.status)}::text[], ${column((e) => e.paymentStatus)}::text[],
+        ${column((e) => e.changes)}::bool[],
+        ${column((e) => (e.mismatch === null ? null : JSON.stringify(e.mismatch)))}::text[],
+        ${column((e) => e.responseStatus)}::int[], ${column((e) => JSON.stringify(e.responseBody))}::text[]
+      ) AS i(idempotency_key, request_hash, order_id, expected_status, expected_payment_status, event_type, payload,
+             signature, status, payment_status, changes, mismatch, response_status, response_body)
+    ), locked AS (
+      -- In id order: two statements locking orders of each other's batches would otherwise deadlock.
+      SELECT o.id FROM orders o JOIN input i ON i.order_id = o.id
+      WHERE o.status = i.expected_status AND o.payment_status = i.expected_payment_status
+      ORDER BY o.id
+      FOR UPDATE OF o
     ), key AS (
+      -- In key order, for the same reason: a statement waits on a key another one inserted until it commits.
       INSERT INTO processed_webhooks
         (idempotency_key, request_hash, order_id, event_type, payload, response_status, response_body)
-      SELECT ${event.idempotencyKey}, ${event.requestHash}, id, ${event.eventType}, ${payload}::jsonb,
-             ${event.responseStatus}, ${responseBody}::jsonb
-      FROM locked
+      SELECT i.idempotency_key, i.request_hash, i.order_id, i.event_type, i.payload::jsonb, i.response_status,
+             i.response_body::jsonb
+      FROM input i JOIN locked l ON l.id = i.order_id
+      ORDER BY i.idempotency_key
       ON CONFLICT (idempotency_key) DO NOTHING
-      RETURNING 1
+      RETURNING idempotency_key
+    ), fresh AS (
+      SELECT i.* FROM input i JOIN key USING (idempotency_key)
     ), order_change AS (
-      UPDATE orders SET status = ${event.status}, payment_status = ${event.paymentStatus}, updated_at = now()
-      WHERE id = ${event.orderId} AND ${event.changes} AND EXISTS (SELECT 1 FROM key)
+      UPDATE orders o SET status = f.status, payment_status = f.payment_status, updated_at = now()
+      FROM fresh f WHERE o.id = f.order_id AND f.changes
     ), payment_change AS (
-      UPDATE payments SET status = ${event.paymentStatus}, payload = ${payload}::jsonb, updated_at = now()
-      WHERE order_id = ${event.orderId} AND ${event.changes} AND EXISTS (SELECT 1 FROM key)
-    ), payment_mismatch AS (
-      UPDATE payments SET mismatch = ${mismatch}::jsonb, updated_at = now()
-      WHERE order_id = ${event.orderId} AND ${mismatch}::jsonb IS NOT NULL AND EXISTS (SELECT 1 FROM key)
+      -- A change and a mismatch never come together (a mismatched success changes nothing): one update each.
+      UPDATE payments p SET
+        status = CASE WHEN f.changes THEN f.payment_status ELSE p.status END,
+        payload = CASE WHEN f.changes THEN f.payload::jsonb ELSE p.payload END,
+        mismatch = COALESCE(f.mismatch::jsonb, p.mismatch),
+        updated_at = now()
+      FROM fresh f WHERE p.order_id = f.order_id AND (f.changes OR f.mismatch IS NOT NULL)
     ), delivery AS (
       INSERT INTO webhook_deliveries
         (idempotency_key, order_id, event_type, payload, signature, response_status, response_body, replayed)
-      SELECT ${event.idempotencyKey}, ${event.orderId}, ${event.eventType}, ${payload}::jsonb, ${event.signature},
-             ${event.responseStatus}, ${responseBody}::jsonb, false
-      FROM key
+      SELECT idempotency_key, order_id, event_type, payload::jsonb, signature, response_status, response_body::jsonb,
+             false
+      FROM fresh
     )
-    SELECT (SELECT count(*) FROM locked)::int AS matched, (SELECT count(*) FROM key)::int AS fresh`.execute(db);
-  return { matched: (rows[0]?.matched ?? 0) > 0, fresh: (rows[0]?.fresh ?? 0) > 0 };
+    SELECT i.idempotency_key, l.id IS NOT NULL AS matched, k.idempotency_key IS NOT NULL AS fresh
+    FROM input i LEFT JOIN locked l ON l.id = i.order_id LEFT JOIN key k USING (idempotency_key)`.execute(db);
+  const byKey = new Map(rows.map((row) => [row.idempotency_key, row]));
+  return events.map((event) => {
+    const row = byKey.get(event.idempotencyKey);
+    return { matched: row?.matched ?? false, fresh: row?.fresh ?? false };
+  });
 }
 
 /** The stored answer to an idempotency key, with the fingerprint of the request that first used it. */

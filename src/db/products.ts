@@ -97,6 +97,9 @@ export async function salesLedger(trx: Transaction<Database>, productId: number)
     ])
     .where('order_items.product_id', '=', productId)
     .where('orders.status', 'in', SOLD_ORDER_STATUSES)
+    // In id order, as a batch of payment events locks its orders (recordPaymentEvents): neither waits on the other
+    // while holding an order the other waits for.
+    .orderBy('orders.id')
     .forShare('orders')
     .execute();
   const perCustomer = new Map<string, number>();

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import * as ordersRepo from '../db/orders.js';
+import { createPaymentBatches } from '../db/payment-batches.js';
 import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
 import { AppError, errors, type ErrorBody, type ErrorCode } from '../errors.js';
@@ -101,18 +102,20 @@ export type PaymentDesk = ReturnType<typeof createPaymentDesk>;
 const MAX_JUDGEMENTS = 4;
 
 /**
- * Payment webhooks: each delivery's effect and answer are committed in one Postgres statement, keyed by the
- * provider's idempotency key, before anything is answered. A key seen before is answered from what was stored;
+ * Payment webhooks: each delivery's effect and answer are committed in one Postgres statement (shared with the
+ * deliveries judged in the same turn: src/db/payment-batches.ts), keyed by the provider's idempotency key, before
+ * anything is answered. A key seen before is answered from what was stored;
  * concurrent copies queue on the order's row lock and are answered the same way.
  */
 export function createPaymentDesk(deps: {
   db: Kysely<Database>;
   orders: OrderDesk;
   log: Logger;
-  settings: Pick<Settings, 'currency' | 'webhookRetainMs'>;
+  settings: Pick<Settings, 'currency' | 'webhookRetainMs' | 'maxPaymentBatch'>;
   events?: MetricsRecorder;
 }) {
   const { db, orders, settings, events = noMetrics } = deps;
+  const paymentBatches = createPaymentBatches(db, settings);
 
   async function handle(delivery: PaymentDelivery): Promise<PaymentAnswer> {
     const { webhook } = delivery;
@@ -140,7 +143,7 @@ export function createPaymentDesk(deps: {
           next.statusCode === 200
             ? { order_id: order.id, status: next.status, payment_status: next.paymentStatus, ...notApplied(next) }
             : errors.orderAlreadyFinal(order.id, order.status).body();
-        const { matched, fresh } = await paymentsRepo.recordPaymentEvent(db, {
+        const { matched, fresh } = await paymentBatches.record({
           idempotencyKey: webhook.idempotency_key,
           requestHash,
           orderId: order.id,
