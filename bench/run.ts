@@ -13,7 +13,7 @@ import { runLoad } from './lib/load.js';
 import { describeMachine } from './lib/machine.js';
 import { setRedisPid } from './lib/proc-stats.js';
 import { localRedisPid } from './lib/redis-memory.js';
-import { measureMetricsCost } from './lib/metrics-cost.js';
+import { measureMetricsCost, measureWorkers } from './lib/metrics-cost.js';
 import { measureReference, REFERENCE_NAMES, type ReferenceName } from './lib/references.js';
 import { evaluateTargets, renderMarkdown, writeRecord, type RunRecord, type ScenarioOutcome } from './lib/report.js';
 import { holdRequest, HUGE_STOCK, type ScenarioContext } from './lib/scenario.js';
@@ -124,6 +124,13 @@ async function main(): Promise<number> {
       await environment.cleanup(log, !ok);
       return ok ? 0 : 1;
     }
+    if (settings.workers.length > 1) {
+      if (external) throw new Error('--workers A,B starts its own deployments: unset BENCH_URL');
+      environment.build(log);
+      const ok = await measureWorkers(environment, settings, serviceSettings, log);
+      await environment.cleanup(log, !ok);
+      return ok ? 0 : 1;
+    }
     let deployment: Deployment;
     if (external) {
       deployment = external;
@@ -132,9 +139,13 @@ async function main(): Promise<number> {
       );
     } else {
       environment.build(log);
-      deployment = await environment.launchService('service', { ...serviceSettings, METRICS: settings.metrics });
+      deployment = await environment.launchService('service', {
+        ...serviceSettings,
+        METRICS: settings.metrics,
+        WEB_CONCURRENCY: String(settings.workers[0]),
+      });
       log(
-        `service started at ${deployment.url} (pid ${deployment.pid}), rate limits ${settings.rateLimited ? 'on, unreached' : 'off'}, METRICS=${settings.metrics}`,
+        `service started at ${deployment.url} (pid ${deployment.pid}), rate limits ${settings.rateLimited ? 'on, unreached' : 'off'}, METRICS=${settings.metrics}, WEB_CONCURRENCY=${settings.workers[0]}`,
       );
     }
     log(`warm-up: ${settings.warmup} s of holds`);

@@ -148,6 +148,14 @@ export const ConfigSchema = Type.Object({
     10_000,
     'after SIGTERM or SIGINT, the most time to drain, finish requests in flight and close the stores; then exit 1',
   ),
+  // Worker processes of node:cluster sharing the port (src/workers.ts). At most 64: past the cores a machine has,
+  // more workers only add Redis and Postgres connections.
+  WEB_CONCURRENCY: Type.Integer({
+    minimum: 1,
+    maximum: 64,
+    default: 1,
+    description: 'worker processes serving the port (node:cluster); 1: one process, no primary',
+  }),
   // Overload (src/routes/health.ts): /readyz alone answers 503 past these, so a load balancer sends this
   // instance less while it catches up; the API keeps serving what reaches it. The delay is the mean over a
   // second of samples: 1000 ms means the loop has been blocked most of that second.

@@ -6,6 +6,8 @@ export interface ShutdownOptions {
   log: Pick<Logger, 'info' | 'error'>;
   /** Stops the service: ends with every request answered and every store closed. */
   close: (signal: NodeJS.Signals) => Promise<void>;
+  /** Called on a second signal, right before the exit: a primary passes it on to its workers. */
+  onSecondSignal?: (signal: NodeJS.Signals) => void;
   /** process.exit, unless a test watches it. */
   exit?: (code: number) => void;
 }
@@ -23,12 +25,13 @@ export const REPEATED_SIGNAL_MS = 500;
  * on any second signal, which would make every Ctrl-C of `npm start` an abrupt exit.
  */
 export function closeOnSignals(options: ShutdownOptions): void {
-  const { graceMs, log, close, exit = (code) => process.exit(code) } = options;
+  const { graceMs, log, close, onSecondSignal, exit = (code) => process.exit(code) } = options;
   let first: { signal: NodeJS.Signals; at: number } | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
     if (first) {
       if (signal === first.signal && Date.now() - first.at < REPEATED_SIGNAL_MS) return;
       log.error({ signal }, 'second signal while shutting down: exiting at once');
+      onSecondSignal?.(signal);
       return exit(1);
     }
     first = { signal, at: Date.now() };

@@ -10,7 +10,7 @@ import t, { type Test } from 'tap';
 import { SOLD_ORDER_STATUSES } from '../src/db/schema.js';
 import { createRedisRebuilder } from '../src/domain/redis-rebuild.js';
 import { signPayload } from '../src/domain/signatures.js';
-import { productKeys } from '../src/redis/keys.js';
+import { productKeys, sweepScheduleKey } from '../src/redis/keys.js';
 import { buildTestApp, createProduct } from './support/app.js';
 import { lockOrderRow, lockProductRow } from './support/postgres-state.js';
 import { privateRedis } from './support/private-redis.js';
@@ -173,6 +173,32 @@ t.test(
     t.equal(await w.liveUnits(product.id), 1, 'one unit in live orders for a stock of 1');
   },
 );
+
+t.test('a product the loss watcher rebuilt is back on the sweep schedule, so its holds expire again', async (t) => {
+  const w = await lossWorld(t);
+  const product = await createProduct(w.app, { stock: 5 });
+  const schedule = sweepScheduleKey(w.config.REDIS_KEY_PREFIX);
+  t.ok(await w.direct.zscore(schedule, String(product.id)), 'on the schedule from its creation');
+  await w.direct.flushall();
+  // Rebuilt by the watcher alone: no request asks for the product meanwhile.
+  const inventory = productKeys(w.config.REDIS_KEY_PREFIX, product.id).inventory;
+  t.ok(
+    await poll(
+      () => w.direct.exists(inventory),
+      (n) => n === 1,
+      10_000,
+    ),
+    'the watcher rebuilt its copy',
+  );
+  t.ok(
+    await poll(
+      () => w.direct.zscore(schedule, String(product.id)),
+      (score) => score !== null,
+      5000,
+    ),
+    'and put it back on the sweep schedule, which the flush took too',
+  );
+});
 
 t.test('a conversion that committed before the rebuild took the row is counted by it', async (t) => {
   const w = await lossWorld(t);

@@ -1,9 +1,11 @@
 /**
- * `npm run bench -- --metrics-cost [scenario...] [--rounds N] [--metrics-excerpt FILE]`: what the metrics cost.
- * Two deployments of the same build run side by side, one with METRICS=off and one with METRICS=admin (the
- * default); each round runs every scenario against both, one right after the other, the order swapped every
- * round so neither always runs on the warmer or the fuller Redis. The figures are medians over the rounds of
- * each one's requests/s, p99 and server CPU per request, and the ratio of "admin" to "off" (1.00: no cost).
+ * Side-by-side comparisons of deployments of the same build. `npm run bench -- --metrics-cost [scenario...]
+ * [--rounds N] [--metrics-excerpt FILE]`: what the metrics cost, METRICS=off beside METRICS=admin (the default).
+ * `npm run bench -- --workers 1,2 [scenario...] [--rounds N]`: what more worker processes give (WEB_CONCURRENCY).
+ * Each round runs every scenario against every deployment, one right after the other, the order rotated every
+ * round so none always runs on the warmer or the fuller Redis. The figures are medians over the rounds of each
+ * one's requests/s, p99 and server CPU per request (the process and its workers), and the ratio to the first
+ * (for the metrics, "admin" to "off": 1.00 is no cost).
  */
 import { writeFileSync } from 'node:fs';
 import type { ManagedDeployment, BenchEnvironment } from './environment.js';
@@ -39,25 +41,65 @@ function roundOf(result: ScenarioResult): Round {
   };
 }
 
-/** Runs the comparison, prints its table on stdout; false when an invariant failed. */
-export async function measureMetricsCost(
+/** One deployment of a side-by-side comparison: its label in the table and its settings. */
+export interface Variant {
+  label: string;
+  env: Record<string, string>;
+}
+
+/** What the metrics cost: METRICS=off beside METRICS=admin; false when an invariant failed. */
+export function measureMetricsCost(
   environment: BenchEnvironment,
   settings: Settings,
   overrides: Record<string, string>,
   log: (line: string) => void,
 ): Promise<boolean> {
-  const modes = ['off', 'admin'] as const;
-  const deployments = new Map<(typeof modes)[number], ManagedDeployment>();
-  for (const mode of modes) {
-    const deployment = await environment.launchService(`service-metrics-${mode}`, { ...overrides, METRICS: mode });
-    deployments.set(mode, deployment);
-    log(`METRICS=${mode}: started at ${deployment.url} (pid ${deployment.pid})`);
+  const variants = (['off', 'admin'] as const).map((mode) => ({
+    label: `METRICS=${mode}`,
+    env: { ...overrides, METRICS: mode },
+  }));
+  return compareDeployments(environment, settings, variants, log, {
+    title: 'metrics cost',
+    excerptOf: 'METRICS=admin',
+  });
+}
+
+/** What more worker processes give: a deployment for each WEB_CONCURRENCY of --workers; false on a broken invariant. */
+export function measureWorkers(
+  environment: BenchEnvironment,
+  settings: Settings,
+  overrides: Record<string, string>,
+  log: (line: string) => void,
+): Promise<boolean> {
+  const variants = settings.workers.map((n) => ({
+    label: `WEB_CONCURRENCY=${n}`,
+    env: { ...overrides, METRICS: settings.metrics, WEB_CONCURRENCY: String(n) },
+  }));
+  return compareDeployments(environment, settings, variants, log, { title: 'worker processes' });
+}
+
+/**
+ * Runs every scenario against each deployment in turn, round after round, the order rotated every round so none
+ * always runs on the warmer or the fuller Redis; prints the medians and the ratios to the first variant.
+ */
+export async function compareDeployments(
+  environment: BenchEnvironment,
+  settings: Settings,
+  variants: Variant[],
+  log: (line: string) => void,
+  options: { title: string; excerptOf?: string },
+): Promise<boolean> {
+  const deployments = new Map<string, ManagedDeployment>();
+  for (const { label, env } of variants) {
+    const deployment = await environment.launchService(`service-${label.replace(/[^A-Za-z0-9]+/g, '-')}`, env);
+    deployments.set(label, deployment);
+    log(`${label}: started at ${deployment.url} (pid ${deployment.pid})`);
     const productId = await createProduct(deployment.url, deployment.adminToken, {
       name: 'warm-up',
       stock: HUGE_STOCK,
     });
     await runLoad({
-      title: `warm-up (METRICS=${mode})`,
+      title: `warm-up (${label})`,
       url: deployment.url,
       connections: settings.connections,
       duration: settings.warmup,
@@ -66,17 +108,18 @@ export async function measureMetricsCost(
     });
   }
 
+  const labels = variants.map((v) => v.label);
   const rounds = new Map<string, Round[]>();
-  let excerptTaken = settings.metricsExcerpt === undefined;
+  let excerptTaken = settings.metricsExcerpt === undefined || options.excerptOf === undefined;
   for (let round = 0; round < settings.rounds; round++) {
-    const order: readonly (typeof modes)[number][] = round % 2 === 0 ? modes : [...modes].reverse();
+    const order = labels.map((_, i) => labels[(i + round) % labels.length]!);
     for (const name of settings.scenarios) {
-      for (const mode of order) {
-        const deployment = deployments.get(mode)!;
+      for (const label of order) {
+        const deployment = deployments.get(label)!;
         const ctx: ScenarioContext = { settings, deployment, environment, log };
-        // The excerpt is taken half-way through the first measured load of the metrics deployment.
+        // The excerpt is taken half-way through the first measured load of its deployment.
         let excerpt: Promise<void> | undefined;
-        if (!excerptTaken && mode === 'admin') {
+        if (!excerptTaken && label === options.excerptOf) {
           excerptTaken = true;
           excerpt = takeExcerpt(deployment, settings.duration * 500, settings.metricsExcerpt!, name, log);
         }
@@ -84,7 +127,7 @@ export async function measureMetricsCost(
         await excerpt;
         deployment.assertAlive();
         const figures = roundOf(result);
-        const key = `${name} ${mode}`;
+        const key = `${name} ${label}`;
         rounds.set(key, [...(rounds.get(key) ?? []), figures]);
         log(
           `round ${round + 1} ${key}: ${Math.round(figures.rps)} req/s, p99 ${figures.p99} ms, ` +
@@ -94,28 +137,27 @@ export async function measureMetricsCost(
     }
   }
 
+  const base = labels[0]!;
   const lines = [
-    `metrics cost: ${settings.rounds} alternating rounds, ${settings.connections} connections, ${settings.duration} s each`,
+    `${options.title}: ${settings.rounds} rotating rounds, ${settings.connections} connections, ${settings.duration} s each`,
     '',
-    '| scenario | METRICS | req/s (median) | req/s each round | p99 ms (median) | CPU µs/request (median) | req/s vs off | CPU/request vs off |',
+    `| scenario | deployment | req/s (median) | req/s each round | p99 ms (median) | CPU µs/request (median) | req/s vs ${base} | CPU/request vs ${base} |`,
     '|---|---|---|---|---|---|---|---|',
   ];
+  const cpuOf = (these: Round[]) =>
+    these.every((r) => r.cpuUsPerRequest !== undefined) ? median(these.map((r) => r.cpuUsPerRequest!)) : undefined;
   for (const name of settings.scenarios) {
-    const off = rounds.get(`${name} off`) ?? [];
-    for (const mode of modes) {
-      const these = rounds.get(`${name} ${mode}`) ?? [];
+    const first = rounds.get(`${name} ${base}`) ?? [];
+    const firstRps = median(first.map((r) => r.rps));
+    const firstCpu = cpuOf(first);
+    for (const label of labels) {
+      const these = rounds.get(`${name} ${label}`) ?? [];
       const rps = median(these.map((r) => r.rps));
-      const cpu = these.every((r) => r.cpuUsPerRequest !== undefined)
-        ? median(these.map((r) => r.cpuUsPerRequest!))
-        : undefined;
-      const offRps = median(off.map((r) => r.rps));
-      const offCpu = off.every((r) => r.cpuUsPerRequest !== undefined)
-        ? median(off.map((r) => r.cpuUsPerRequest!))
-        : undefined;
+      const cpu = cpuOf(these);
       lines.push(
-        `| ${name} | ${mode} | ${Math.round(rps)} | ${these.map((r) => Math.round(r.rps)).join(', ')} | ` +
-          `${median(these.map((r) => r.p99))} | ${cpu?.toFixed(1) ?? '—'} | ${(rps / offRps).toFixed(3)} | ` +
-          `${cpu !== undefined && offCpu !== undefined ? (cpu / offCpu).toFixed(3) : '—'} |`,
+        `| ${name} | ${label} | ${Math.round(rps)} | ${these.map((r) => Math.round(r.rps)).join(', ')} | ` +
+          `${median(these.map((r) => r.p99))} | ${cpu?.toFixed(1) ?? '—'} | ${(rps / firstRps).toFixed(3)} | ` +
+          `${cpu !== undefined && firstCpu !== undefined ? (cpu / firstCpu).toFixed(3) : '—'} |`,
       );
     }
   }

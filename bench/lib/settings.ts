@@ -11,6 +11,8 @@ export const SCENARIO_NAMES = [
 ] as const;
 /** The scenarios --metrics-cost runs when none is named: the hot path and the rejection path. */
 const METRICS_COST_SCENARIOS: readonly ScenarioName[] = ['hot-sku', 'sold-out'];
+/** The scenarios --workers A,B compares when none is named: the hot path, the rejection path and the checkout. */
+const WORKERS_SCENARIOS: readonly ScenarioName[] = ['hot-sku', 'sold-out', 'checkout'];
 /** Scenarios a run without names leaves out unless it is the smoke form: they take minutes. */
 const LONG_SCENARIOS: readonly ScenarioName[] = ['soak'];
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
@@ -50,8 +52,13 @@ export interface Settings {
    * deployments side by side, one with METRICS=off and one with METRICS=admin, in alternating rounds.
    */
   metricsCost: boolean;
-  /** Rounds of each deployment in --metrics-cost. */
+  /** Rounds of each deployment in --metrics-cost and --workers A,B. */
   rounds: number;
+  /**
+   * --workers: WEB_CONCURRENCY of the service the bench starts (1 by default); with several values (`1,2`),
+   * instead of the suite, the scenarios against a deployment of each side by side, in rotating rounds.
+   */
+  workers: number[];
   /** --metrics-cost: where the text of a GET /metrics taken in the middle of a load is written, if anywhere. */
   metricsExcerpt: string | undefined;
 }
@@ -67,7 +74,7 @@ export const UNREACHED_RATE_LIMITS = {
 } as const;
 
 export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited] [--rate N]
-       [--metrics MODE] [--metrics-cost [--rounds N] [--metrics-excerpt FILE]]
+       [--metrics MODE] [--metrics-cost [--rounds N] [--metrics-excerpt FILE]] [--workers N | --workers A,B [--rounds N]]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
@@ -79,8 +86,11 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
   --metrics MODE      METRICS of the service: admin (default), open or off
   --metrics-cost      the cost of metrics: the scenarios (default hot-sku, sold-out) against a METRICS=off and a
                       METRICS=admin deployment side by side, in alternating rounds; medians and ratios
-  --rounds N          rounds of each deployment with --metrics-cost (default 3)
+  --rounds N          rounds of each deployment with --metrics-cost or --workers A,B (default 3)
   --metrics-excerpt F with --metrics-cost: write a GET /metrics taken in the middle of a load to file F
+  --workers N         WEB_CONCURRENCY of the service: N worker processes (default 1)
+  --workers A,B       what more workers give: the scenarios (default hot-sku, sold-out, checkout) against a
+                      deployment of each WEB_CONCURRENCY side by side, in rotating rounds; medians and ratios
 
 BENCH_URL=http://host:port runs against a running deployment instead of starting one (see bench/README.md).`;
 
@@ -111,6 +121,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       'metrics-cost': { type: 'boolean', default: false },
       rounds: { type: 'string' },
       'metrics-excerpt': { type: 'string' },
+      workers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -121,12 +132,21 @@ export function parseSettings(argv: string[]): Settings | 'help' {
   const chosen = new Set(positionals.filter(isScenarioName));
   const smoke = values.smoke;
   const metricsCost = values['metrics-cost'];
+  const workers = (values.workers ?? '1').split(',').map((n) => positiveInteger('workers', n.trim(), 1));
+  const compareWorkers = workers.length > 1;
+  if (metricsCost && compareWorkers) throw new Error('--metrics-cost and --workers A,B are two comparisons: pick one');
   const byDefault = (name: ScenarioName) =>
-    metricsCost ? METRICS_COST_SCENARIOS.includes(name) : smoke || !LONG_SCENARIOS.includes(name);
+    metricsCost
+      ? METRICS_COST_SCENARIOS.includes(name)
+      : compareWorkers
+        ? WORKERS_SCENARIOS.includes(name)
+        : smoke || !LONG_SCENARIOS.includes(name);
   // expiry-storm and soak start deployments of their own, which the comparison would not be about.
   const ownDeployments = [...chosen].filter((name) => name === 'expiry-storm' || name === 'soak');
-  if (metricsCost && ownDeployments.length > 0)
-    throw new Error(`--metrics-cost cannot run ${ownDeployments.join(', ')}: it starts a deployment of its own`);
+  if ((metricsCost || compareWorkers) && ownDeployments.length > 0)
+    throw new Error(
+      `${metricsCost ? '--metrics-cost' : '--workers A,B'} cannot run ${ownDeployments.join(', ')}: it starts a deployment of its own`,
+    );
   const metrics = values.metrics ?? 'admin';
   if (!(METRICS_MODES as readonly string[]).includes(metrics))
     throw new Error(`--metrics must be one of ${METRICS_MODES.join(', ')}, got "${metrics}"`);
@@ -147,5 +167,6 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     metricsCost,
     rounds: positiveInteger('rounds', values.rounds, 3),
     metricsExcerpt: values['metrics-excerpt'],
+    workers,
   };
 }

@@ -79,6 +79,10 @@ export function createRedisRebuilder(deps: {
     const ledger = await productsRepo.salesLedger(trx, productId);
     const returned = await productsRepo.markReturnedByRebuild(trx, productId);
     const result = await commands.rebuildProduct(row, generation, ledger);
+    // The sweep schedule is a key of its own, lost with the copy in a FLUSHALL or an empty restart: without this a
+    // product rebuilt by the loss watcher (before any hold asks for it) would never be swept again, and its holds
+    // would stay held past their expiry until a later hold on it released them.
+    await commands.scheduleSweep(productId, 0, 'new');
     const figures = {
       product_id: productId,
       reason,

@@ -1,5 +1,7 @@
+import cluster from 'node:cluster';
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { Config } from '../config.js';
+import { groupExposition, shareRegistry } from './group-metrics.js';
 
 /**
  * The service's metrics, in Prometheus text at GET /metrics (src/routes/metrics.ts). Each app has a registry of
@@ -9,6 +11,9 @@ import type { Config } from '../config.js';
  * The rules report events through `MetricsRecorder`, one call where each event happens; with METRICS=off they
  * get `noMetrics`, whose calls do nothing. Figures that are state rather than events (stock, active holds,
  * sweeper lag, drift) are read when Prometheus scrapes, from a bounded set of keys (`LiveSources`).
+ *
+ * In a worker of a process group (WEB_CONCURRENCY > 1) a scrape is the whole group's (src/observability/group-metrics.ts):
+ * the counts add up, and the state gauges, which every worker reads from the same stores, are taken at their max.
  */
 
 /** What the rules tell the metrics, one method an event. */
@@ -373,8 +378,9 @@ export function createMetrics(options: MetricsOptions) {
 
   // The state gauges: read from Redis at each scrape, for the labelled products only (at most the watch list and
   // productLimit more), so a scrape costs one pipelined read whatever the catalogue's size.
+  // Max over a process group's workers: each reads the same Redis, so a sum would count a figure once a worker.
   const productGauge = (name: string, help: string) =>
-    new Gauge({ name, help, labelNames: ['product'], registers: [registry] });
+    new Gauge({ name, help, labelNames: ['product'], registers: [registry], aggregator: 'max' });
   const stockGauge = productGauge('flashsale_product_stock', "a labelled product's total stock (units)");
   const heldGauge = productGauge('flashsale_product_held_units', 'units in active holds');
   const soldGauge = productGauge('flashsale_product_sold_units', 'units sold');
@@ -384,16 +390,19 @@ export function createMetrics(options: MetricsOptions) {
     name: 'flashsale_sweeper_lag_seconds',
     help: 'age of the oldest expired hold still present (0 if none), among the labelled products and the first due on the sweep schedule',
     registers: [registry],
+    aggregator: 'max',
   });
   const drift = new Gauge({
     name: 'flashsale_invariant_drift',
     help: 'products whose Redis figures disagreed with Postgres in two sampled checks in a row (0 when healthy)',
     registers: [registry],
+    aggregator: 'max',
   });
   const driftUnchecked = new Gauge({
     name: 'flashsale_invariant_drift_unchecked_products',
     help: 'products the last sampled drift check left out for their number of hold records (see flashsale reconcile)',
     registers: [registry],
+    aggregator: 'max',
   });
   let driftingProducts = 0;
   drift.set(0);
@@ -430,6 +439,8 @@ export function createMetrics(options: MetricsOptions) {
     await reading.catch(() => {});
   }
 
+  if (cluster.isWorker) shareRegistry(registry, refreshLive);
+
   return {
     registry,
     recorder,
@@ -447,8 +458,9 @@ export function createMetrics(options: MetricsOptions) {
     },
     drifting: () => driftingProducts,
     refreshLive,
-    /** The text exposition, with the live figures read first. */
+    /** The text exposition, with the live figures read first; in a worker, the whole process group's. */
     async exposition(): Promise<string> {
+      if (cluster.isWorker) return groupExposition();
       await refreshLive();
       return registry.metrics();
     },

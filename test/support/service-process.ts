@@ -17,8 +17,9 @@ import { poll } from './wait.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-// Starting the service (tsx compiles on the fly, migrations run) on a busy CI machine.
-const READY_DEADLINE_MS = 30_000;
+// Starting the service (tsx compiles on the fly, migrations run; a primary and its workers each compile) on a busy
+// machine.
+const READY_DEADLINE_MS = 60_000;
 // Longer than any answer may take: a request still running then is a hang.
 const CLIENT_DEADLINE_MS = 8000;
 
