@@ -97,6 +97,11 @@ export const ConfigSchema = Type.Object({
     1000,
     "pause between checks that every product's copy in Redis is there under Postgres's generation (0 turns it off)",
   ),
+  STOCK_REBALANCE_MS: Milliseconds(
+    0,
+    200,
+    'pause between passes moving stock between the buckets of bucketed products, and finishing moves a crash interrupted (0 turns it off)',
+  ),
   MEMORY_LOG_INTERVAL_MS: Milliseconds(
     0,
     0,

@@ -4,6 +4,7 @@ import { loadConfig, type Config } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import { createOrderDesk } from '../domain/orders.js';
 import { createCatalogue } from '../domain/products.js';
+import { createRebalancer } from '../domain/rebalancer.js';
 import { createRedisRebuilder } from '../domain/redis-rebuild.js';
 import { createSoldOutCache } from '../domain/sold-out-cache.js';
 import { withEnvFile } from '../env-file.js';
@@ -86,7 +87,8 @@ export async function openStores(config: Config = commandConfig()) {
   const commands = createRedisCommands(redis, settings, () => clockNow.read());
   const rebuilder = createRedisRebuilder({ db, commands, log });
   const soldOut = createSoldOutCache(0);
-  const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
+  const rebalancer = createRebalancer({ db, commands, log });
+  const catalogue = createCatalogue({ db, commands, rebuilder, rebalancer, log, soldOut });
   const connected = redis;
   return {
     config,

@@ -4,10 +4,13 @@ import { redisFailure, ReplyMismatchError, ScriptReplyError } from './errors.js'
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
 import type { Settings } from '../settings.js';
 import { ScriptCode } from './script-codes.js';
+import { holdIdPrefix } from '../domain/hold-ids.js';
 
 /** One hold request as lua/reserveStock.lua takes it. */
 export interface Reservation {
   productId: number;
+  /** The stock bucket (its label: src/redis/keys.ts bucketLabels) the request is decided in; 0 for most. */
+  label?: number;
   holdId: string;
   qty: number;
   /** '' for none. */
@@ -57,17 +60,18 @@ interface Waiting {
  * the current turn ends.
  */
 export function createReserveBatches(redis: Redis, exchange: Exchange, settings: ReserveBatchSettings) {
-  const pending = new Map<number, Waiting[]>();
+  // By bucket: the product id for its first bucket (every product not split), `<id>.<label>` for another.
+  const pending = new Map<number | string, Waiting[]>();
   let flushScheduled = false;
 
   function flush(): void {
     flushScheduled = false;
     if (pending.size === 0) return; // its only batch was full and went already
     if (pending.size === 1) {
-      for (const [productId, batch] of pending) send(productId, batch);
+      for (const batch of pending.values()) send(batch);
     } else {
       // Batches of several products go in one write, as one explicit pipeline.
-      const batches = [...pending].map(([productId, batch]) => ({ batch, args: scriptArguments(productId, batch) }));
+      const batches = [...pending.values()].map((batch) => ({ batch, args: scriptArguments(batch) }));
       const started = Date.now();
       exchange(() => {
         const pipeline = redis.pipeline();
@@ -95,10 +99,10 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
     pending.clear();
   }
 
-  function send(productId: number, batch: Waiting[]): void {
+  function send(batch: Waiting[]): void {
     decide(
       batch,
-      exchange(() => redis.reserveStock(...scriptArguments(productId, batch))),
+      exchange(() => redis.reserveStock(...scriptArguments(batch))),
     );
   }
 
@@ -110,15 +114,16 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
     );
   }
 
-  /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
-  function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
-    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId));
+  /** The key count, the keys and the arguments of lua/reserveStock.lua for one bucket's batch. */
+  function scriptArguments(batch: Waiting[]): [number, ...(string | number)[]] {
+    const { productId, label = 0 } = batch[0]!.reservation;
+    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId, label));
     const lines: string[] = [];
     for (const { reservation } of batch) {
       const { idempotency } = reservation;
       let keyIndex = 0;
       if (idempotency) {
-        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key));
+        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key, label));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
       // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
@@ -170,15 +175,16 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
         reject(new Error('reserveStock: a customer id holds a tab or a newline'));
         return;
       }
-      let batch = pending.get(reservation.productId);
+      const bucket = reservation.label ? `${reservation.productId}.${reservation.label}` : reservation.productId;
+      let batch = pending.get(bucket);
       if (!batch) {
         batch = [];
-        pending.set(reservation.productId, batch);
+        pending.set(bucket, batch);
       }
       batch.push({ reservation, resolve, reject });
       if (batch.length >= settings.maxHoldBatch) {
-        pending.delete(reservation.productId);
-        send(reservation.productId, batch);
+        pending.delete(bucket);
+        send(batch);
       } else if (!flushScheduled) {
         flushScheduled = true;
         // After the I/O callbacks of this turn: every request parsed in it joins the batch.
@@ -190,11 +196,11 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
   return { reserve };
 }
 
-/** A granted hold is the request's own, or for a replay one of the same product (ids start with the product id). */
+/** A granted hold is the request's own, or for a replay one of the same bucket (ids start with the product and label). */
 function ownHold(reservation: Reservation, outcome: ReserveOutcome): boolean {
   if (outcome.kind !== 'held') return true;
   return outcome.replayed
-    ? outcome.holdId.startsWith(`${reservation.productId}-`)
+    ? outcome.holdId.startsWith(holdIdPrefix(reservation.productId, reservation.label ?? 0))
     : outcome.holdId === reservation.holdId;
 }
 
