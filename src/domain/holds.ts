@@ -3,7 +3,7 @@ import { errors, refusals, type HoldRefusal } from '../errors.js';
 import type { Logger } from '../log.js';
 import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
 import type { RedisCommands, Reservation, ReserveOutcome } from '../redis/commands.js';
-import { bucketLabels, tagSlot } from '../redis/keys.js';
+import { bucketLabels, homeBucket } from '../redis/keys.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { HoldRecord } from '../redis/hold-record.js';
 import type { Hold } from '../schemas/hold.js';
@@ -262,9 +262,4 @@ function toHold(holdId: string, productId: number, record: HoldRecord, caller: C
     status: record.status === 'converting' ? 'held' : record.status,
     expires_at: new Date(record.expires_at).toISOString(),
   };
-}
-
-/** A customer's or an Idempotency-Key's home bucket among `buckets`: the same for every instance, every time. */
-function homeBucket(key: string, buckets: number): number {
-  return tagSlot(key) % buckets;
 }

@@ -32,7 +32,7 @@ export function createRebalancer(deps: { db: Kysely<Database>; commands: RedisCo
   // Idempotency-Key's home bucket, or more units than any one bucket had): product -> label -> units asked. They
   // are fed first, and kept from the evening-out for a moment, so the units are there when the buyer asks again.
   const wanted = new Map<number, Map<number, number>>();
-  const fedUntil = new Map<number, Map<number, number>>();
+  const fedUntil = new Map<number, Map<number, { until: number; units: number }>>();
   let products: { id: number; buckets: number }[] = [];
   let listedAt = -Infinity;
 
@@ -95,22 +95,24 @@ export function createRebalancer(deps: { db: Kysely<Database>; commands: RedisCo
     };
     let moved = 0;
     const now = Date.now();
-    const fed = fedUntil.get(productId) ?? new Map<number, number>();
+    const fed = fedUntil.get(productId) ?? new Map<number, { until: number; units: number }>();
     for (const [label, units] of wanted.get(productId) ?? []) {
       for (let donors = 0; donors < buckets - 1 && available.get(label)! < units; donors++) {
         const [donor, spare] = fullest(label);
         if (spare <= 0) break;
         moved += await transfer(donor, label, Math.min(spare, units - available.get(label)!));
       }
-      fed.set(label, now + FED_KEEP_MS);
+      fed.set(label, { until: now + FED_KEEP_MS, units });
     }
     wanted.delete(productId);
-    for (const [label, until] of fed) if (until <= now) fed.delete(label);
+    for (const [label, { until }] of fed) if (until <= now) fed.delete(label);
     if (fed.size > 0) fedUntil.set(productId, fed);
     else fedUntil.delete(productId);
     for (let step = 0; step < buckets - 1; step++) {
-      const byUnits = [...available].filter(([label]) => !fed.has(label)).sort((a, b) => a[1] - b[1]);
-      if (byUnits.length < 2) break;
+      // A bucket fed for a request keeps the units it was fed for; what it has beyond them is spread.
+      const byUnits = [...available]
+        .map(([label, units]): [number, number] => [label, units - (fed.get(label)?.units ?? 0)])
+        .sort((a, b) => a[1] - b[1]);
       const [emptiest, least] = byUnits[0]!;
       const [donor, most] = byUnits[byUnits.length - 1]!;
       if (most - least < 2 || least >= most / 2) break;

@@ -96,6 +96,14 @@ export function bucketLabels(productId: number, buckets: number): readonly numbe
   return labels;
 }
 
+/**
+ * The index (into `bucketLabels`) of a customer's or an Idempotency-Key's home bucket among `buckets`: the same
+ * for every instance, every time.
+ */
+export function homeBucket(key: string, buckets: number): number {
+  return tagSlot(key) % buckets;
+}
+
 /** The five product keys as a script's KEYS list. */
 export function productScriptKeys(keys: ProductKeys): [string, string, string, string, string] {
   return [keys.inventory, keys.holdExpiries, keys.holds, keys.customerUnits, keys.endedHolds];

@@ -52,8 +52,8 @@ export async function readProductState(redis: Redis, prefix: string, productId: 
   const first = await readBucketState(redis, prefix, productId, 0);
   const buckets = first.buckets;
   if (buckets <= 1 || !first.state.inventory) return first.state;
-  const merged = first.state;
-  merged.inventory!.stock = first.totalStock;
+  // The first bucket's own figures stay its own; the product's are the buckets' together.
+  const merged: RedisProductState = { ...first.state, inventory: { ...first.state.inventory, stock: first.totalStock } };
   merged.buckets = [];
   for (const label of bucketLabels(productId, buckets)) {
     const { state, generation, movingOut } =

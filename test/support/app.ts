@@ -132,7 +132,13 @@ export async function buildTestApp(
 export const PRODUCT_DEFAULTS = { name: 'Test product', price_cents: 1000 };
 
 /** What creating a product takes: its stock, and anything else the test cares about. */
-export type ProductFields = { name?: string; price_cents?: number; stock: number; per_customer_limit?: number };
+export type ProductFields = {
+  name?: string;
+  price_cents?: number;
+  stock: number;
+  per_customer_limit?: number;
+  buckets?: number;
+};
 
 /** Creates a product through the admin API and returns it. */
 export async function createProduct(
