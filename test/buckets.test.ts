@@ -1,11 +1,14 @@
 import t from 'tap';
-import { reconcile } from '../src/domain/reconcile.js';
+import { formatReport, reconcile } from '../src/domain/reconcile.js';
 import { bucketOfHold } from '../src/domain/hold-ids.js';
 import { bucketLabels, CLUSTER_SLOTS, homeBucket, movesOutKey, productKeys, tagSlot } from '../src/redis/keys.js';
-import { productState } from './support/api.js';
+import { createProductAt, placeHold, productState } from './support/api.js';
 import { admin, buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
 import { request, tally } from './support/http.js';
 import { eventually } from './support/wait.js';
+import { waitForExit } from './support/processes.js';
+import { serviceWorld } from './support/service-process.js';
+import { createDatabase } from '../src/db/connection.js';
 
 interface HoldBody {
   hold_id: string;
@@ -328,3 +331,49 @@ t.test('buckets out of range are refused with 400 and create nothing', async (t)
   }
   t.equal((await service.app.db.selectFrom('products').select('id').execute()).length, 0);
 });
+
+t.test(
+  'the service killed between the two halves of a move: restarted, it finishes the move, no unit made',
+  async (t) => {
+    t.setTimeout(120_000);
+    const w = await serviceWorld(t, { RATE_LIMIT: 'off', STOCK_REBALANCE_MS: '50' });
+    const dying = await w.start({ fault: 'after-move-out' });
+    const productId = await createProductAt(dying.base, {
+      name: 'Crash test',
+      price_cents: 100,
+      stock: 30,
+      buckets: 3,
+    });
+    // One bucket made dry: the rebalancer's next pass moves units into it, and the process dies half-way.
+    const held = await placeHold(dying.base, { product_id: productId, qty: 10 });
+    t.same(await waitForExit(dying), { code: null, signal: 'SIGKILL' }, 'the service killed itself after a move out');
+
+    const labels = bucketLabels(productId, 3);
+    const shares = async () => {
+      let total = 0;
+      for (const label of labels)
+        total += Number(await w.redis.hget(productKeys(w.prefix, productId, label).inventory, 'stock'));
+      return total;
+    };
+    const journaled = async () => {
+      const moves: { units: number }[] = [];
+      for (const label of labels)
+        for (const json of await w.redis.hvals(movesOutKey(w.prefix, productId, label))) moves.push(JSON.parse(json));
+      return moves;
+    };
+    const left = await journaled();
+    t.equal(left.length, 1, 'one move journaled, its second half never sent');
+    t.equal((await shares()) + left[0]!.units, 30, 'the units out of their bucket are in the journal, nowhere else');
+
+    const restarted = await w.start();
+    t.ok(await eventually(async () => (await journaled()).length === 0, 10_000), 'recovery finished the move');
+    t.equal(await shares(), 30, 'the shares add up to the stock again');
+    const state = await restarted.call('GET', `/api/products/${productId}`);
+    t.match(state.body, { stock: 30, held: 10, available_stock: 20 });
+    t.equal((await restarted.call('GET', `/api/holds/${held.hold_id}`)).status, 200, 'the hold lived through it');
+    const kysely = createDatabase({ url: w.databaseUrl, timeoutMs: 10_000, poolSize: 2 });
+    t.teardown(() => kysely.destroy());
+    const report = await reconcile({ db: kysely, redis: w.redis, prefix: w.prefix, productIds: [productId] });
+    t.ok(report.clean, `reconcile: clean\n${formatReport(report)}`);
+  },
+);
