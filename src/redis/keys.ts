@@ -72,6 +72,7 @@ export function tagSlot(tag: string): number {
 }
 
 const labelCache = new Map<string, readonly number[]>();
+const FIRST_BUCKET_ONLY: readonly number[] = [0];
 
 /**
  * The labels of a product's `buckets` stock buckets, bucket 0 first (label 0). The slot space is cut into
@@ -81,7 +82,7 @@ const labelCache = new Map<string, readonly number[]>();
  * Deterministic: every instance computes the same labels, and a hold id's label finds its keys without a lookup.
  */
 export function bucketLabels(productId: number, buckets: number): readonly number[] {
-  if (buckets <= 1) return [0];
+  if (buckets <= 1) return FIRST_BUCKET_ONLY;
   const cacheKey = `${productId}/${buckets}`;
   const cached = labelCache.get(cacheKey);
   if (cached) return cached;

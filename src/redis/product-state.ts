@@ -53,7 +53,10 @@ export async function readProductState(redis: Redis, prefix: string, productId: 
   const buckets = first.buckets;
   if (buckets <= 1 || !first.state.inventory) return first.state;
   // The first bucket's own figures stay its own; the product's are the buckets' together.
-  const merged: RedisProductState = { ...first.state, inventory: { ...first.state.inventory, stock: first.totalStock } };
+  const merged: RedisProductState = {
+    ...first.state,
+    inventory: { ...first.state.inventory, stock: first.totalStock },
+  };
   merged.buckets = [];
   for (const label of bucketLabels(productId, buckets)) {
     const { state, generation, movingOut } =
