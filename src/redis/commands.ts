@@ -1,8 +1,7 @@
-import type { Redis } from 'ioredis';
 import type { SalesLedger } from '../db/products.js';
 import type { Settings } from '../settings.js';
 import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './errors.js';
-import { createExchange } from './connection.js';
+import { createExchange, pipelinePerNode, type RedisClient } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import {
   adminFailuresKey,
@@ -147,7 +146,7 @@ const INVENTORY_FIELDS = [
 export type RedisCommands = ReturnType<typeof createRedisCommands>;
 
 /** `now`: Redis's clock as this process sees it (src/redis/clock.ts); hold batches get their deadlines on it. */
-export function createRedisCommands(redis: Redis, settings: Settings, now: () => number = Date.now) {
+export function createRedisCommands(redis: RedisClient, settings: Settings, now: () => number = Date.now) {
   const prefix = settings.redisKeyPrefix;
   const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
   const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
@@ -160,30 +159,32 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
   async function productFigures(productIds: number[]): Promise<(ProductFigures | null)[]> {
     if (productIds.length === 0) return [];
-    const replies = await exchange(() => {
-      const pipeline = redis.pipeline();
-      for (const id of productIds) {
+    const replies = await pipelinePerNode(
+      redis,
+      exchange,
+      productIds,
+      (id) => keysOf(id).inventory,
+      (pipeline, id) => {
         const keys = keysOf(id);
         pipeline.hmget(keys.inventory, 'stock', 'held', 'sold');
         pipeline.zcard(keys.holdExpiries);
         pipeline.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES');
-      }
-      return pipeline.exec();
-    });
-    const reply = (i: number): unknown => {
-      const [err, value] = replies?.[i] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
+      },
+    );
+    const reply = (i: number, k: number): unknown => {
+      const [err, value] = replies[i]?.[k] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
       if (err) rethrowRedisFailure(err);
       return value;
     };
     return productIds.map((_id, i) => {
-      const [stock, held, sold] = reply(3 * i) as (string | null)[];
+      const [stock, held, sold] = reply(i, 0) as (string | null)[];
       if (stock === null || stock === undefined) return null;
-      const [, oldest] = reply(3 * i + 2) as string[];
+      const [, oldest] = reply(i, 2) as string[];
       return {
         stock: Number(stock),
         held: Number(held ?? 0),
         sold: Number(sold ?? 0),
-        activeHolds: Number(reply(3 * i + 1)),
+        activeHolds: Number(reply(i, 1)),
         oldestExpiry: oldest === undefined ? null : Number(oldest),
       };
     });
@@ -575,13 +576,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /** How many hold records each product keeps (live and ended, until purged), in order. */
     async holdRecordCounts(productIds: number[]): Promise<number[]> {
-      const replies = await exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const id of productIds) pipeline.hlen(keysOf(id).holds);
-        return pipeline.exec();
-      });
+      const replies = await pipelinePerNode(
+        redis,
+        exchange,
+        productIds,
+        (id) => keysOf(id).holds,
+        (pipeline, id) => pipeline.hlen(keysOf(id).holds),
+      );
       return productIds.map((_id, i) => {
-        const [err, count] = replies?.[i] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
+        const [err, count] = replies[i]?.[0] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return Number(count);
       });
@@ -595,13 +598,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           (fields) => [toInventory(fields)],
         );
       }
-      const replies = await exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
-        return pipeline.exec();
-      });
+      const replies = await pipelinePerNode(
+        redis,
+        exchange,
+        productIds,
+        (id) => keysOf(id).inventory,
+        (pipeline, id) => pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS),
+      );
       return productIds.map((_id, i) => {
-        const [err, fields] = replies?.[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+        const [err, fields] = replies[i]?.[0] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return toInventory(fields as (string | null)[]);
       });

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { rethrowRedisFailure } from './errors.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import { productKeys } from './keys.js';
@@ -32,7 +32,11 @@ export interface RedisProductState {
 const ONE_READ_RECORDS = 2_000;
 
 /** Reads one product's inventory, hold records, indexes and customer units. */
-export async function readProductState(redis: Redis, prefix: string, productId: number): Promise<RedisProductState> {
+export async function readProductState(
+  redis: RedisClient,
+  prefix: string,
+  productId: number,
+): Promise<RedisProductState> {
   const keys = productKeys(prefix, productId);
   const [inventory, holdCount, expiries, conversions, customerUnits] = await Promise.all([
     redis.hmget(keys.inventory, 'stock', 'held', 'sold', 'per_customer_limit', 'stock_version'),

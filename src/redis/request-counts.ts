@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis';
-import { resetConnection, type Exchange } from './connection.js';
+import { resetConnection, type Exchange, type RedisClient } from './connection.js';
 import { redisFailure, ReplyMismatchError } from './errors.js';
 
 /** One counter a request counts against: its key (src/redis/keys.ts requestCounterKey) and its limit. */
@@ -22,7 +21,7 @@ interface Waiting {
  * go to Redis as one script call, as hold requests do (./reserve-batches.ts): under load a limit costs a round
  * trip per batch, not per request. Each request gets 0 (allowed) or how long (ms) until it would be.
  */
-export function createRequestCounts(redis: Redis, exchange: Exchange, windowMs: number) {
+export function createRequestCounts(redis: RedisClient, exchange: Exchange, windowMs: number) {
   let pending: Waiting[] = [];
   let flushScheduled = false;
 
