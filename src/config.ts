@@ -26,6 +26,11 @@ export const ConfigSchema = Type.Object({
     pattern: '^rediss?://',
     description: 'Redis connection URL',
   }),
+  REDIS_CLUSTER_NODES: Type.String({
+    default: '',
+    pattern: '^([A-Za-z0-9.-]+:[0-9]{1,5}(, *[A-Za-z0-9.-]+:[0-9]{1,5})*)?$',
+    description: 'host:port of some Redis Cluster nodes, comma-separated: a Redis Cluster instead of REDIS_URL',
+  }),
   DATABASE_URL: Type.String({
     default: 'postgres://postgres@127.0.0.1:5432/flashsale',
     pattern: '^postgres(ql)?://',

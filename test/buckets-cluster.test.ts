@@ -70,7 +70,9 @@ t.test('stock 10,000 in 3 buckets on 3 masters, 200 buyers at once until sold ou
       'sold',
     );
     const answered = unitsPerBucket.get(label) ?? 0;
-    t.comment(`bucket ${label} on ${masters.get(label)}: ${answered} units held (share ${stock}, held ${held}, sold ${sold})`);
+    t.comment(
+      `bucket ${label} on ${masters.get(label)}: ${answered} units held (share ${stock}, held ${held}, sold ${sold})`,
+    );
     t.ok(answered > STOCK / 10, `bucket ${label} (${masters.get(label)}) took a part of the sale: ${answered} units`);
     t.equal(Number(held), answered, `bucket ${label}: its held units are the units granted in it`);
     t.equal(Number(stock) - Number(held) - Number(sold), 0, `bucket ${label}: sold out, not below zero`);

@@ -10,7 +10,7 @@ import { createSoldOutCache } from '../domain/sold-out-cache.js';
 import { withEnvFile } from '../env-file.js';
 import { createRedisClock } from '../redis/clock.js';
 import { createRedisCommands } from '../redis/commands.js';
-import { connectRedis } from '../redis/connection.js';
+import { clusterNodeList, connectRedis } from '../redis/connection.js';
 import { settingsFrom } from '../settings.js';
 
 /**
@@ -77,6 +77,7 @@ export async function openStores(config: Config = commandConfig()) {
     // A command may read a product's whole holds hash: give it longer than a request gets.
     redis = await connectRedis({
       url: config.REDIS_URL,
+      clusterNodes: clusterNodeList(config.REDIS_CLUSTER_NODES),
       commandTimeoutMs: Math.max(config.REDIS_COMMAND_TIMEOUT_MS, 10_000),
     });
   } catch (err) {

@@ -1,5 +1,5 @@
+import type { RedisClient } from '../redis/connection.js';
 import type { Kysely, Transaction } from 'kysely';
-import type { Redis } from 'ioredis';
 import { loadConfig } from '../config.js';
 import { lockProduct } from '../db/products.js';
 import { productIdsAfter, productLedger, productLedgers, type ProductLedger } from '../db/reconcile.js';
@@ -267,7 +267,7 @@ export interface ReconcileReport {
 
 export interface ReconcileOptions {
   db: Kysely<Database>;
-  redis: Redis;
+  redis: RedisClient;
   /** REDIS_KEY_PREFIX of the deployment. */
   prefix: string;
   /** Only these products; default: every product in Postgres. */
@@ -285,7 +285,7 @@ const REPAIR_ATTEMPTS = 5;
 export async function reconcile(options: ReconcileOptions): Promise<ReconcileReport> {
   const { db, redis, prefix } = options;
   // The scripts are registered on the service's connections already; a plain client (the bench's) gets them here.
-  if (typeof (redis as Partial<Redis>).repairProduct !== 'function') defineScripts(redis);
+  if (typeof (redis as Partial<RedisClient>).repairProduct !== 'function') defineScripts(redis);
   // The two commands the repair sends (repairProduct, loadProduct) read nothing of the settings but the prefix.
   const commands = createRedisCommands(redis, settingsFrom(loadConfig({}, { REDIS_KEY_PREFIX: prefix })));
 
@@ -358,7 +358,7 @@ async function mapConcurrently<T, R>(items: readonly T[], limit: number, work: (
 /** The repair of one product, under its row lock (`trx`, in which `row` was locked). */
 async function repairProduct(
   trx: Transaction<Database>,
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   commands: RedisCommands,
   row: ProductRow,

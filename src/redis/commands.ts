@@ -1,8 +1,7 @@
-import type { Redis } from 'ioredis';
 import type { SalesLedger } from '../db/products.js';
 import type { Settings } from '../settings.js';
 import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './errors.js';
-import { createExchange } from './connection.js';
+import { createExchange, pipelinePerNode, type RedisClient } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import { bucketOfHold } from '../domain/hold-ids.js';
 import {
@@ -219,7 +218,7 @@ function sweepTarget(member: unknown): SweepTarget {
 export type RedisCommands = ReturnType<typeof createRedisCommands>;
 
 /** `now`: Redis's clock as this process sees it (src/redis/clock.ts); hold batches get their deadlines on it. */
-export function createRedisCommands(redis: Redis, settings: Settings, now: () => number = Date.now) {
+export function createRedisCommands(redis: RedisClient, settings: Settings, now: () => number = Date.now) {
   const prefix = settings.redisKeyPrefix;
   const keysOf = (productId: number, label = 0): ProductKeys => productKeys(prefix, productId, label);
   // A hold id names its stock bucket (src/domain/hold-ids.ts), so its keys need no lookup.
@@ -236,45 +235,48 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
   async function productFigures(productIds: number[]): Promise<(ProductFigures | null)[]> {
     if (productIds.length === 0) return [];
-    const replies = await exchange(() => {
-      const pipeline = redis.pipeline();
-      for (const id of productIds) {
+    const replies = await pipelinePerNode(
+      redis,
+      exchange,
+      productIds,
+      (id) => keysOf(id).inventory,
+      (pipeline, id) => {
         const keys = keysOf(id);
         pipeline.hmget(keys.inventory, 'stock', 'held', 'sold', 'buckets', 'total_stock');
         pipeline.zcard(keys.holdExpiries);
         pipeline.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES');
-      }
-      return pipeline.exec();
-    });
-    const reply = (i: number): unknown => {
-      const [err, value] = replies?.[i] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
+      },
+    );
+    const reply = (i: number, k: number): unknown => {
+      const [err, value] = replies[i]?.[k] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
       if (err) rethrowRedisFailure(err);
       return value;
     };
     const figures = productIds.map((_id, i): ProductFigures | null => {
-      const [stock, held, sold, , total] = reply(3 * i) as (string | null)[];
+      const [stock, held, sold, , total] = reply(i, 0) as (string | null)[];
       if (stock === null || stock === undefined) return null;
-      const [, oldest] = reply(3 * i + 2) as string[];
+      const [, oldest] = reply(i, 2) as string[];
       return {
         stock: Number(total ?? stock),
         held: Number(held ?? 0),
         sold: Number(sold ?? 0),
-        activeHolds: Number(reply(3 * i + 1)),
+        activeHolds: Number(reply(i, 1)),
         oldestExpiry: oldest === undefined ? null : Number(oldest),
       };
     });
     // A bucketed product's figures are the sums over its buckets (the first bucket read above keeps the total).
     await Promise.all(
       productIds.map(async (id, i) => {
-        const buckets = Number((reply(3 * i) as (string | null)[])[3] ?? 1);
+        const buckets = Number((reply(i, 0) as (string | null)[])[3] ?? 1);
         const first = figures[i];
         if (buckets <= 1 || !first) return;
         for (const label of bucketLabels(id, buckets).slice(1)) {
           const keys = keysOf(id, label);
+          const at = keys.inventory;
           const [counters, active, oldest] = await Promise.all([
-            exchange(() => redis.hmget(keys.inventory, 'held', 'sold')),
-            exchange(() => redis.zcard(keys.holdExpiries)),
-            exchange(() => redis.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES')),
+            exchange(() => redis.hmget(keys.inventory, 'held', 'sold'), undefined, undefined, at),
+            exchange(() => redis.zcard(keys.holdExpiries), undefined, undefined, at),
+            exchange(() => redis.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES'), undefined, undefined, at),
           ]);
           first.held += Number(counters[0] ?? 0);
           first.sold += Number(counters[1] ?? 0);
@@ -292,8 +294,13 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       bucketLabels(productId, buckets).map(async (label): Promise<BucketState> => {
         const keys = keysOf(productId, label);
         const [fields, journal] = await Promise.all([
-          exchange(() => redis.hmget(keys.inventory, 'stock', 'held', 'sold', 'generation')),
-          exchange(() => redis.hgetall(movesOutKey(prefix, productId, label))),
+          exchange(
+            () => redis.hmget(keys.inventory, 'stock', 'held', 'sold', 'generation'),
+            undefined,
+            undefined,
+            keys.inventory,
+          ),
+          exchange(() => redis.hgetall(movesOutKey(prefix, productId, label)), undefined, undefined, keys.inventory),
         ]);
         const [stock, held, sold, generation] = fields;
         const movesOut = Object.entries(journal).map(([moveId, json]): JournaledMove => {
@@ -723,13 +730,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /** How many hold records each product keeps (live and ended, until purged), in order. */
     async holdRecordCounts(productIds: number[]): Promise<number[]> {
-      const replies = await exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const id of productIds) pipeline.hlen(keysOf(id).holds);
-        return pipeline.exec();
-      });
+      const replies = await pipelinePerNode(
+        redis,
+        exchange,
+        productIds,
+        (id) => keysOf(id).holds,
+        (pipeline, id) => pipeline.hlen(keysOf(id).holds),
+      );
       return productIds.map((_id, i) => {
-        const [err, count] = replies?.[i] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
+        const [err, count] = replies[i]?.[0] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return Number(count);
       });
@@ -744,13 +753,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           (fields) => [toInventory(fields)],
         );
       } else {
-        const replies = await exchange(() => {
-          const pipeline = redis.pipeline();
-          for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
-          return pipeline.exec();
-        });
+        const replies = await pipelinePerNode(
+          redis,
+          exchange,
+          productIds,
+          (id) => keysOf(id).inventory,
+          (pipeline, id) => pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS),
+        );
         firsts = productIds.map((_id, i) => {
-          const [err, fields] = replies?.[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+          const [err, fields] = replies[i]?.[0] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
           if (err) rethrowRedisFailure(err);
           return toInventory(fields as (string | null)[]);
         });
@@ -768,8 +779,12 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     async bucketRouting(productId: number): Promise<BucketRouting> {
       const known = routings.get(productId);
       if (known) return known;
-      const [stock, buckets, limit] = await exchange(() =>
-        redis.hmget(keysOf(productId).inventory, 'stock', 'buckets', 'per_customer_limit'),
+      const key = keysOf(productId).inventory;
+      const [stock, buckets, limit] = await exchange(
+        () => redis.hmget(key, 'stock', 'buckets', 'per_customer_limit'),
+        undefined,
+        undefined,
+        key,
       );
       if (stock === null || stock === undefined) return { buckets: 1, limited: false };
       const routing = { buckets: Number(buckets ?? 1), limited: Number(limit ?? 0) > 0 };
@@ -808,6 +823,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
           if (units === 0) return null;
           return { moveId, to, units, generation: int('moveStockOut', generation), at: int('moveStockOut', at) };
         },
+        undefined,
+        keysOf(productId, from).inventory,
       );
     },
 
@@ -843,12 +860,15 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
               throw new ScriptReplyError('moveStockIn', reply);
           }
         },
+        undefined,
+        keysOf(productId, move.to).inventory,
       );
     },
 
     /** Drops a move from its source's journal once its target has the units (or never will). */
     async finishMove(productId: number, from: number, moveId: string): Promise<void> {
-      await exchange(() => redis.hdel(movesOutKey(prefix, productId, from), moveId));
+      const key = movesOutKey(prefix, productId, from);
+      await exchange(() => redis.hdel(key, moveId), undefined, undefined, key);
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './connection.js';
 import { rethrowRedisFailure } from './errors.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
 import { bucketLabels, movesOutKey, productKeys } from './keys.js';
@@ -48,7 +48,11 @@ export interface BucketCheck {
 const ONE_READ_RECORDS = 2_000;
 
 /** Reads one product's inventory, hold records, indexes and customer units (of every bucket, when it is split). */
-export async function readProductState(redis: Redis, prefix: string, productId: number): Promise<RedisProductState> {
+export async function readProductState(
+  redis: RedisClient,
+  prefix: string,
+  productId: number,
+): Promise<RedisProductState> {
   const first = await readBucketState(redis, prefix, productId, 0);
   const buckets = first.buckets;
   if (buckets <= 1 || !first.state.inventory) return first.state;
@@ -88,7 +92,7 @@ export async function readProductState(redis: Redis, prefix: string, productId: 
 
 /** One bucket's state (label 0: the product's own keys), with what only its first bucket keeps. */
 async function readBucketState(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   productId: number,
   label: number,

@@ -1,5 +1,4 @@
-import type { Redis } from 'ioredis';
-import { isNoScript, resetConnection, type Exchange } from './connection.js';
+import { isNoScript, pipelineGroups, resetConnection, type Exchange, type RedisClient } from './connection.js';
 import { redisFailure, ReplyMismatchError, ScriptReplyError } from './errors.js';
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
 import type { Settings } from '../settings.js';
@@ -59,7 +58,7 @@ interface Waiting {
  * request in arrival order, exactly as separate calls would; a request alone is a batch of one, sent as soon as
  * the current turn ends.
  */
-export function createReserveBatches(redis: Redis, exchange: Exchange, settings: ReserveBatchSettings) {
+export function createReserveBatches(redis: RedisClient, exchange: Exchange, settings: ReserveBatchSettings) {
   // By bucket: the product id for its first bucket (every product not split), `<id>.<label>` for another.
   const pending = new Map<number | string, Waiting[]>();
   let flushScheduled = false;
@@ -70,51 +69,76 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
     if (pending.size === 1) {
       for (const batch of pending.values()) send(batch);
     } else {
-      // Batches of several products go in one write, as one explicit pipeline.
-      const batches = [...pending.values()].map((batch) => ({ batch, args: scriptArguments(batch) }));
-      const started = Date.now();
-      exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const { args } of batches) pipeline.reserveStock(...args);
-        return pipeline.exec();
-      }).then(
-        (results) =>
-          batches.forEach(({ batch, args }, i) => {
-            const [err, reply] = results?.[i] ?? [new ScriptReplyError('reserveStock', 'no reply in the pipeline')];
-            if (!err) return decide(batch, Promise.resolve(reply));
-            // A NOSCRIPT did not run: that batch goes again alone, within what is left of the deadline.
-            const left = settings.redisCommandTimeoutMs - (Date.now() - started);
-            if (isNoScript(err) && left > 0)
-              return decide(
-                batch,
-                exchange(() => redis.reserveStock(...args), undefined, left),
-              );
-            fail(batch, redisFailure(err));
-          }),
-        (err: unknown) => {
-          for (const { batch } of batches) fail(batch, err);
-        },
-      );
+      // Batches of several products go in one write per node, as one explicit pipeline (on one server: one).
+      const batches = [...pending.values()];
+      for (const { indices } of pipelineGroups(redis, batches, inventoryKey)) {
+        const group = indices.map((i) => batches[i]!);
+        if (group.length === 1) send(group[0]!);
+        else sendPipelined(group);
+      }
     }
     pending.clear();
   }
 
+  /** The batches of several products whose keys live on one node, in one pipeline. */
+  function sendPipelined(group: Waiting[][]): void {
+    const batches = group.map((batch) => ({ batch, args: scriptArguments(batch) }));
+    const key = inventoryKey(group[0]!);
+    const started = Date.now();
+    exchange(
+      () => {
+        const pipeline = redis.pipeline();
+        for (const { args } of batches) pipeline.reserveStock(...args);
+        return pipeline.exec();
+      },
+      undefined,
+      undefined,
+      key,
+    ).then(
+      (results) =>
+        batches.forEach(({ batch, args }, i) => {
+          const [err, reply] = results?.[i] ?? [new ScriptReplyError('reserveStock', 'no reply in the pipeline')];
+          if (!err) return decide(batch, Promise.resolve(reply), key);
+          // A NOSCRIPT did not run: that batch goes again alone, within what is left of the deadline.
+          const left = settings.redisCommandTimeoutMs - (Date.now() - started);
+          if (isNoScript(err) && left > 0)
+            return decide(
+              batch,
+              exchange(() => redis.reserveStock(...args), undefined, left, key),
+              key,
+            );
+          fail(batch, redisFailure(err));
+        }),
+      (err: unknown) => {
+        for (const { batch } of batches) fail(batch, err);
+      },
+    );
+  }
+
+  /** The inventory key of a batch's bucket: where its script runs. */
+  function inventoryKey(batch: Waiting[]): string {
+    const { productId, label = 0 } = batch[0]!.reservation;
+    return productKeys(settings.redisKeyPrefix, productId, label).inventory;
+  }
+
   function send(batch: Waiting[]): void {
+    const key = inventoryKey(batch);
     decide(
       batch,
-      exchange(() => redis.reserveStock(...scriptArguments(batch))),
+      exchange(() => redis.reserveStock(...scriptArguments(batch)), undefined, undefined, key),
+      key,
     );
   }
 
   /** Settles a batch's requests once its reply (or its error) is in. */
-  function decide(batch: Waiting[], reply: Promise<unknown>): void {
+  function decide(batch: Waiting[], reply: Promise<unknown>, key: string): void {
     reply.then(
-      (lines) => settle(batch, lines),
+      (lines) => settle(batch, lines, key),
       (err: unknown) => fail(batch, err),
     );
   }
 
-  /** The key count, the keys and the arguments of lua/reserveStock.lua for one bucket's batch. */
+  /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
   function scriptArguments(batch: Waiting[]): [number, ...(string | number)[]] {
     const { productId, label = 0 } = batch[0]!.reservation;
     const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId, label));
@@ -147,12 +171,12 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
    * Settles each request of a batch with its line of the script's reply. A reply with another number of lines, or
    * granting a hold this batch did not ask for, is another command's: the connection is out of step.
    */
-  function settle(batch: Waiting[], reply: unknown): void {
+  function settle(batch: Waiting[], reply: unknown, key: string): void {
     const lines = typeof reply === 'string' ? reply.split('\n') : [];
     const outcomes = lines.map(decodeLine);
     const foreign = lines.length !== batch.length || outcomes.some((o, i) => o && !ownHold(batch[i]!.reservation, o));
     if (foreign) {
-      resetConnection(redis);
+      resetConnection(redis, key);
       fail(batch, redisFailure(new ReplyMismatchError('reserveStock', reply)));
       return;
     }

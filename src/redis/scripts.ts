@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Redis, Result } from 'ioredis';
+import type { Result } from 'ioredis';
+import type { RedisClient } from './connection.js';
 
 type ProductKeysArgs = [string, string, string, string, string];
 type ConversionKeysArgs = [...ProductKeysArgs, string];
@@ -147,7 +148,7 @@ interface ScriptRunner {
  * command and its pipelines' run, so timing it there covers every path (batches sent alone, pipelined, auto-
  * pipelined), the NOSCRIPT re-send included.
  */
-export function defineScripts(redis: Redis, timer?: ScriptTimer): void {
+export function defineScripts(redis: RedisClient, timer?: ScriptTimer): void {
   for (const file of SCRIPT_FILES) {
     const [name, keyCount] = file.split('-') as [string, string | undefined];
     redis.defineCommand(name, { lua: readScript(file), ...(keyCount ? { numberOfKeys: Number(keyCount) } : {}) });
