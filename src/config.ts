@@ -26,6 +26,11 @@ export const ConfigSchema = Type.Object({
     pattern: '^rediss?://',
     description: 'Redis connection URL',
   }),
+  REDIS_CLUSTER_NODES: Type.String({
+    default: '',
+    pattern: '^([A-Za-z0-9.-]+:[0-9]{1,5}(, *[A-Za-z0-9.-]+:[0-9]{1,5})*)?$',
+    description: 'host:port of some Redis Cluster nodes, comma-separated: a Redis Cluster instead of REDIS_URL',
+  }),
   DATABASE_URL: Type.String({
     default: 'postgres://postgres@127.0.0.1:5432/flashsale',
     pattern: '^postgres(ql)?://',
@@ -96,6 +101,11 @@ export const ConfigSchema = Type.Object({
     0,
     1000,
     "pause between checks that every product's copy in Redis is there under Postgres's generation (0 turns it off)",
+  ),
+  STOCK_REBALANCE_MS: Milliseconds(
+    0,
+    200,
+    'pause between passes moving stock between the buckets of bucketed products, and finishing moves a crash interrupted (0 turns it off)',
   ),
   MEMORY_LOG_INTERVAL_MS: Milliseconds(
     0,

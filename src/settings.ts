@@ -109,6 +109,8 @@ export interface Settings {
   readonly settleBatch: number;
   /** Pause between passes of the Redis loss watcher; 0: none (REDIS_LOSS_CHECK_MS). */
   readonly redisLossCheckMs: number;
+  /** Pause between passes of the stock rebalancer of bucketed products; 0: none (STOCK_REBALANCE_MS). */
+  readonly stockRebalanceMs: number;
   /** Pause between order settlement passes; 0: no settlement loop (RECOVERY_INTERVAL_MS). */
   readonly recoveryIntervalMs: number;
 
@@ -163,6 +165,7 @@ export function settingsFrom(config: Config): Settings {
     settleBatch: SETTLE_BATCH,
     recoveryIntervalMs: config.RECOVERY_INTERVAL_MS,
     redisLossCheckMs: config.REDIS_LOSS_CHECK_MS,
+    stockRebalanceMs: config.STOCK_REBALANCE_MS,
     memoryLogIntervalMs: config.MEMORY_LOG_INTERVAL_MS,
     sweepIntervalMs: config.SWEEP_INTERVAL_MS,
     sweepBatchSize: config.SWEEP_BATCH_SIZE,

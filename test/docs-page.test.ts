@@ -13,8 +13,8 @@ t.test(
   async (t) => {
     const { app } = await buildTestApp(t);
     const base = await listen(app);
-    const document = (await app.inject({ url: '/openapi.json' })).json() as { paths: Record<string, object> };
-    const operations = Object.values(document.paths).reduce((n, item) => n + Object.keys(item).length, 0);
+    const openapi = (await app.inject({ url: '/openapi.json' })).json() as { paths: Record<string, object> };
+    const operations = Object.values(openapi.paths).reduce((n, item) => n + Object.keys(item).length, 0);
 
     const browser = await launchChromium(t);
     const page = await browser.newPage();

@@ -29,6 +29,7 @@ t.test('the default configuration gives these settings, in milliseconds', async 
     settleBatch: 100,
     recoveryIntervalMs: 1000,
     redisLossCheckMs: 1000,
+    stockRebalanceMs: 200,
     sweepIntervalMs: 250,
     sweepBatchSize: 1000,
     sweepLeaseMs: 1000,

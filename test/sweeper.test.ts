@@ -83,7 +83,7 @@ t.test('a sweeper claims no more products at a time than it sweeps in a quarter 
     async claimDueProducts(limit, leaseMs) {
       const stillLeased = leased.size;
       const ids = await commands.claimDueProducts(limit, leaseMs);
-      for (const id of ids) leased.add(id);
+      for (const { productId } of ids) leased.add(productId);
       claims.push({ asked: limit, got: ids.length, stillLeased });
       return ids;
     },
@@ -132,7 +132,11 @@ t.test('products claimed by an instance that then died are left alone during the
     settings.sweepClaimSize,
     settings.sweepLeaseMs,
   );
-  t.same(claimed.sort(), [...held.keys()].sort(), 'the dead instance held all three products');
+  t.same(
+    claimed.map((target) => target.productId).sort(),
+    [...held.keys()].sort(),
+    'the dead instance held all three products',
+  );
 
   const during = await releaseExpiredHolds(app.redisCommands, settings, silent);
   t.equal(during.expired, 0, 'another sweeper leaves them alone during the lease');

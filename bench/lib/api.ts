@@ -12,6 +12,7 @@ export interface NewProduct {
   name: string;
   stock: number;
   price_cents?: number;
+  buckets?: number;
 }
 
 async function send<T>(url: string, init: RequestInit & { expect: number }): Promise<T> {

@@ -14,7 +14,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import type { Database } from '../../src/db/schema.js';
 import { reconcile, type Drift } from '../../src/domain/reconcile.js';
-import { productKeys } from '../../src/redis/keys.js';
+import { bucketLabels, productKeys } from '../../src/redis/keys.js';
 import { getProduct } from './api.js';
 import type { Deployment, Stores } from './environment.js';
 import { sleep } from './processes.js';
@@ -51,15 +51,24 @@ const inventoryKey = (prefix: string, id: number) => productKeys(prefix, id).inv
 
 async function redisCounters(stores: Stores, ids: number[]): Promise<Map<number, Counters>> {
   const replies = await stores.redis
-    .pipeline(ids.map((id) => ['hmget', inventoryKey(stores.prefix, id), 'stock', 'held', 'sold']))
+    .pipeline(
+      ids.map((id) => ['hmget', inventoryKey(stores.prefix, id), 'stock', 'held', 'sold', 'buckets', 'total_stock']),
+    )
     .exec();
   const counters = new Map<number, Counters>();
   for (const [i, id] of ids.entries()) {
     const reply = replies?.[i];
     if (!reply || reply[0]) throw reply?.[0] ?? new Error('no HMGET reply');
-    const [stock, held, sold] = reply[1] as (string | null)[];
+    const [stock, held, sold, buckets, total] = reply[1] as (string | null)[];
     if (stock === null || stock === undefined) throw new Error(`product ${id} is missing from Redis`);
-    counters.set(id, { stock: Number(stock), held: Number(held ?? 0), sold: Number(sold ?? 0) });
+    const c = { stock: Number(total ?? stock), held: Number(held ?? 0), sold: Number(sold ?? 0) };
+    // A bucketed product: its first bucket keeps the total stock, every bucket its own held and sold.
+    for (const label of bucketLabels(id, Number(buckets ?? 1)).slice(1)) {
+      const [h, s] = await stores.redis.hmget(productKeys(stores.prefix, id, label).inventory, 'held', 'sold');
+      c.held += Number(h ?? 0);
+      c.sold += Number(s ?? 0);
+    }
+    counters.set(id, c);
   }
   return counters;
 }

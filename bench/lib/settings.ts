@@ -43,6 +43,11 @@ export interface Settings {
    * what the limits cost. Off otherwise: the load comes from one address, which real limits would refuse.
    */
   rateLimited: boolean;
+  /**
+   * hot-sku: its product split into this many stock buckets, measured side by side with a product of one bucket
+   * in alternating rounds (`rounds` of each); 1: one product of one bucket, as always.
+   */
+  buckets: number;
   /** hot-sku's load at this many requests a second (autocannon overallRate); undefined: as fast as answers come. */
   rate: number | undefined;
   /** METRICS of the service the bench starts (admin, its default, unless --metrics says otherwise). */
@@ -86,7 +91,9 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
   --metrics MODE      METRICS of the service: admin (default), open or off
   --metrics-cost      the cost of metrics: the scenarios (default hot-sku, sold-out) against a METRICS=off and a
                       METRICS=admin deployment side by side, in alternating rounds; medians and ratios
-  --rounds N          rounds of each deployment with --metrics-cost or --workers A,B (default 3)
+  --rounds N          rounds of each deployment with --metrics-cost or --workers A,B, or of each product with
+                      --buckets (default 3)
+  --buckets N         hot-sku: also a product split into N stock buckets, side by side with one of one bucket
   --metrics-excerpt F with --metrics-cost: write a GET /metrics taken in the middle of a load to file F
   --workers N         WEB_CONCURRENCY of the service: N worker processes (default 1)
   --workers A,B       what more workers give: the scenarios (default hot-sku, sold-out, checkout) against a
@@ -120,6 +127,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       metrics: { type: 'string' },
       'metrics-cost': { type: 'boolean', default: false },
       rounds: { type: 'string' },
+      buckets: { type: 'string' },
       'metrics-excerpt': { type: 'string' },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -166,6 +174,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     metrics: metrics as MetricsMode,
     metricsCost,
     rounds: positiveInteger('rounds', values.rounds, 3),
+    buckets: positiveInteger('buckets', values.buckets, 1),
     metricsExcerpt: values['metrics-excerpt'],
     workers,
   };

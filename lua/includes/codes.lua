@@ -14,6 +14,8 @@ local CODE = {
   STOCK_SET = 9,
   PRODUCT_LOADED = 10,
   PRODUCT_REPAIRED = 11,     -- a product's counters and indexes were recomputed (reconcile --repair)
+  MOVED_OUT = 12,            -- stock left a bucket, journaled for its target (lua/moveStockOut-2.lua)
+  MOVED_IN = 13,             -- a journaled move's stock reached its target bucket
   PRODUCT_NOT_FOUND = -1,
   INSUFFICIENT_STOCK = -2,
   CUSTOMER_LIMIT_EXCEEDED = -3,
@@ -28,4 +30,5 @@ local CODE = {
   HOLD_CONVERTING = -12,
   WRONG_HOLD_STATE = -13,    -- the hold is in a state this step does not apply to (its status is returned)
   HOLDS_CHANGED = -14,       -- a hold changed state since the caller read it; nothing changed: read again
+  STALE_MOVE = -15,          -- a move from another copy of the product (rebuilt since) or too old: not applied
 }

@@ -4,12 +4,13 @@ import { loadConfig, type Config } from '../config.js';
 import { createDatabase } from '../db/connection.js';
 import { createOrderDesk } from '../domain/orders.js';
 import { createCatalogue } from '../domain/products.js';
+import { createRebalancer } from '../domain/rebalancer.js';
 import { createRedisRebuilder } from '../domain/redis-rebuild.js';
 import { createSoldOutCache } from '../domain/sold-out-cache.js';
 import { withEnvFile } from '../env-file.js';
 import { createRedisClock } from '../redis/clock.js';
 import { createRedisCommands } from '../redis/commands.js';
-import { connectRedis } from '../redis/connection.js';
+import { clusterNodeList, connectRedis } from '../redis/connection.js';
 import { settingsFrom } from '../settings.js';
 
 /**
@@ -76,6 +77,7 @@ export async function openStores(config: Config = commandConfig()) {
     // A command may read a product's whole holds hash: give it longer than a request gets.
     redis = await connectRedis({
       url: config.REDIS_URL,
+      clusterNodes: clusterNodeList(config.REDIS_CLUSTER_NODES),
       commandTimeoutMs: Math.max(config.REDIS_COMMAND_TIMEOUT_MS, 10_000),
     });
   } catch (err) {
@@ -86,7 +88,8 @@ export async function openStores(config: Config = commandConfig()) {
   const commands = createRedisCommands(redis, settings, () => clockNow.read());
   const rebuilder = createRedisRebuilder({ db, commands, log });
   const soldOut = createSoldOutCache(0);
-  const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
+  const rebalancer = createRebalancer({ db, commands, log });
+  const catalogue = createCatalogue({ db, commands, rebuilder, rebalancer, log, soldOut });
   const connected = redis;
   return {
     config,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection.js';
 import { productOfHold } from '../domain/hold-ids.js';
 import { productKeys, sweepScheduleKey } from '../redis/keys.js';
 import {
@@ -221,7 +221,7 @@ async function orderRows({ db }: Stores, orderIds: number[], limit: number): Pro
   };
 }
 
-async function hashOrNull(redis: Redis, key: string, limit?: number): Promise<Record<string, string> | null> {
+async function hashOrNull(redis: RedisClient, key: string, limit?: number): Promise<Record<string, string> | null> {
   const all = await redis.hgetall(key);
   const entries = Object.entries(all);
   if (entries.length === 0) return null;
@@ -229,12 +229,12 @@ async function hashOrNull(redis: Redis, key: string, limit?: number): Promise<Re
 }
 
 /** A sorted-set member's score, shown with its time when it is one (every score of these keys is ms). */
-async function scoreView(redis: Redis, key: string, member: string): Promise<string | null> {
+async function scoreView(redis: RedisClient, key: string, member: string): Promise<string | null> {
   const score = await redis.zscore(key, member);
   return score === null ? null : withTime(score);
 }
 
-async function zsetView(redis: Redis, key: string, limit: number): Promise<Record<string, string> | null> {
+async function zsetView(redis: RedisClient, key: string, limit: number): Promise<Record<string, string> | null> {
   const flat = await redis.zrange(key, '0', String(limit - 1), 'WITHSCORES');
   if (flat.length === 0) return null;
   const view: Record<string, string> = {};

@@ -60,7 +60,8 @@ export async function ensureLocalServices(
   // Only looked up when needed: a deployed build with both URLs set has no use for the checkout.
   const local = (name: string): string => join(options.root ?? findRepoRoot(), '.local', name);
   try {
-    let redisUrl = env.REDIS_URL;
+    // A Redis Cluster is never started here: REDIS_CLUSTER_NODES names one that runs already (REDIS_URL unused).
+    let redisUrl = env.REDIS_URL || (env.REDIS_CLUSTER_NODES ? DEFAULT_REDIS_URL : undefined);
     if (!redisUrl) {
       const dir = local('redis');
       const leftover = await leftoverRedis(dir, redisPort);
@@ -103,7 +104,14 @@ export async function ensureLocalServices(
         log.warn({ databaseUrl, dir }, `nothing on 127.0.0.1:${postgresPort}: started a private PostgreSQL`);
       }
     }
-    log.info({ redisUrl: redactUrl(redisUrl), databaseUrl: redactUrl(databaseUrl) }, 'using services');
+    log.info(
+      {
+        redisUrl: redactUrl(redisUrl),
+        redisClusterNodes: env.REDIS_CLUSTER_NODES || undefined,
+        databaseUrl: redactUrl(databaseUrl),
+      },
+      'using services',
+    );
     return { redisUrl, databaseUrl, stop };
   } catch (err) {
     await stop().catch(() => undefined);

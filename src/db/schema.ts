@@ -26,6 +26,8 @@ export interface ProductTable {
   stock_version: Generated<number>;
   /** The generation of the product's copy in Redis (0: never loaded); see src/domain/redis-rebuild.ts. */
   redis_generation: Generated<number>;
+  /** Stock buckets in Redis, each on its own slot (1: not split); fixed at creation (src/redis/keys.ts). */
+  buckets: Generated<number>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }

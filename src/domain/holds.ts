@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { errors, refusals, type HoldRefusal } from '../errors.js';
 import type { Logger } from '../log.js';
 import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
-import type { RedisCommands, Reservation } from '../redis/commands.js';
+import type { RedisCommands, Reservation, ReserveOutcome } from '../redis/commands.js';
+import { bucketLabels, homeBucket } from '../redis/keys.js';
 import { refusalError } from '../redis/finished-errors.js';
 import type { HoldRecord } from '../redis/hold-record.js';
 import type { Hold } from '../schemas/hold.js';
@@ -11,6 +12,7 @@ import { ownerCheck, shownCustomerId, type Caller, type CustomerTrust } from './
 import { newHoldId, productOfHold } from './hold-ids.js';
 import type { Catalogue } from './products.js';
 import { createRefusalLog } from './refusal-log.js';
+import type { Rebalancer } from './rebalancer.js';
 import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
@@ -37,12 +39,64 @@ export function createHoldDesk(deps: {
   settings: Settings;
   catalogue: Catalogue;
   rebuilder: RedisRebuilder;
+  rebalancer: Rebalancer;
   soldOut: SoldOutCache;
   trust: CustomerTrust;
   log: Logger;
   events?: MetricsRecorder;
 }) {
-  const { commands, settings, catalogue, rebuilder, soldOut, trust, log, events = noMetrics } = deps;
+  const { commands, settings, catalogue, rebuilder, rebalancer, soldOut, trust, log, events = noMetrics } = deps;
+  // Where the next unrouted hold of each bucketed product starts: its buckets take turns.
+  const nextBucket = new Map<number, number>();
+
+  /**
+   * Decides a hold in one of its product's stock buckets (src/domain/rebalancer.ts). A product not split has one.
+   * A hold that must live in one known bucket goes there alone: on a product with a per-customer limit, the
+   * customer's home bucket (so the customer's units are counted in one slot, exactly), and a request with an
+   * Idempotency-Key, the key's (so a retry finds the first decision). Any other hold starts at the next bucket
+   * in turn and falls over to the others, one after the other, while they refuse for want of units: the cost
+   * only shows near the sell-out. A refusal for units the product has elsewhere asks the rebalancer for them.
+   * `soldOut`: the refusal speaks for the whole product (every bucket had no unit).
+   */
+  async function reserveInBucket(
+    request: HoldRequest,
+    idempotency: Reservation['idempotency'],
+  ): Promise<{ outcome: ReserveOutcome; soldOut: boolean }> {
+    const { productId, qty } = request;
+    const customerId = request.customerId ?? '';
+    const routing = await commands.bucketRouting(productId);
+    const labels = bucketLabels(productId, routing.buckets);
+    const reserveIn = (label: number) =>
+      commands.reserve({ productId, label, holdId: newHoldId(productId, label), qty, customerId, idempotency });
+    if (labels.length === 1) {
+      const outcome = await reserveIn(0);
+      return { outcome, soldOut: outcome.kind === 'insufficientStock' && outcome.available <= 0 };
+    }
+    const home = routing.limited ? customerId : idempotency?.key;
+    if (home !== undefined) {
+      const label = labels[homeBucket(home, labels.length)]!;
+      const outcome = await reserveIn(label);
+      if (outcome.kind === 'insufficientStock' && !outcome.replayed) rebalancer.want(productId, label, qty);
+      return { outcome, soldOut: false };
+    }
+    const start = nextBucket.get(productId) ?? 0;
+    nextBucket.set(productId, (start + 1) % labels.length);
+    let most = 0;
+    let refusal: ReserveOutcome | undefined;
+    for (let i = 0; i < labels.length; i++) {
+      const outcome = await reserveIn(labels[(start + i) % labels.length]!);
+      if (outcome.kind !== 'insufficientStock') return { outcome, soldOut: false };
+      most = Math.max(most, outcome.available);
+      refusal = outcome;
+    }
+    // Units enough in all buckets together, none alone: gathered into the first one asked for the next try.
+    if (most > 0) rebalancer.want(productId, labels[start]!, qty);
+    // The most units one hold could get now, from any one bucket.
+    return {
+      outcome: { ...(refusal as ReserveOutcome & { kind: 'insufficientStock' }), available: most },
+      soldOut: most <= 0,
+    };
+  }
 
   /** Redis has no copy of the hold's product: 503 while it is rebuilt; once rebuilt, the caller looks again. */
   async function recoverCopy(productId: number, holdId: string): Promise<void> {
@@ -74,42 +128,37 @@ export function createHoldDesk(deps: {
    */
   async function place(request: HoldRequest, requestLog: Logger = log): Promise<PlacedHold> {
     const { productId, qty, idempotencyKey } = request;
-    const reservation: Reservation = {
-      productId,
-      holdId: newHoldId(productId),
-      qty,
-      customerId: request.customerId ?? '',
-    };
+    let idempotency: Reservation['idempotency'];
     if (idempotencyKey !== undefined) {
       const fingerprint = requestFingerprint(request);
       if (!(await commands.claimIdempotencyKey(idempotencyKey, fingerprint))) throw errors.idempotencyKeyReused();
-      reservation.idempotency = { key: idempotencyKey, fingerprint };
+      idempotency = { key: idempotencyKey, fingerprint };
     }
     // A request refused before Redis decided anything for it gives its key back: the refusal leaves nothing.
     const giveKeyBack = async () => {
-      if (reservation.idempotency)
-        await commands.releaseIdempotencyKey(reservation.idempotency.key, reservation.idempotency.fingerprint);
+      if (idempotency) await commands.releaseIdempotencyKey(idempotency.key, idempotency.fingerprint);
     };
-    let outcome;
+    let decided;
     try {
-      outcome = await commands.reserve(reservation);
-      if (outcome.kind === 'productNotFound') {
+      decided = await reserveInBucket(request, idempotency);
+      if (decided.outcome.kind === 'productNotFound') {
         // Lost in Redis (or never loaded): refused with 503 while it is rebuilt, decided afresh once it is.
         if (rebuilder.isRebuilding(productId)) {
           await giveKeyBack();
           throw errors.rebuilding(productId);
         }
-        if (await catalogue.ensureLoaded(productId)) outcome = await commands.reserve(reservation);
+        if (await catalogue.ensureLoaded(productId)) decided = await reserveInBucket(request, idempotency);
       }
     } catch (err) {
       soldOut.forget(productId);
       throw err;
     }
+    const { outcome } = decided;
     if (outcome.kind === 'productNotFound' || outcome.kind === 'customerIdRequired') await giveKeyBack();
     if (outcome.kind === 'customerIdRequired' && trust.tokens) {
       throw errors.customerTokenRequired(`product ${productId} has a per-customer limit`);
     }
-    if (outcome.kind === 'insufficientStock' && outcome.available <= 0) soldOut.markSoldOut(productId);
+    if (decided.soldOut) soldOut.markSoldOut(productId);
     else soldOut.forget(productId);
     switch (outcome.kind) {
       case 'held': {

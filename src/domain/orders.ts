@@ -13,7 +13,7 @@ import type { Order } from '../schemas/order.js';
 import type { Settings } from '../settings.js';
 import { ownerCheck, shownCustomerId, type Caller, type CustomerTrust } from './callers.js';
 import { crashPoint } from './faults.js';
-import { productOfHold } from './hold-ids.js';
+import { bucketOfHold, productOfHold } from './hold-ids.js';
 import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
 
@@ -65,7 +65,12 @@ export function createOrderDesk(deps: {
       // The sweeper hands a stale claim to recovery when it next looks at the product: make that no later than
       // the lease (the schedule lives outside the product's slot, so the script cannot do it).
       const [, claim] = await Promise.all([
-        commands.scheduleSweep(productId, Math.ceil(clock.now()) + settings.conversionLeaseMs, 'sooner'),
+        commands.scheduleSweep(
+          productId,
+          Math.ceil(clock.now()) + settings.conversionLeaseMs,
+          'sooner',
+          bucketOfHold(holdId),
+        ),
         commands.claimHold(productId, holdId, randomUUID()),
       ]);
       if (claim.kind === 'converted') return { order: toOrder(await orderOfConvertedHold(holdId)), created: false };

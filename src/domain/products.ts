@@ -9,6 +9,8 @@ import type { NewProduct, Product } from '../schemas/product.js';
 import { PRODUCT_LOAD_BATCH } from '../settings.js';
 import type { RedisRebuilder } from './redis-rebuild.js';
 import type { SoldOutCache } from './sold-out-cache.js';
+import type { Rebalancer } from './rebalancer.js';
+import { bucketLabels } from '../redis/keys.js';
 
 export type Catalogue = ReturnType<typeof createCatalogue>;
 
@@ -20,18 +22,23 @@ export function createCatalogue(deps: {
   db: Kysely<Database>;
   commands: RedisCommands;
   rebuilder: RedisRebuilder;
+  rebalancer: Rebalancer;
   log: Logger;
   soldOut?: SoldOutCache;
 }) {
-  const { db, commands, rebuilder, log, soldOut } = deps;
+  const { db, commands, rebuilder, rebalancer, log, soldOut } = deps;
 
   /** Makes sure Redis has the product's copy (rebuilt from Postgres if lost); false: no such product. */
   async function ensureLoaded(id: number): Promise<boolean> {
     const state = await rebuilder.ensure(id, 'missing in redis');
     if (state === 'absent') return false;
-    // A product the sweeper has never seen is looked at on its next pass, then on its own schedule.
-    await commands.scheduleSweep(id, 0, 'new');
+    await scheduleSweeps(id, (await commands.bucketRouting(id)).buckets);
     return true;
+  }
+
+  /** A product the sweeper has never seen is looked at on its next pass, then on its own schedule: each bucket. */
+  async function scheduleSweeps(id: number, buckets: number): Promise<void> {
+    for (const label of bucketLabels(id, buckets)) await commands.scheduleSweep(id, 0, 'new', label);
   }
 
   /** A product's live state from Redis, loading it from Postgres first when Redis lacks it. */
@@ -68,10 +75,11 @@ export function createCatalogue(deps: {
         price_cents: input.price_cents,
         stock: input.stock,
         per_customer_limit: input.per_customer_limit ?? null,
+        buckets: input.buckets ?? 1,
       });
       // Loaded under a first generation before the commit: a product Redis refused is not created.
       await rebuilder.ensureLocked(trx, inserted, 'created');
-      await commands.scheduleSweep(inserted.id, 0, 'new');
+      await scheduleSweeps(inserted.id, inserted.buckets);
       return inserted;
     });
     requestLog.info({ product_id: row.id, stock: row.stock }, 'product created');
@@ -85,8 +93,25 @@ export function createCatalogue(deps: {
       const updated = await productsRepo.updateStock(trx, id, stock);
       // A copy Redis lost is rebuilt first, under this lock (it then has the new stock already).
       await rebuilder.ensureLocked(trx, current, 'stock change on a product missing in redis');
-      const change = await commands.setStock(id, stock, updated.stock_version);
+      let change = await commands.setStock(id, stock, updated.stock_version);
+      // A bucketed product's change lands in its first bucket, which may not have the units a cut needs: they are
+      // moved there from the others first (a move never makes units: src/domain/rebalancer.ts), then it is tried
+      // once more.
+      if (change.kind === 'stockBelowCommitted' && current.buckets > 1 && stock < current.stock) {
+        await rebalancer.gather(id, current.buckets, current.stock - stock);
+        change = await commands.setStock(id, stock, updated.stock_version);
+      }
+      if (change.kind === 'stockBelowCommitted' && current.buckets > 1) {
+        // The refusal reports the product's units, not those of its first bucket.
+        const [inventory] = await commands.inventories([id]);
+        if (inventory) change = { ...change, held: inventory.held, sold: inventory.sold };
+      }
       if (change.kind !== 'stockSet' && change.kind !== 'unchanged') throw refusalError(change, { productId: id });
+      if (current.buckets > 1) {
+        const [inventory] = await commands.inventories([id]);
+        if (!inventory) throw errors.unavailable('the product (Redis lost it again)');
+        return toProduct(id, inventory);
+      }
       return toProduct(id, {
         ...updated,
         held: change.held,
@@ -113,7 +138,7 @@ export function createCatalogue(deps: {
       const copies = await commands.inventories(rows.map((r) => r.id));
       for (const [i, row] of rows.entries()) {
         // Also keeps every product on the sweeper's schedule, whatever happened to it.
-        await commands.scheduleSweep(row.id, 0, 'new');
+        await scheduleSweeps(row.id, row.buckets);
         if (copies[i] && copies[i]!.stock_version !== row.stock_version) {
           await resync(row.id);
           resynced++;
@@ -153,6 +178,7 @@ export function createCatalogue(deps: {
       sold: inventory.sold,
       available_stock: available,
       per_customer_limit: inventory.per_customer_limit > 0 ? inventory.per_customer_limit : null,
+      buckets: inventory.buckets,
     };
   }
 
@@ -169,5 +195,6 @@ function fromRow(row: ProductRow): Product {
     held: 0,
     sold: 0,
     per_customer_limit: row.per_customer_limit,
+    buckets: row.buckets,
   };
 }

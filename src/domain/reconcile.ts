@@ -1,13 +1,14 @@
+import type { RedisClient } from '../redis/connection.js';
 import type { Kysely, Transaction } from 'kysely';
-import type { Redis } from 'ioredis';
 import { loadConfig } from '../config.js';
 import { lockProduct } from '../db/products.js';
 import { productIdsAfter, productLedger, productLedgers, type ProductLedger } from '../db/reconcile.js';
 import { SOLD_ORDER_STATUSES, type Database, type ProductRow } from '../db/schema.js';
 import { createRedisCommands, type Counters, type RedisCommands } from '../redis/commands.js';
-import { readProductState, type RedisProductState } from '../redis/product-state.js';
+import { readProductState, type BucketCheck, type RedisProductState } from '../redis/product-state.js';
 import { defineScripts } from '../redis/scripts.js';
 import { settingsFrom } from '../settings.js';
+import { bucketLabels } from '../redis/keys.js';
 import { createRedisRebuilder } from './redis-rebuild.js';
 
 // The rebuild logs for the service; reconcile reports what it did itself.
@@ -185,6 +186,19 @@ export function compareProduct(
   stale('hold-expiries', state.expiryIndex, 'held');
   stale('conversions', state.conversions, 'converting');
 
+  for (const bucket of state.buckets ?? []) compareBucket(bucket, drift);
+  if (state.buckets && inventory) {
+    const shares = state.buckets.reduce((units, b) => units + (b.counters?.stock ?? 0) + b.movingOut, 0);
+    if (shares !== inventory.stock)
+      drift(
+        'bucket shares',
+        shares,
+        inventory.stock,
+        "the first bucket's total stock: the buckets' shares + units of moves not finished must add up to it",
+        false,
+      );
+  }
+
   const available = ledger.stock - expected.held - expected.sold;
   if (available < 0)
     drift(
@@ -195,6 +209,34 @@ export function compareProduct(
       false,
     );
   return drifts;
+}
+
+/**
+ * One stock bucket of a bucketed product: present, under the product's generation, with `held` what its own hold
+ * records hold and its own share never short (each bucket keeps the invariant for its share). Only a rebuild
+ * repairs a bucket (--repair does it for a lost one); the other drifts are reported.
+ */
+function compareBucket(
+  bucket: BucketCheck,
+  drift: (field: string, redis: Drift['redis'], expected: Drift['expected'], source: string, fixable?: boolean) => void,
+): void {
+  const field = `buckets[${bucket.label}]`;
+  const counters = bucket.counters;
+  if (!counters) {
+    drift(field, null, 'present', 'a bucket of the product (Redis lost it; a rebuild restores the product)');
+    return;
+  }
+  if (counters.held !== bucket.recordsHeld)
+    drift(`${field}.held`, counters.held, bucket.recordsHeld, "the bucket's held or converting hold records", false);
+  const available = counters.stock - counters.held - counters.sold;
+  if (available < 0)
+    drift(
+      `${field}.available`,
+      available,
+      '>= 0',
+      `oversold bucket: share ${counters.stock} - held ${counters.held} - sold ${counters.sold}`,
+      false,
+    );
 }
 
 /** What --repair did to one product. */
@@ -225,7 +267,7 @@ export interface ReconcileReport {
 
 export interface ReconcileOptions {
   db: Kysely<Database>;
-  redis: Redis;
+  redis: RedisClient;
   /** REDIS_KEY_PREFIX of the deployment. */
   prefix: string;
   /** Only these products; default: every product in Postgres. */
@@ -243,7 +285,7 @@ const REPAIR_ATTEMPTS = 5;
 export async function reconcile(options: ReconcileOptions): Promise<ReconcileReport> {
   const { db, redis, prefix } = options;
   // The scripts are registered on the service's connections already; a plain client (the bench's) gets them here.
-  if (typeof (redis as Partial<Redis>).repairProduct !== 'function') defineScripts(redis);
+  if (typeof (redis as Partial<RedisClient>).repairProduct !== 'function') defineScripts(redis);
   // The two commands the repair sends (repairProduct, loadProduct) read nothing of the settings but the prefix.
   const commands = createRedisCommands(redis, settingsFrom(loadConfig({}, { REDIS_KEY_PREFIX: prefix })));
 
@@ -316,7 +358,7 @@ async function mapConcurrently<T, R>(items: readonly T[], limit: number, work: (
 /** The repair of one product, under its row lock (`trx`, in which `row` was locked). */
 async function repairProduct(
   trx: Transaction<Database>,
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   commands: RedisCommands,
   row: ProductRow,
@@ -327,13 +369,23 @@ async function repairProduct(
     const state = await readProductState(redis, prefix, id);
     const converting = convertingHoldIds(state);
     const ledger = (await productLedger(trx, id, converting))!;
-    if (!state.inventory) {
+    const lostBucket = state.buckets?.some((bucket) => !bucket.counters) ?? false;
+    if (!state.inventory || lostBucket) {
       // Lost in Redis: rebuilt from Postgres under a new generation, as the loss watcher would (under this lock).
       const rebuilder = createRedisRebuilder({ db: trx, commands, log: silentLog });
       loaded = (await rebuilder.ensureLocked(trx, row, 'reconcile: missing in redis')) === 'rebuilt';
-      await commands.scheduleSweep(id, 0, 'new');
+      for (const label of bucketLabels(id, row.buckets)) await commands.scheduleSweep(id, 0, 'new', label);
       continue;
     }
+    // The repair script rewrites one slot's counters from the product's ledger: a bucketed product's drift is
+    // reported for a person to judge (a rebuild fixes it, dropping the product's active holds).
+    if (state.buckets)
+      return {
+        product_id: id,
+        outcome: 'failed',
+        ...(loaded ? { loaded } : {}),
+        reason: 'a bucketed product is repaired only by a rebuild from Postgres, which drops its active holds',
+      };
     const outcome = await commands.repairProduct(id, {
       stock: ledger.stock,
       stockVersion: ledger.stock_version,

@@ -3,7 +3,10 @@ import * as productsRepo from '../db/products.js';
 import type { Database, ProductRow } from '../db/schema.js';
 import type { Logger } from '../log.js';
 import { noMetrics, type MetricsRecorder } from '../observability/metrics.js';
-import type { RedisCommands } from '../redis/commands.js';
+import type { BucketRebuild, RedisCommands } from '../redis/commands.js';
+import { bucketLabels } from '../redis/keys.js';
+import type { SalesLedger } from '../db/products.js';
+import { bucketOfHold } from './hold-ids.js';
 import { PRODUCT_LOAD_BATCH } from '../settings.js';
 
 /**
@@ -78,11 +81,17 @@ export function createRedisRebuilder(deps: {
     const generation = await productsRepo.nextRedisGeneration(trx, productId);
     const ledger = await productsRepo.salesLedger(trx, productId);
     const returned = await productsRepo.markReturnedByRebuild(trx, productId);
-    const result = await commands.rebuildProduct(row, generation, ledger);
-    // The sweep schedule is a key of its own, lost with the copy in a FLUSHALL or an empty restart: without this a
-    // product rebuilt by the loss watcher (before any hold asks for it) would never be swept again, and its holds
-    // would stay held past their expiry until a later hold on it released them.
-    await commands.scheduleSweep(productId, 0, 'new');
+    // A bucketed product is rebuilt whole, every bucket under the new generation, even when only one shard lost
+    // its bucket: the shares are counted afresh from the ledger, and no hold or move of the old copy counts.
+    let result = { droppedRecords: 0 };
+    for (const { bucket, share } of bucketLedgers(row, ledger)) {
+      const rebuilt = await commands.rebuildProduct(row, generation, share, bucket);
+      result = { droppedRecords: result.droppedRecords + rebuilt.droppedRecords };
+      // The sweep schedule is a key of its own, lost with the copy in a FLUSHALL or an empty restart: without this
+      // a product rebuilt by the loss watcher (before any hold asks for it) would never be swept again, and its
+      // holds would stay held past their expiry until a later hold on it released them.
+      await commands.scheduleSweep(productId, 0, 'new', bucket.label);
+    }
     const figures = {
       product_id: productId,
       reason,
@@ -177,4 +186,43 @@ export function createRedisRebuilder(deps: {
     rebuilding: (): number[] => [...inProgress.keys()],
     isRebuilding: (productId: number): boolean => inProgress.has(productId),
   };
+}
+
+/**
+ * A product's ledger cut into its stock buckets: each bucket gets the live orders of its own holds (a hold id
+ * names its bucket) and a share of the stock that covers them, the units still for sale spread evenly.
+ */
+export function bucketLedgers(
+  row: Pick<ProductRow, 'id' | 'stock' | 'buckets'>,
+  ledger: SalesLedger,
+): { bucket: BucketRebuild; share: SalesLedger }[] {
+  const labels = bucketLabels(row.id, row.buckets);
+  if (labels.length === 1) return [{ bucket: { label: 0, buckets: 1, share: row.stock }, share: ledger }];
+  const shares = new Map(
+    labels.map((label) => [
+      label,
+      { sold: 0, units: new Map<string, number>(), holds: [] as SalesLedger['convertedHolds'] },
+    ]),
+  );
+  for (const hold of ledger.convertedHolds) {
+    // An order of a hold whose label is not one of the product's (none is made so) counts in the first bucket.
+    const share = shares.get(bucketOfHold(hold.hold_id)) ?? shares.get(0)!;
+    share.sold += hold.qty;
+    share.holds.push(hold);
+    if (hold.customer_id !== null)
+      share.units.set(hold.customer_id, (share.units.get(hold.customer_id) ?? 0) + hold.qty);
+  }
+  const forSale = Math.max(0, row.stock - ledger.sold);
+  return labels.map((label, i) => {
+    const share = shares.get(label)!;
+    const spread = Math.floor(forSale / labels.length) + (i < forSale % labels.length ? 1 : 0);
+    return {
+      bucket: { label, buckets: labels.length, share: share.sold + spread },
+      share: {
+        sold: share.sold,
+        customerUnits: [...share.units].map(([customer_id, units]) => ({ customer_id, units })),
+        convertedHolds: share.holds,
+      },
+    };
+  });
 }

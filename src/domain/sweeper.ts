@@ -55,13 +55,14 @@ export async function releaseExpiredHolds(
       result.more = true;
       break;
     }
-    const productIds = await commands.claimDueProducts(settings.sweepClaimSize, settings.sweepLeaseMs);
-    if (productIds.length === 0) break;
+    // A bucketed product is on the schedule once per stock bucket: each bucket is swept on its own.
+    const targets = await commands.claimDueProducts(settings.sweepClaimSize, settings.sweepLeaseMs);
+    if (targets.length === 0) break;
     const steps = await Promise.all(
-      productIds.map(async (productId) => {
-        const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize);
+      targets.map(async ({ productId, label }) => {
+        const step = await commands.releaseExpiredHolds(productId, settings.sweepBatchSize, label);
         if (step.expired > 0) crashPoint('after-sweep-step');
-        await commands.scheduleSweep(productId, step.nextSweepAt, 'always');
+        await commands.scheduleSweep(productId, step.nextSweepAt, 'always', label);
         if (step.expired > 0) {
           events.holdsExpired(productId, step.expired);
           log.info({ product_id: productId, count: step.expired }, 'holds expired');
@@ -84,7 +85,7 @@ export async function releaseExpiredHolds(
         };
       }),
     );
-    result.products += productIds.length;
+    result.products += targets.length;
     for (const step of steps) {
       result.expired += step.expired;
       result.purged += step.purged;

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis/connection.js';
 import type { Kysely } from 'kysely';
 import { productIdsAfter } from '../db/reconcile.js';
 import type { Database } from '../db/schema.js';
@@ -19,7 +19,7 @@ export const MAX_HOLD_RECORDS = 20_000;
 
 export function createDriftCheck(deps: {
   db: Kysely<Database>;
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   /** Products compared a pass, besides those found drifting in the last one. */
   sample: number;

@@ -9,7 +9,8 @@ const SWEEP_LAG_PRODUCTS = 10;
 /**
  * The service's own work besides answering requests, all in one place. At start, every product Redis lacks is
  * loaded from Postgres before the app serves. Then loops run until the app closes: the sweeper (expired
- * holds, stale conversion claims) and order settlement (overdue payments, units of cancelled orders), so
+ * holds, stale conversion claims), the stock rebalancer of bucketed products (moves between buckets, and those a
+ * crash left half-done) and order settlement (overdue payments, units of cancelled orders), so
  * recovery after a crash begins with the process. Order settlement also runs the retention of webhook deliveries
  * for orders that do not exist. With MEMORY_LOG_INTERVAL_MS set, another loop logs the process's memory
  * (bench/scenarios/soak.ts reads it to see whether the heap grows over a long run). With metrics on, the
@@ -18,7 +19,7 @@ const SWEEP_LAG_PRODUCTS = 10;
  */
 export default fp(
   async (app) => {
-    const { redisCommands, settings, log, catalogue, orders, payments, rebuilder } = app;
+    const { redisCommands, settings, log, catalogue, orders, payments, rebuilder, rebalancer } = app;
     await catalogue.loadAll();
 
     const loops: Loop[] = [];
@@ -27,6 +28,9 @@ export default fp(
         loops.push(startSweeper(redisCommands, settings, log, orders.recoverClaim, app.metricEvents));
       if (settings.redisLossCheckMs > 0) {
         loops.push(runPeriodically('redis loss watcher', settings.redisLossCheckMs, rebuilder.watch, log));
+      }
+      if (settings.stockRebalanceMs > 0) {
+        loops.push(runPeriodically('stock rebalancer', settings.stockRebalanceMs, rebalancer.pass, log));
       }
       if (settings.recoveryIntervalMs > 0) {
         loops.push(runPeriodically('order settlement', settings.recoveryIntervalMs, orders.settleOverdue, log));

@@ -3,6 +3,7 @@ import { createHoldDesk, type HoldDesk } from '../domain/holds.js';
 import { createOrderDesk, type OrderDesk } from '../domain/orders.js';
 import { createPaymentDesk, type PaymentDesk } from '../domain/payments.js';
 import { createCatalogue, type Catalogue } from '../domain/products.js';
+import { createRebalancer, type Rebalancer } from '../domain/rebalancer.js';
 import { createRedisRebuilder, type RedisRebuilder } from '../domain/redis-rebuild.js';
 import { createSoldOutCache } from '../domain/sold-out-cache.js';
 
@@ -10,19 +11,21 @@ declare module 'fastify' {
   interface FastifyInstance {
     catalogue: Catalogue;
     rebuilder: RedisRebuilder;
+    rebalancer: Rebalancer;
     holds: HoldDesk;
     orders: OrderDesk;
     payments: PaymentDesk;
   }
 }
 
-/** The rules: the catalogue and the hold, order and payment desks, wired to the stores. */
+/** The rules: the catalogue, the stock rebalancer and the hold, order and payment desks, wired to the stores. */
 export default fp<{ now?: () => number }>(
   async (app, { now }) => {
     const { redisCommands: commands, redisClock: clock, db, settings, log, metricEvents: events } = app;
     const soldOut = createSoldOutCache(settings.soldOutCacheMs, { now });
     const rebuilder = createRedisRebuilder({ db, commands, log, events });
-    const catalogue = createCatalogue({ db, commands, rebuilder, log, soldOut });
+    const rebalancer = createRebalancer({ db, commands, log });
+    const catalogue = createCatalogue({ db, commands, rebuilder, rebalancer, log, soldOut });
     const orders = createOrderDesk({
       db,
       commands,
@@ -36,9 +39,20 @@ export default fp<{ now?: () => number }>(
     });
     app.decorate('catalogue', catalogue);
     app.decorate('rebuilder', rebuilder);
+    app.decorate('rebalancer', rebalancer);
     app.decorate(
       'holds',
-      createHoldDesk({ commands, settings, catalogue, rebuilder, soldOut, trust: app.customerTrust, log, events }),
+      createHoldDesk({
+        commands,
+        settings,
+        catalogue,
+        rebuilder,
+        rebalancer,
+        soldOut,
+        trust: app.customerTrust,
+        log,
+        events,
+      }),
     );
     app.decorate('orders', orders);
     app.decorate('payments', createPaymentDesk({ db, orders, log, settings, events }));

@@ -1,5 +1,4 @@
 import fp from 'fastify-plugin';
-import type { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
 import type { Config } from '../config.js';
 import { settingsFrom, type Settings } from '../settings.js';
@@ -7,7 +6,7 @@ import { createDatabase } from '../db/connection.js';
 import type { Database } from '../db/schema.js';
 import { createRedisClock, type RedisClock } from '../redis/clock.js';
 import { createRedisCommands, type RedisCommands } from '../redis/commands.js';
-import { connectRedis } from '../redis/connection.js';
+import { clusterNodeList, connectRedis, type RedisClient } from '../redis/connection.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,7 +14,7 @@ declare module 'fastify' {
     /** The figures the rules use, derived once from `config` (src/settings.ts). */
     settings: Settings;
     /** The raw connection, for its events; every command goes through `redisCommands`. */
-    redis: Redis;
+    redis: RedisClient;
     redisClock: RedisClock;
     /** Every script and command the service sends to Redis, typed and decoded (src/redis/commands.ts). */
     redisCommands: RedisCommands;
@@ -32,6 +31,7 @@ export default fp<{ config: Config }>(
 
     const redis = await connectRedis({
       url: config.REDIS_URL,
+      clusterNodes: clusterNodeList(config.REDIS_CLUSTER_NODES),
       commandTimeoutMs: config.REDIS_COMMAND_TIMEOUT_MS,
       scriptTimer: app.metrics?.observeScript,
     });
@@ -46,7 +46,7 @@ export default fp<{ config: Config }>(
       if (redisDown) app.log.info('redis connection restored');
       redisDown = false;
     });
-    app.decorate('redis', redis);
+    app.decorate<RedisClient>('redis', redis);
     // The commands give hold batches deadlines on the clock, and the clock reads Redis's TIME through them.
     const clockNow = { read: Date.now };
     const commands = createRedisCommands(redis, settings, () => clockNow.read());

@@ -1,14 +1,17 @@
-import type { Redis } from 'ioredis';
 import type { SalesLedger } from '../db/products.js';
 import type { Settings } from '../settings.js';
 import { ReplyMismatchError, rethrowRedisFailure, ScriptReplyError } from './errors.js';
-import { createExchange } from './connection.js';
+import { createExchange, pipelinePerNode, type RedisClient } from './connection.js';
 import { parseHoldRecord, type HoldRecord } from './hold-record.js';
+import { bucketOfHold } from '../domain/hold-ids.js';
 import {
   adminFailuresKey,
+  bucketLabels,
   conversionScriptKeys,
   copyMarkerKey,
   idempotencyClaimKey,
+  movesInKey,
+  movesOutKey,
   productKeys,
   productScriptKeys,
   sweepScheduleKey,
@@ -100,18 +103,67 @@ export type RepairOutcome =
   | { kind: 'holdsChanged'; holdId: string }
   | Refusal<'productNotFound'>;
 
-/** A product's live counters as Redis holds them. */
+/**
+ * A product's live counters as Redis holds them; of a product split into stock buckets, the sums over its
+ * buckets (`stock` is its total: the shares plus the units of moves between buckets not finished yet).
+ */
 export interface Inventory {
   name: string;
   price_cents: number;
   stock: number;
   held: number;
   sold: number;
+  /** Stock buckets (1: the product is not split). */
+  buckets: number;
   /** 0: none. */
   per_customer_limit: number;
-  /** Of the copy (src/domain/redis-rebuild.ts); 0 for a copy made before generations existed. */
+  /**
+   * Of the copy (src/domain/redis-rebuild.ts); 0 for a copy made before generations existed; -1 when the buckets
+   * of a bucketed product disagree (one was lost and another kept: the product must be rebuilt).
+   */
   generation: number;
   stock_version: number;
+}
+
+/** One stock bucket of a product as Redis holds it (src/domain/rebalancer.ts, reconcile). */
+export interface BucketState {
+  label: number;
+  /** null: Redis lost this bucket's copy. */
+  counters: (Counters & { generation: number }) | null;
+  /** Moves out of this bucket whose other half may not have run yet (lua/moveStockOut-2.lua). */
+  movesOut: JournaledMove[];
+}
+
+/** A move of stock out of a bucket, as its journal keeps it. */
+export interface JournaledMove {
+  moveId: string;
+  /** The target bucket's label. */
+  to: number;
+  units: number;
+  generation: number;
+  /** When the units left the source (ms, its Redis clock). */
+  at: number;
+}
+
+/** What routes a product's holds to its stock buckets (src/domain/holds.ts). */
+export interface BucketRouting {
+  buckets: number;
+  limited: boolean;
+}
+
+/** One bucket's place on the sweep schedule: what the sweeper claims and sweeps. */
+export interface SweepTarget {
+  productId: number;
+  /** The stock bucket's label (0: the product's first bucket, or a product not split). */
+  label: number;
+}
+
+/** A product's stock bucket as a rebuild writes it (see lua/rebuildProduct-8.lua). */
+export interface BucketRebuild {
+  label: number;
+  buckets: number;
+  /** The bucket's share of the product's stock (units). */
+  share: number;
 }
 
 export interface SweepStep {
@@ -142,15 +194,38 @@ const INVENTORY_FIELDS = [
   'per_customer_limit',
   'generation',
   'stock_version',
+  'buckets',
+  'total_stock',
 ] as const;
+
+// How long a bucket remembers the moves of stock it took in (lua/moveStockIn-2.lua): a day, far beyond the
+// seconds recovery takes to finish a move its mover left half-done.
+const MOVE_MEMORY_MS = 24 * 3600_000;
+
+/** The sweep schedule's member for one bucket: the product id, and `.<label>` for a bucket other than the first. */
+function sweepMember(productId: number, label: number): string {
+  return label === 0 ? String(productId) : `${productId}.${label}`;
+}
+
+function sweepTarget(member: unknown): SweepTarget {
+  const [id, label] = String(member).split('.');
+  return {
+    productId: int('claimDueProducts', Number(id)),
+    label: label === undefined ? 0 : int('claimDueProducts', Number(label)),
+  };
+}
 
 export type RedisCommands = ReturnType<typeof createRedisCommands>;
 
 /** `now`: Redis's clock as this process sees it (src/redis/clock.ts); hold batches get their deadlines on it. */
-export function createRedisCommands(redis: Redis, settings: Settings, now: () => number = Date.now) {
+export function createRedisCommands(redis: RedisClient, settings: Settings, now: () => number = Date.now) {
   const prefix = settings.redisKeyPrefix;
-  const keysOf = (productId: number): ProductKeys => productKeys(prefix, productId);
-  const conversionKeys = (productId: number) => conversionScriptKeys(keysOf(productId));
+  const keysOf = (productId: number, label = 0): ProductKeys => productKeys(prefix, productId, label);
+  // A hold id names its stock bucket (src/domain/hold-ids.ts), so its keys need no lookup.
+  const keysOfHold = (productId: number, holdId: string): ProductKeys => keysOf(productId, bucketOfHold(holdId));
+  const conversionKeys = (productId: number, holdId: string) => conversionScriptKeys(keysOfHold(productId, holdId));
+  // Per product: fixed when the product is created, so each instance reads them once.
+  const routings = new Map<number, BucketRouting>();
   const exchange = createExchange(redis, settings.redisCommandTimeoutMs);
   const batches = createReserveBatches(redis, exchange, {
     ...settings,
@@ -160,33 +235,101 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
   async function productFigures(productIds: number[]): Promise<(ProductFigures | null)[]> {
     if (productIds.length === 0) return [];
-    const replies = await exchange(() => {
-      const pipeline = redis.pipeline();
-      for (const id of productIds) {
+    const replies = await pipelinePerNode(
+      redis,
+      exchange,
+      productIds,
+      (id) => keysOf(id).inventory,
+      (pipeline, id) => {
         const keys = keysOf(id);
-        pipeline.hmget(keys.inventory, 'stock', 'held', 'sold');
+        pipeline.hmget(keys.inventory, 'stock', 'held', 'sold', 'buckets', 'total_stock');
         pipeline.zcard(keys.holdExpiries);
         pipeline.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES');
-      }
-      return pipeline.exec();
-    });
-    const reply = (i: number): unknown => {
-      const [err, value] = replies?.[i] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
+      },
+    );
+    const reply = (i: number, k: number): unknown => {
+      const [err, value] = replies[i]?.[k] ?? [new ScriptReplyError('productFigures', 'no reply in the pipeline')];
       if (err) rethrowRedisFailure(err);
       return value;
     };
-    return productIds.map((_id, i) => {
-      const [stock, held, sold] = reply(3 * i) as (string | null)[];
+    const figures = productIds.map((_id, i): ProductFigures | null => {
+      const [stock, held, sold, , total] = reply(i, 0) as (string | null)[];
       if (stock === null || stock === undefined) return null;
-      const [, oldest] = reply(3 * i + 2) as string[];
+      const [, oldest] = reply(i, 2) as string[];
       return {
-        stock: Number(stock),
+        stock: Number(total ?? stock),
         held: Number(held ?? 0),
         sold: Number(sold ?? 0),
-        activeHolds: Number(reply(3 * i + 1)),
+        activeHolds: Number(reply(i, 1)),
         oldestExpiry: oldest === undefined ? null : Number(oldest),
       };
     });
+    // A bucketed product's figures are the sums over its buckets (the first bucket read above keeps the total).
+    await Promise.all(
+      productIds.map(async (id, i) => {
+        const buckets = Number((reply(i, 0) as (string | null)[])[3] ?? 1);
+        const first = figures[i];
+        if (buckets <= 1 || !first) return;
+        for (const label of bucketLabels(id, buckets).slice(1)) {
+          const keys = keysOf(id, label);
+          const at = keys.inventory;
+          const [counters, active, oldest] = await Promise.all([
+            exchange(() => redis.hmget(keys.inventory, 'held', 'sold'), undefined, undefined, at),
+            exchange(() => redis.zcard(keys.holdExpiries), undefined, undefined, at),
+            exchange(() => redis.zrange(keys.holdExpiries, '0', '0', 'WITHSCORES'), undefined, undefined, at),
+          ]);
+          first.held += Number(counters[0] ?? 0);
+          first.sold += Number(counters[1] ?? 0);
+          first.activeHolds += active;
+          if (oldest[1] !== undefined) first.oldestExpiry = Math.min(first.oldestExpiry ?? Infinity, Number(oldest[1]));
+        }
+      }),
+    );
+    return figures;
+  }
+
+  /** Each stock bucket of a bucketed product as Redis holds it, first bucket first. */
+  async function bucketStates(productId: number, buckets: number): Promise<BucketState[]> {
+    return Promise.all(
+      bucketLabels(productId, buckets).map(async (label): Promise<BucketState> => {
+        const keys = keysOf(productId, label);
+        const [fields, journal] = await Promise.all([
+          exchange(
+            () => redis.hmget(keys.inventory, 'stock', 'held', 'sold', 'generation'),
+            undefined,
+            undefined,
+            keys.inventory,
+          ),
+          exchange(() => redis.hgetall(movesOutKey(prefix, productId, label)), undefined, undefined, keys.inventory),
+        ]);
+        const [stock, held, sold, generation] = fields;
+        const movesOut = Object.entries(journal).map(([moveId, json]): JournaledMove => {
+          const move = JSON.parse(json) as { to: number; units: number; generation: number; at: number };
+          return { moveId, to: move.to, units: move.units, generation: move.generation, at: move.at };
+        });
+        const counters =
+          stock === null || stock === undefined
+            ? null
+            : { stock: Number(stock), held: Number(held), sold: Number(sold), generation: Number(generation ?? 0) };
+        return { label, counters, movesOut };
+      }),
+    );
+  }
+
+  /**
+   * A bucketed product's inventory: its first bucket's (with the total stock) and the others' counters added.
+   * null when a bucket is missing: the product must be rebuilt, and is, as a product missing in Redis.
+   */
+  async function bucketedInventory(productId: number, first: Inventory): Promise<Inventory | null> {
+    const states = await bucketStates(productId, first.buckets);
+    const inventory = { ...first, held: 0, sold: 0 };
+    for (const { counters } of states) {
+      if (!counters) return null;
+      inventory.held += counters.held;
+      inventory.sold += counters.sold;
+      if (counters.generation !== first.generation) inventory.generation = -1;
+    }
+    return inventory;
   }
 
   return {
@@ -250,7 +393,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     async getHold(productId: number, holdId: string): Promise<HoldLookup> {
       return exchange(
-        () => redis.getHold(keysOf(productId).holds, keysOf(productId).inventory, holdId),
+        () => redis.getHold(keysOfHold(productId, holdId).holds, keysOfHold(productId, holdId).inventory, holdId),
         (reply) => {
           const [code, record] = tuple('getHold', reply, 2);
           if (code === ScriptCode.HOLD_FOUND)
@@ -264,7 +407,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     async releaseHold(productId: number, holdId: string): Promise<HoldRelease> {
       return exchange(
-        () => redis.releaseHold(...productScriptKeys(keysOf(productId)), holdId, settings.holdRetainMs),
+        () => redis.releaseHold(...productScriptKeys(keysOfHold(productId, holdId)), holdId, settings.holdRetainMs),
         (reply) => {
           const [code, record] = tuple('releaseHold', reply, 2);
           switch (code) {
@@ -291,7 +434,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       return exchange(
         () =>
           redis.claimHold(
-            ...conversionKeys(productId),
+            ...conversionKeys(productId, holdId),
             holdId,
             claimId,
             settings.conversionLeaseMs,
@@ -335,7 +478,12 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     async finishConversion(productId: number, holdId: string, orderId: number): Promise<HoldStep> {
       return exchange(
         () =>
-          redis.finishConversion(...conversionKeys(productId), holdId, String(orderId), settings.convertedHoldRetainMs),
+          redis.finishConversion(
+            ...conversionKeys(productId, holdId),
+            holdId,
+            String(orderId),
+            settings.convertedHoldRetainMs,
+          ),
         (reply) => {
           return holdStep('finishConversion', reply, ScriptCode.CONVERTED);
         },
@@ -345,7 +493,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
     /** Gives up a claim Postgres recorded as abandoned; the hold is a hold again (lua/abandonClaim-6.lua). */
     async abandonClaim(productId: number, holdId: string, claimId: string): Promise<HoldStep> {
       return exchange(
-        () => redis.abandonClaim(...conversionKeys(productId), holdId, claimId, settings.holdRetainMs),
+        () => redis.abandonClaim(...conversionKeys(productId, holdId), holdId, claimId, settings.holdRetainMs),
         (reply) => {
           return holdStep('abandonClaim', reply, ScriptCode.CLAIM_ABANDONED);
         },
@@ -354,7 +502,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /** Puts a cancelled order's units back on sale, once (lua/returnSoldUnits-3.lua). */
     async returnSoldUnits(productId: number, holdId: string): Promise<HoldStep> {
-      const keys = keysOf(productId);
+      const keys = keysOfHold(productId, holdId);
       return exchange(
         () => redis.returnSoldUnits(keys.inventory, keys.holds, keys.customerUnits, holdId),
         (reply) => {
@@ -363,23 +511,23 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       );
     },
 
-    /** Leases the products whose sweep is due to this instance (lua/claimDueProducts-1.lua). */
-    async claimDueProducts(limit: number, leaseMs: number): Promise<number[]> {
+    /** Leases the products (their buckets) whose sweep is due to this instance (lua/claimDueProducts-1.lua). */
+    async claimDueProducts(limit: number, leaseMs: number): Promise<SweepTarget[]> {
       return exchange(
         () => redis.claimDueProducts(sweepScheduleKey(prefix), limit, leaseMs),
         (reply) => {
           if (!Array.isArray(reply)) throw new ScriptReplyError('claimDueProducts', reply);
-          return reply.map((id) => int('claimDueProducts', Number(id)));
+          return reply.map(sweepTarget);
         },
       );
     },
 
-    /** One sweep step of one product (lua/releaseExpiredHolds-6.lua). */
-    async releaseExpiredHolds(productId: number, batch: number): Promise<SweepStep> {
+    /** One sweep step of one product's bucket (lua/releaseExpiredHolds-6.lua). */
+    async releaseExpiredHolds(productId: number, batch: number, label = 0): Promise<SweepStep> {
       return exchange(
         () =>
           redis.releaseExpiredHolds(
-            ...conversionKeys(productId),
+            ...conversionScriptKeys(keysOf(productId, label)),
             batch,
             settings.holdRetainMs,
             settings.holdTtlMs,
@@ -410,9 +558,9 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
      * product loaded), `sooner` only if it is on it and `at` is sooner than planned (never adds a member, so a
      * request naming a product that does not exist cannot grow the schedule), `always` in any case.
      */
-    async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always'): Promise<void> {
+    async scheduleSweep(productId: number, at: number, when: 'new' | 'sooner' | 'always', label = 0): Promise<void> {
       const key = sweepScheduleKey(prefix);
-      const member = String(productId);
+      const member = sweepMember(productId, label);
       await exchange(() =>
         when === 'new'
           ? redis.zadd(key, 'NX', at, member)
@@ -450,7 +598,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /**
      * (Re)builds a product's copy in Redis from the ledger under `generation`, dropping whatever Redis held for it
-     * under another one (lua/rebuildProduct-6.lua). The caller holds the product's row lock in Postgres.
+     * under another one (lua/rebuildProduct-8.lua); of a bucketed product, one bucket, from its part of the ledger. The caller holds the product's row lock in Postgres.
      */
     async rebuildProduct(
       product: {
@@ -463,12 +611,16 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       },
       generation: number,
       ledger: SalesLedger,
+      bucket: BucketRebuild = { label: 0, buckets: 1, share: product.stock },
     ): Promise<{ rebuilt: boolean; droppedHeldUnits: number; droppedRecords: number }> {
+      const { label } = bucket;
       const reply = await exchange(() =>
         redis.rebuildProduct(
-          ...conversionKeys(product.id),
+          ...conversionScriptKeys(keysOf(product.id, label)),
+          movesOutKey(prefix, product.id, label),
+          movesInKey(prefix, product.id, label),
           generation,
-          product.stock,
+          bucket.share,
           product.per_customer_limit ?? 0,
           product.price_cents,
           product.name,
@@ -479,6 +631,8 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
             ledger.convertedHolds.map((h) => [h.hold_id, h.order_id, h.customer_id ?? '', h.qty, h.unit_price_cents]),
           ),
           settings.convertedHoldRetainMs,
+          label === 0 ? bucket.buckets : 0,
+          product.stock,
         ),
       );
       const [code, droppedHeldUnits, droppedRecords] = tuple('rebuildProduct', reply, 3);
@@ -527,7 +681,7 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
       const lines = (rows: string[][]) => rows.map((fields) => fields.join('\t')).join('\n');
       const reply = await exchange(() =>
         redis.repairProduct(
-          ...conversionKeys(productId),
+          ...conversionScriptKeys(keysOf(productId)),
           repair.stock,
           repair.stockVersion,
           repair.liveUnits,
@@ -568,20 +722,23 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
         redis.zrangebyscore(sweepScheduleKey(prefix), '-inf', Math.floor(now), 'LIMIT', 0, limit),
       );
       if (due.length === 0) return null;
-      const figures = await productFigures(due.map(Number));
+      // A bucketed product's figures cover all its buckets: each product is asked about once.
+      const figures = await productFigures([...new Set(due.map((member) => sweepTarget(member).productId))]);
       const expiries = figures.flatMap((f) => (f?.oldestExpiry == null ? [] : [f.oldestExpiry]));
       return expiries.length === 0 ? null : Math.min(...expiries);
     },
 
     /** How many hold records each product keeps (live and ended, until purged), in order. */
     async holdRecordCounts(productIds: number[]): Promise<number[]> {
-      const replies = await exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const id of productIds) pipeline.hlen(keysOf(id).holds);
-        return pipeline.exec();
-      });
+      const replies = await pipelinePerNode(
+        redis,
+        exchange,
+        productIds,
+        (id) => keysOf(id).holds,
+        (pipeline, id) => pipeline.hlen(keysOf(id).holds),
+      );
       return productIds.map((_id, i) => {
-        const [err, count] = replies?.[i] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
+        const [err, count] = replies[i]?.[0] ?? [new ScriptReplyError('hlen', 'no reply in the pipeline')];
         if (err) rethrowRedisFailure(err);
         return Number(count);
       });
@@ -589,33 +746,141 @@ export function createRedisCommands(redis: Redis, settings: Settings, now: () =>
 
     /** The live counters of each product, in order; null for a product Redis does not have. */
     async inventories(productIds: number[]): Promise<(Inventory | null)[]> {
+      let firsts: (Inventory | null)[];
       if (productIds.length === 1) {
-        return exchange(
+        firsts = await exchange(
           () => redis.hmget(keysOf(productIds[0]!).inventory, ...INVENTORY_FIELDS),
           (fields) => [toInventory(fields)],
         );
+      } else {
+        const replies = await pipelinePerNode(
+          redis,
+          exchange,
+          productIds,
+          (id) => keysOf(id).inventory,
+          (pipeline, id) => pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS),
+        );
+        firsts = productIds.map((_id, i) => {
+          const [err, fields] = replies[i]?.[0] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
+          if (err) rethrowRedisFailure(err);
+          return toInventory(fields as (string | null)[]);
+        });
       }
-      const replies = await exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const id of productIds) pipeline.hmget(keysOf(id).inventory, ...INVENTORY_FIELDS);
-        return pipeline.exec();
-      });
-      return productIds.map((_id, i) => {
-        const [err, fields] = replies?.[i] ?? [new ScriptReplyError('hmget', 'no reply in the pipeline')];
-        if (err) rethrowRedisFailure(err);
-        return toInventory(fields as (string | null)[]);
-      });
+      if (firsts.every((first) => !first || first.buckets <= 1)) return firsts;
+      return Promise.all(
+        firsts.map((first, i) => (first && first.buckets > 1 ? bucketedInventory(productIds[i]!, first) : first)),
+      );
+    },
+
+    /**
+     * How a product's holds are routed: its stock buckets (1: not split, or not in Redis yet) and whether it has a
+     * per-customer limit, read from its first bucket once per instance: both are fixed when it is created.
+     */
+    async bucketRouting(productId: number): Promise<BucketRouting> {
+      const known = routings.get(productId);
+      if (known) return known;
+      const key = keysOf(productId).inventory;
+      const [stock, buckets, limit] = await exchange(
+        () => redis.hmget(key, 'stock', 'buckets', 'per_customer_limit'),
+        undefined,
+        undefined,
+        key,
+      );
+      if (stock === null || stock === undefined) return { buckets: 1, limited: false };
+      const routing = { buckets: Number(buckets ?? 1), limited: Number(limit ?? 0) > 0 };
+      routings.set(productId, routing);
+      return routing;
+    },
+
+    bucketStates,
+
+    /**
+     * The first half of a move of stock between two buckets: takes up to `units` of the source's available
+     * units out of its share and journals the move in its slot (lua/moveStockOut-2.lua).
+     */
+    async moveStockOut(
+      productId: number,
+      from: number,
+      to: number,
+      moveId: string,
+      units: number,
+    ): Promise<JournaledMove | null> {
+      return exchange(
+        () =>
+          redis.moveStockOut(
+            keysOf(productId, from).inventory,
+            movesOutKey(prefix, productId, from),
+            moveId,
+            to,
+            units,
+          ),
+        (reply) => {
+          const [code, moved, generation, at] = tuple('moveStockOut', reply, 4);
+          if (code === ScriptCode.PRODUCT_NOT_FOUND) return null;
+          if (code !== ScriptCode.MOVED_OUT && code !== ScriptCode.UNCHANGED)
+            throw new ScriptReplyError('moveStockOut', reply);
+          const units = int('moveStockOut', moved);
+          if (units === 0) return null;
+          return { moveId, to, units, generation: int('moveStockOut', generation), at: int('moveStockOut', at) };
+        },
+        undefined,
+        keysOf(productId, from).inventory,
+      );
+    },
+
+    /**
+     * The second half: adds a journaled move's units to its target's share, once per move id
+     * (lua/moveStockIn-2.lua). `moved`/`applied`: the units are there; `stale`: never to be applied (the product
+     * was rebuilt since, or the move is too old); `missing`: the target's copy is lost (the rebuild counts them).
+     */
+    async moveStockIn(productId: number, move: JournaledMove): Promise<'moved' | 'applied' | 'stale' | 'missing'> {
+      return exchange(
+        () =>
+          redis.moveStockIn(
+            keysOf(productId, move.to).inventory,
+            movesInKey(prefix, productId, move.to),
+            move.moveId,
+            move.units,
+            move.generation,
+            move.at,
+            MOVE_MEMORY_MS,
+          ),
+        (reply) => {
+          const [code] = tuple('moveStockIn', reply, 1);
+          switch (code) {
+            case ScriptCode.MOVED_IN:
+              return 'moved';
+            case ScriptCode.UNCHANGED:
+              return 'applied';
+            case ScriptCode.STALE_MOVE:
+              return 'stale';
+            case ScriptCode.PRODUCT_NOT_FOUND:
+              return 'missing';
+            default:
+              throw new ScriptReplyError('moveStockIn', reply);
+          }
+        },
+        undefined,
+        keysOf(productId, move.to).inventory,
+      );
+    },
+
+    /** Drops a move from its source's journal once its target has the units (or never will). */
+    async finishMove(productId: number, from: number, moveId: string): Promise<void> {
+      const key = movesOutKey(prefix, productId, from);
+      await exchange(() => redis.hdel(key, moveId), undefined, undefined, key);
     },
   };
 }
 
 function toInventory(fields: (string | null)[]): Inventory | null {
-  const [name, price, stock, held, sold, limit, generation, stockVersion] = fields;
+  const [name, price, stock, held, sold, limit, generation, stockVersion, buckets, total] = fields;
   if (stock === null || stock === undefined) return null;
   return {
     name: name ?? '',
     price_cents: Number(price),
-    stock: Number(stock),
+    stock: Number(total ?? stock),
+    buckets: Number(buckets ?? 1),
     held: Number(held),
     sold: Number(sold),
     per_customer_limit: Number(limit ?? 0),

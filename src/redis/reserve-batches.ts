@@ -1,13 +1,15 @@
-import type { Redis } from 'ioredis';
-import { isNoScript, resetConnection, type Exchange } from './connection.js';
+import { isNoScript, pipelineGroups, resetConnection, type Exchange, type RedisClient } from './connection.js';
 import { redisFailure, ReplyMismatchError, ScriptReplyError } from './errors.js';
 import { holdIdempotencyKey, productKeys, productScriptKeys } from './keys.js';
 import type { Settings } from '../settings.js';
 import { ScriptCode } from './script-codes.js';
+import { holdIdPrefix } from '../domain/hold-ids.js';
 
 /** One hold request as lua/reserveStock.lua takes it. */
 export interface Reservation {
   productId: number;
+  /** The stock bucket (its label: src/redis/keys.ts bucketLabels) the request is decided in; 0 for most. */
+  label?: number;
   holdId: string;
   qty: number;
   /** '' for none. */
@@ -56,69 +58,96 @@ interface Waiting {
  * request in arrival order, exactly as separate calls would; a request alone is a batch of one, sent as soon as
  * the current turn ends.
  */
-export function createReserveBatches(redis: Redis, exchange: Exchange, settings: ReserveBatchSettings) {
-  const pending = new Map<number, Waiting[]>();
+export function createReserveBatches(redis: RedisClient, exchange: Exchange, settings: ReserveBatchSettings) {
+  // By bucket: the product id for its first bucket (every product not split), `<id>.<label>` for another.
+  const pending = new Map<number | string, Waiting[]>();
   let flushScheduled = false;
 
   function flush(): void {
     flushScheduled = false;
     if (pending.size === 0) return; // its only batch was full and went already
     if (pending.size === 1) {
-      for (const [productId, batch] of pending) send(productId, batch);
+      for (const batch of pending.values()) send(batch);
     } else {
-      // Batches of several products go in one write, as one explicit pipeline.
-      const batches = [...pending].map(([productId, batch]) => ({ batch, args: scriptArguments(productId, batch) }));
-      const started = Date.now();
-      exchange(() => {
-        const pipeline = redis.pipeline();
-        for (const { args } of batches) pipeline.reserveStock(...args);
-        return pipeline.exec();
-      }).then(
-        (results) =>
-          batches.forEach(({ batch, args }, i) => {
-            const [err, reply] = results?.[i] ?? [new ScriptReplyError('reserveStock', 'no reply in the pipeline')];
-            if (!err) return decide(batch, Promise.resolve(reply));
-            // A NOSCRIPT did not run: that batch goes again alone, within what is left of the deadline.
-            const left = settings.redisCommandTimeoutMs - (Date.now() - started);
-            if (isNoScript(err) && left > 0)
-              return decide(
-                batch,
-                exchange(() => redis.reserveStock(...args), undefined, left),
-              );
-            fail(batch, redisFailure(err));
-          }),
-        (err: unknown) => {
-          for (const { batch } of batches) fail(batch, err);
-        },
-      );
+      // Batches of several products go in one write per node, as one explicit pipeline (on one server: one).
+      const batches = [...pending.values()];
+      for (const { indices } of pipelineGroups(redis, batches, inventoryKey)) {
+        const group = indices.map((i) => batches[i]!);
+        if (group.length === 1) send(group[0]!);
+        else sendPipelined(group);
+      }
     }
     pending.clear();
   }
 
-  function send(productId: number, batch: Waiting[]): void {
+  /** The batches of several products whose keys live on one node, in one pipeline. */
+  function sendPipelined(group: Waiting[][]): void {
+    const batches = group.map((batch) => ({ batch, args: scriptArguments(batch) }));
+    const key = inventoryKey(group[0]!);
+    const started = Date.now();
+    exchange(
+      () => {
+        const pipeline = redis.pipeline();
+        for (const { args } of batches) pipeline.reserveStock(...args);
+        return pipeline.exec();
+      },
+      undefined,
+      undefined,
+      key,
+    ).then(
+      (results) =>
+        batches.forEach(({ batch, args }, i) => {
+          const [err, reply] = results?.[i] ?? [new ScriptReplyError('reserveStock', 'no reply in the pipeline')];
+          if (!err) return decide(batch, Promise.resolve(reply), key);
+          // A NOSCRIPT did not run: that batch goes again alone, within what is left of the deadline.
+          const left = settings.redisCommandTimeoutMs - (Date.now() - started);
+          if (isNoScript(err) && left > 0)
+            return decide(
+              batch,
+              exchange(() => redis.reserveStock(...args), undefined, left, key),
+              key,
+            );
+          fail(batch, redisFailure(err));
+        }),
+      (err: unknown) => {
+        for (const { batch } of batches) fail(batch, err);
+      },
+    );
+  }
+
+  /** The inventory key of a batch's bucket: where its script runs. */
+  function inventoryKey(batch: Waiting[]): string {
+    const { productId, label = 0 } = batch[0]!.reservation;
+    return productKeys(settings.redisKeyPrefix, productId, label).inventory;
+  }
+
+  function send(batch: Waiting[]): void {
+    const key = inventoryKey(batch);
     decide(
       batch,
-      exchange(() => redis.reserveStock(...scriptArguments(productId, batch))),
+      exchange(() => redis.reserveStock(...scriptArguments(batch)), undefined, undefined, key),
+      key,
     );
   }
 
   /** Settles a batch's requests once its reply (or its error) is in. */
-  function decide(batch: Waiting[], reply: Promise<unknown>): void {
+  function decide(batch: Waiting[], reply: Promise<unknown>, key: string): void {
     reply.then(
-      (lines) => settle(batch, lines),
+      (lines) => settle(batch, lines, key),
       (err: unknown) => fail(batch, err),
     );
   }
 
   /** The key count, the keys and the arguments of lua/reserveStock.lua for one product's batch. */
-  function scriptArguments(productId: number, batch: Waiting[]): [number, ...(string | number)[]] {
-    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId));
+  function scriptArguments(batch: Waiting[]): [number, ...(string | number)[]] {
+    const { productId, label = 0 } = batch[0]!.reservation;
+    const keys: string[] = productScriptKeys(productKeys(settings.redisKeyPrefix, productId, label));
     const lines: string[] = [];
     for (const { reservation } of batch) {
       const { idempotency } = reservation;
       let keyIndex = 0;
       if (idempotency) {
-        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key));
+        keys.push(holdIdempotencyKey(settings.redisKeyPrefix, productId, idempotency.key, label));
         keyIndex = keys.length; // Lua's KEYS are 1-based
       }
       // Tabs and newlines cannot occur in a field: hold ids and fingerprints are ours, customer ids checked above.
@@ -142,12 +171,12 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
    * Settles each request of a batch with its line of the script's reply. A reply with another number of lines, or
    * granting a hold this batch did not ask for, is another command's: the connection is out of step.
    */
-  function settle(batch: Waiting[], reply: unknown): void {
+  function settle(batch: Waiting[], reply: unknown, key: string): void {
     const lines = typeof reply === 'string' ? reply.split('\n') : [];
     const outcomes = lines.map(decodeLine);
     const foreign = lines.length !== batch.length || outcomes.some((o, i) => o && !ownHold(batch[i]!.reservation, o));
     if (foreign) {
-      resetConnection(redis);
+      resetConnection(redis, key);
       fail(batch, redisFailure(new ReplyMismatchError('reserveStock', reply)));
       return;
     }
@@ -170,15 +199,16 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
         reject(new Error('reserveStock: a customer id holds a tab or a newline'));
         return;
       }
-      let batch = pending.get(reservation.productId);
+      const bucket = reservation.label ? `${reservation.productId}.${reservation.label}` : reservation.productId;
+      let batch = pending.get(bucket);
       if (!batch) {
         batch = [];
-        pending.set(reservation.productId, batch);
+        pending.set(bucket, batch);
       }
       batch.push({ reservation, resolve, reject });
       if (batch.length >= settings.maxHoldBatch) {
-        pending.delete(reservation.productId);
-        send(reservation.productId, batch);
+        pending.delete(bucket);
+        send(batch);
       } else if (!flushScheduled) {
         flushScheduled = true;
         // After the I/O callbacks of this turn: every request parsed in it joins the batch.
@@ -190,11 +220,11 @@ export function createReserveBatches(redis: Redis, exchange: Exchange, settings:
   return { reserve };
 }
 
-/** A granted hold is the request's own, or for a replay one of the same product (ids start with the product id). */
+/** A granted hold is the request's own, or for a replay one of the same bucket (ids start with the product and label). */
 function ownHold(reservation: Reservation, outcome: ReserveOutcome): boolean {
   if (outcome.kind !== 'held') return true;
   return outcome.replayed
-    ? outcome.holdId.startsWith(`${reservation.productId}-`)
+    ? outcome.holdId.startsWith(holdIdPrefix(reservation.productId, reservation.label ?? 0))
     : outcome.holdId === reservation.holdId;
 }
 

@@ -16,6 +16,8 @@ export enum ScriptCode {
   STOCK_SET = 9,
   PRODUCT_LOADED = 10,
   PRODUCT_REPAIRED = 11,
+  MOVED_OUT = 12,
+  MOVED_IN = 13,
   PRODUCT_NOT_FOUND = -1,
   INSUFFICIENT_STOCK = -2,
   CUSTOMER_LIMIT_EXCEEDED = -3,
@@ -30,4 +32,5 @@ export enum ScriptCode {
   HOLD_CONVERTING = -12,
   WRONG_HOLD_STATE = -13,
   HOLDS_CHANGED = -14,
+  STALE_MOVE = -15,
 }

@@ -1,9 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { Redis, Result } from 'ioredis';
+import type { Result } from 'ioredis';
+import type { RedisClient } from './connection.js';
 
 type ProductKeysArgs = [string, string, string, string, string];
 type ConversionKeysArgs = [...ProductKeysArgs, string];
+type RebuildKeysArgs = [...ConversionKeysArgs, movesOut: string, movesIn: string];
 
 // The raw commands, one per script in lua/ (each file's header lists its keys, arguments and replies). Replies
 // are `unknown` here on purpose: only src/redis/commands.ts calls these, and it checks each reply's shape.
@@ -39,7 +41,7 @@ declare module 'ioredis' {
     getHold(holdsKey: string, inventoryKey: string, holdId: string): Result<unknown, Context>;
     rebuildProduct(
       ...args: [
-        ...keys: ConversionKeysArgs,
+        ...keys: RebuildKeysArgs,
         generation: number,
         stock: number,
         perCustomerLimit: number,
@@ -50,7 +52,25 @@ declare module 'ioredis' {
         customerUnitsJson: string,
         convertedHoldsJson: string,
         convertedRetainMs: number,
+        buckets: number,
+        totalStock: number,
       ]
+    ): Result<unknown, Context>;
+    moveStockOut(
+      inventoryKey: string,
+      movesOutKey: string,
+      moveId: string,
+      targetLabel: number,
+      units: number,
+    ): Result<unknown, Context>;
+    moveStockIn(
+      inventoryKey: string,
+      movesInKey: string,
+      moveId: string,
+      units: number,
+      generation: number,
+      at: number,
+      memoryMs: number,
     ): Result<unknown, Context>;
     setStock(
       ...args: [...keys: ProductKeysArgs, stock: number, version: number, inlineExpiryLimit: number, retainMs: number]
@@ -101,7 +121,9 @@ export const SCRIPT_FILES = [
   'abandonClaim-6',
   'returnSoldUnits-3',
   'claimDueProducts-1',
-  'rebuildProduct-6',
+  'rebuildProduct-8',
+  'moveStockOut-2',
+  'moveStockIn-2',
   'setStock-5',
   'repairProduct-6',
   'adminFailures-1',
@@ -126,7 +148,7 @@ interface ScriptRunner {
  * command and its pipelines' run, so timing it there covers every path (batches sent alone, pipelined, auto-
  * pipelined), the NOSCRIPT re-send included.
  */
-export function defineScripts(redis: Redis, timer?: ScriptTimer): void {
+export function defineScripts(redis: RedisClient, timer?: ScriptTimer): void {
   for (const file of SCRIPT_FILES) {
     const [name, keyCount] = file.split('-') as [string, string | undefined];
     redis.defineCommand(name, { lua: readScript(file), ...(keyCount ? { numberOfKeys: Number(keyCount) } : {}) });

@@ -1,5 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox';
 
+/** Most stock buckets one product may be split into (src/redis/keys.ts bucketLabels). */
+export const MAX_STOCK_BUCKETS = 16;
+
 /** The largest Postgres `integer` (int4): products.id is one, generated from 1. */
 export const PG_INTEGER_MAX = 2_147_483_647;
 
@@ -19,6 +22,7 @@ const PRODUCT_EXAMPLE = {
   held: 4,
   sold: 8,
   per_customer_limit: 2,
+  buckets: 1,
 };
 
 export const ProductSchema = Type.Object(
@@ -32,6 +36,10 @@ export const ProductSchema = Type.Object(
     sold: Type.Integer({ minimum: 0, description: 'units in orders that are not cancelled' }),
     per_customer_limit: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
       description: 'most units one customer may hold and buy; null: no limit',
+    }),
+    buckets: Type.Integer({
+      minimum: 1,
+      description: 'stock buckets the product is split into in Redis, each on its own slot (1: not split)',
     }),
   },
   { examples: [PRODUCT_EXAMPLE] },
@@ -51,6 +59,15 @@ export const NewProductSchema = Type.Object(
     price_cents: Type.Integer({ minimum: 0, maximum: 100_000_000_00 }),
     stock: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
     per_customer_limit: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1_000_000 }), Type.Null()])),
+    buckets: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: MAX_STOCK_BUCKETS,
+        description:
+          'split the stock into this many buckets on as many Redis Cluster slots, so one hot product is decided ' +
+          'by several shards (default 1: not split); fixed once the product exists',
+      }),
+    ),
   },
   {
     additionalProperties: false,

@@ -1,16 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import pg from 'pg';
 import type { Test } from 'tap';
 import { buildApp, type AppOptions } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createDatabase } from '../../src/db/connection.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
+import { clusterNodeList, type RedisClient } from '../../src/redis/connection.js';
 import type { Clock } from './clock.js';
 
 /** The servers tests run against: CI has both at their default local ports. */
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/**
+ * host:port of a Redis Cluster's nodes: when set, every test app that does not bring its own Redis runs on that
+ * cluster (REDIS_CLUSTER_NODES) instead of TEST_REDIS_URL, and the helpers here look at its keys there.
+ */
+export const TEST_REDIS_CLUSTER_NODES = process.env.TEST_REDIS_CLUSTER_NODES ?? '';
 export const TEST_PG_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 /** The admin token every test service is configured with. */
 export const ADMIN_TOKEN = 'test-admin-token';
@@ -58,16 +64,43 @@ export function createKeyPrefix(t: Test): string {
   return prefix;
 }
 
-/** Deletes every key under a prefix, with SCAN: other tests' keys are left alone. */
-export async function deleteKeys(prefix: string): Promise<void> {
-  const redis = new Redis(TEST_REDIS_URL);
-  try {
+/**
+ * A plain client for looking at keys: a Cluster client when `clusterNodes` names a cluster, else one to `url`.
+ * The caller disconnects it.
+ */
+export function redisClient(
+  clusterNodes: string = TEST_REDIS_CLUSTER_NODES,
+  url: string = TEST_REDIS_URL,
+): RedisClient {
+  const nodes = clusterNodeList(clusterNodes);
+  if (nodes.length === 0) return new Redis(url);
+  const cluster = new Cluster(nodes.map((node) => ({ host: node.split(':')[0], port: Number(node.split(':')[1]) })));
+  cluster.on('error', () => {});
+  return cluster;
+}
+
+/** Every key matching `pattern`, with SCAN on the server or on every master of a cluster. */
+export async function scanKeys(redis: RedisClient, pattern: string): Promise<string[]> {
+  const found: string[] = [];
+  const servers = redis instanceof Cluster ? redis.nodes('master') : [redis];
+  for (const server of servers) {
     let cursor = '0';
     do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
       cursor = next;
-      if (keys.length > 0) await redis.unlink(...keys);
+      found.push(...keys);
     } while (cursor !== '0');
+  }
+  return found;
+}
+
+/** Deletes every key under a prefix, with SCAN (of every master of a cluster): other tests' keys are left alone. */
+export async function deleteKeys(prefix: string, clusterNodes: string = TEST_REDIS_CLUSTER_NODES): Promise<void> {
+  const redis = redisClient(clusterNodes);
+  try {
+    const keys = await scanKeys(redis, `${prefix}*`);
+    // One key per command: on a cluster the keys live in many slots.
+    await Promise.all(keys.map((key) => redis.unlink(key)));
   } finally {
     redis.disconnect();
   }
@@ -77,8 +110,8 @@ export async function deleteKeys(prefix: string): Promise<void> {
 export interface TestApp {
   app: FastifyInstance;
   config: Config;
-  /** A plain Redis client for looking at the test's keys. */
-  redis: Redis;
+  /** A plain Redis client for looking at the test's keys (a Cluster client on a cluster). */
+  redis: RedisClient;
   /** The app's key prefix, so that a TestApp is a scope for the helpers of ./redis-state.ts. */
   prefix: string;
 }
@@ -106,6 +139,8 @@ export async function buildTestApp(
     {},
     {
       REDIS_URL: TEST_REDIS_URL,
+      // A test that brings its own Redis server runs on it, cluster or not.
+      REDIS_CLUSTER_NODES: overrides.REDIS_URL === undefined ? TEST_REDIS_CLUSTER_NODES : '',
       DATABASE_URL: overrides.DATABASE_URL ?? (await createTestDatabase(t)),
       REDIS_KEY_PREFIX: overrides.REDIS_KEY_PREFIX ?? createKeyPrefix(t),
       ADMIN_TOKEN,
@@ -123,7 +158,7 @@ export async function buildTestApp(
     logDestination: options.logDestination,
   });
   t.teardown(() => app.close());
-  const redis = new Redis(TEST_REDIS_URL);
+  const redis = redisClient(config.REDIS_CLUSTER_NODES);
   t.teardown(() => redis.disconnect());
   return { app, config, redis, prefix: config.REDIS_KEY_PREFIX };
 }
@@ -132,7 +167,13 @@ export async function buildTestApp(
 export const PRODUCT_DEFAULTS = { name: 'Test product', price_cents: 1000 };
 
 /** What creating a product takes: its stock, and anything else the test cares about. */
-export type ProductFields = { name?: string; price_cents?: number; stock: number; per_customer_limit?: number };
+export type ProductFields = {
+  name?: string;
+  price_cents?: number;
+  stock: number;
+  per_customer_limit?: number;
+  buckets?: number;
+};
 
 /** Creates a product through the admin API and returns it. */
 export async function createProduct(

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/redis/connection.js';
 
 /** A clock in milliseconds, as code that takes a `now` option reads it. */
 export interface Clock {
@@ -23,13 +23,13 @@ export function manualClock(startMs = Date.now()): ManualClock {
 }
 
 /** Redis's clock now, in milliseconds: holds expire by it, not by ours. */
-export async function redisNow(redis: Redis): Promise<number> {
+export async function redisNow(redis: RedisClient): Promise<number> {
   const [seconds, micros] = await redis.time();
   return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
 /** Waits until Redis's clock has passed an ISO time (hold expiry is decided by Redis's clock, not ours). */
-export async function waitPastOnRedisClock(redis: Redis, iso: string): Promise<void> {
+export async function waitPastOnRedisClock(redis: RedisClient, iso: string): Promise<void> {
   for (;;) {
     const remaining = Date.parse(iso) - (await redisNow(redis));
     if (remaining < 0) return;

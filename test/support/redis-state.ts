@@ -2,8 +2,8 @@
  * What the service keeps in Redis, read directly: tests check the counters against the records behind them.
  * Every key comes from src/redis/keys.ts, the one module that builds them.
  */
-import type { Redis } from 'ioredis';
 import { productOfHold as productOfHoldId } from '../../src/domain/hold-ids.js';
+import type { RedisClient } from '../../src/redis/connection.js';
 import type { HoldRecord } from '../../src/redis/hold-record.js';
 import { productKeys, sweepScheduleKey, type ProductKeys } from '../../src/redis/keys.js';
 
@@ -18,7 +18,7 @@ export function productOfHold(holdId: string): number {
 
 /** A Redis client and the key prefix of the service under test (a TestApp is one). */
 export interface RedisScope {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
 }
 
