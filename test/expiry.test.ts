@@ -4,8 +4,8 @@ import t from 'tap';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
 import { createRedisCommands } from '../src/redis/commands.js';
 import { settingsFrom } from '../src/settings.js';
-import { connectRedis } from '../src/redis/connection.js';
-import { buildTestApp, createProduct, TEST_REDIS_URL } from './support/app.js';
+import { clusterNodeList, connectRedis } from '../src/redis/connection.js';
+import { buildTestApp, createProduct, TEST_REDIS_CLUSTER_NODES, TEST_REDIS_URL } from './support/app.js';
 import { waitPastOnRedisClock } from './support/clock.js';
 import { holdRecords, indexedHolds } from './support/redis-state.js';
 import { poll } from './support/wait.js';
@@ -103,7 +103,13 @@ t.test('three sweepers at once release each expired hold exactly once', async (t
 
   // Three instances' sweepers, each with its own connection, started together; small batches make them overlap.
   const sweepers = await Promise.all(
-    [1, 2, 3].map(() => connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 })),
+    [1, 2, 3].map(() =>
+      connectRedis({
+        url: TEST_REDIS_URL,
+        clusterNodes: clusterNodeList(TEST_REDIS_CLUSTER_NODES),
+        commandTimeoutMs: 2000,
+      }),
+    ),
   );
   t.teardown(() => sweepers.forEach((s) => s.disconnect()));
   let expired = 0;
@@ -176,7 +182,11 @@ t.test('an ended hold stays readable for the retention period, then is purged', 
   t.equal((await app.inject({ method: 'GET', url: `/api/holds/${held.hold_id}` })).json<HoldBody>().status, 'released');
 
   await sleep(1100);
-  const sweeper = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 });
+  const sweeper = await connectRedis({
+    url: TEST_REDIS_URL,
+    clusterNodes: clusterNodeList(TEST_REDIS_CLUSTER_NODES),
+    commandTimeoutMs: 2000,
+  });
   t.teardown(() => sweeper.disconnect());
   // The product's next sweep is scheduled at the purge time; sweep until it has come round.
   const settings = settingsFrom(config);

@@ -212,6 +212,7 @@ function runCli(w: TestApp, args: string[]): Promise<{ code: number; stdout: str
           PATH: process.env.PATH ?? '/usr/bin:/bin',
           HOME: process.env.HOME ?? '/tmp',
           REDIS_URL: TEST_REDIS_URL,
+          REDIS_CLUSTER_NODES: w.config.REDIS_CLUSTER_NODES,
           DATABASE_URL: w.config.DATABASE_URL,
           REDIS_KEY_PREFIX: w.prefix,
         },

@@ -9,11 +9,11 @@ import { loadConfig } from '../src/config.js';
 import { newHoldId } from '../src/domain/hold-ids.js';
 import { releaseExpiredHolds } from '../src/domain/sweeper.js';
 import { createRedisCommands, type RedisCommands } from '../src/redis/commands.js';
-import { connectRedis } from '../src/redis/connection.js';
+import { clusterNodeList, connectRedis } from '../src/redis/connection.js';
 import { sweepScheduleKey } from '../src/redis/keys.js';
 import { settingsFrom } from '../src/settings.js';
 import { createProductAt } from './support/api.js';
-import { buildTestApp, createProduct, TEST_REDIS_URL } from './support/app.js';
+import { buildTestApp, createProduct, TEST_REDIS_CLUSTER_NODES, TEST_REDIS_URL } from './support/app.js';
 import { redisNow } from './support/clock.js';
 import { holdRecords, indexedHolds, inventory, nextSweepOf, type RedisScope } from './support/redis-state.js';
 import { errorLines, serviceWorld } from './support/service-process.js';
@@ -125,7 +125,11 @@ t.test('products claimed by an instance that then died are left alone during the
   await waitPastRedisMs({ redis, prefix }, lastExpiry);
 
   // The instance that dies: it claims the due products, and is never heard of again.
-  const dead = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 2000 });
+  const dead = await connectRedis({
+    url: TEST_REDIS_URL,
+    clusterNodes: clusterNodeList(TEST_REDIS_CLUSTER_NODES),
+    commandTimeoutMs: 2000,
+  });
   t.teardown(() => dead.disconnect());
   const claimedAt = await redisNow(redis);
   const claimed = await createRedisCommands(dead, settings).claimDueProducts(
@@ -166,7 +170,11 @@ t.test(
 
     // The holds, through the service's own script layer in batches of up to 256 a product: they fall due within
     // milliseconds of each other (over HTTP they would trickle out over seconds).
-    const redis = await connectRedis({ url: TEST_REDIS_URL, commandTimeoutMs: 5000 });
+    const redis = await connectRedis({
+      url: TEST_REDIS_URL,
+      clusterNodes: clusterNodeList(TEST_REDIS_CLUSTER_NODES),
+      commandTimeoutMs: 5000,
+    });
     t.teardown(() => redis.disconnect());
     const commands = createRedisCommands(
       redis,

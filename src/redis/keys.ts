@@ -1,6 +1,7 @@
 /**
  * Every Redis key the service uses is built here. All keys of one product share the hash tag `{p:<id>}` (of one
- * stock bucket, `{p:<id>:<label>}`), so each script touches a single Redis Cluster slot. The layout is documented in the README.
+ * stock bucket, `{p:<id>:<label>}`), so each script touches a single Redis Cluster slot. The layout is documented
+ * in the README, with where each key lives on a Redis Cluster and why (README "Redis Cluster").
  */
 
 /** The keys of one product, in the order the product scripts take them as KEYS[1..5]. */
@@ -122,7 +123,7 @@ export function holdIdempotencyKey(prefix: string, productId: number, idempotenc
 
 /**
  * string: the fingerprint of the request that first used an Idempotency-Key. It lives outside any product's
- * slot, so a key reused for another product is caught too.
+ * slot, so a key reused for another product is caught too. Untagged: on a Cluster the claims spread by key.
  */
 export function idempotencyClaimKey(prefix: string, idempotencyKey: string): string {
   return `${prefix}idempotency:${idempotencyKey}`;
@@ -155,17 +156,24 @@ function counterTagOf(subject: string): number {
  * string: present while this Redis still has the copies the service made. A restart without persistence or a
  * FLUSHALL removes it with everything else, and the loss watcher then checks every product at once
  * (src/domain/redis-rebuild.ts); a loss of part of the data (one Cluster shard) is found product by product.
+ * On a Cluster it lives on the one master its slot is on: only that master's loss is seen at once.
  */
 export function copyMarkerKey(prefix: string): string {
   return `${prefix}copy-marker`;
 }
 
-/** zset: product id -> when the sweeper next needs to look at it (ms, Redis clock). */
+/**
+ * zset: product id -> when the sweeper next needs to look at it (ms, Redis clock). One key, so on a Cluster one
+ * master: it is touched per sweep pass and per conversion, never per hold, so it is no hot key at these rates.
+ */
 export function sweepScheduleKey(prefix: string): string {
   return `${prefix}sweep-schedule`;
 }
 
-/** string: wrong admin tokens one client address presented in the current window (lua/adminFailures-1.lua). */
+/**
+ * string: wrong admin tokens one client address presented in the current window (lua/adminFailures-1.lua).
+ * Untagged: spread by address on a Cluster.
+ */
 export function adminFailuresKey(prefix: string, address: string): string {
   return `${prefix}admin-failures:${address}`;
 }

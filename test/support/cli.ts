@@ -28,7 +28,14 @@ export function flashsale(
         env: {
           PATH: process.env.PATH ?? '/usr/bin:/bin',
           HOME: process.env.HOME ?? '/tmp',
-          ...(w ? { REDIS_URL: TEST_REDIS_URL, DATABASE_URL: w.config.DATABASE_URL, REDIS_KEY_PREFIX: w.prefix } : {}),
+          ...(w
+            ? {
+                REDIS_URL: TEST_REDIS_URL,
+                REDIS_CLUSTER_NODES: w.config.REDIS_CLUSTER_NODES,
+                DATABASE_URL: w.config.DATABASE_URL,
+                REDIS_KEY_PREFIX: w.prefix,
+              }
+            : {}),
           LOG_LEVEL: 'warn',
           ...options.env,
         },

@@ -5,10 +5,17 @@
 import type { FaultPoint } from '../../src/domain/faults.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Test } from 'tap';
-import { ADMIN_TOKEN, createTestDatabase, deleteKeys, newKeyPrefix, TEST_REDIS_URL } from './app.js';
+import {
+  ADMIN_TOKEN,
+  createTestDatabase,
+  deleteKeys,
+  newKeyPrefix,
+  redisClient,
+  TEST_REDIS_CLUSTER_NODES,
+  TEST_REDIS_URL,
+} from './app.js';
 import { attempt, client, type Attempt, type Client } from './http.js';
 import type { PostgresScope } from './postgres-state.js';
 import { freePort, startProcess, type RunningProcess } from './processes.js';
@@ -125,7 +132,7 @@ export async function serviceWorld(
 ): Promise<ServiceWorld> {
   const databaseUrl = await createTestDatabase(t, stores.postgresServer);
   const prefix = newKeyPrefix();
-  const redis = new Redis(TEST_REDIS_URL);
+  const redis = redisClient();
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
   // An idle client ended by the database's DROP ... WITH (FORCE) in teardown must not fail the test.
   db.on('error', () => {});
@@ -140,6 +147,8 @@ export async function serviceWorld(
 
   const baseEnv = {
     REDIS_URL: TEST_REDIS_URL,
+    // A world given a Redis server of its own runs on it, cluster or not.
+    REDIS_CLUSTER_NODES: settings.REDIS_URL === undefined ? TEST_REDIS_CLUSTER_NODES : '',
     DATABASE_URL: databaseUrl,
     REDIS_KEY_PREFIX: prefix,
     ADMIN_TOKEN,
