@@ -40,7 +40,7 @@ async function lossWorld(t: Test, cluster: PrivateRedisCluster) {
   t.teardown(() => pool.end());
   const generations = async (ids: number[]): Promise<Map<number, number>> => {
     const { rows } = await pool.query<{ id: number; g: number }>(
-      'SELECT id, redis_generation::int AS g FROM products WHERE id = ANY($1)',
+      'SELECT id::int AS id, redis_generation::int AS g FROM products WHERE id = ANY($1)',
       [ids],
     );
     return new Map(rows.map((r) => [r.id, r.g]));
@@ -101,10 +101,18 @@ async function replicaOf(cluster: PrivateRedisCluster, master: ClusterNode): Pro
   return replica;
 }
 
-/** Waits until the watcher has rebuilt every product of `lost` (a new generation in Postgres). */
-async function rebuilt(w: Awaited<ReturnType<typeof lossWorld>>, lost: Product[], before: Map<number, number>) {
+/**
+ * Waits until the watcher has rebuilt every product of `lost` (a new generation in Postgres); returns the
+ * generations of all `products` then.
+ */
+async function rebuilt(
+  w: Awaited<ReturnType<typeof lossWorld>>,
+  products: Product[],
+  lost: Product[],
+  before: Map<number, number>,
+) {
   return poll(
-    () => w.generations(lost.map((p) => p.id)),
+    () => w.generations(products.map((p) => p.id)),
     (now) => lost.every((p) => now.get(p.id)! > before.get(p.id)!),
     DETECTION_DEADLINE_MS,
     25,
@@ -150,7 +158,7 @@ t.test('a replica that missed acknowledged sales is promoted: its shard rebuilt,
   const stale = await inventory(w, onVictim[0]!.id).catch(() => undefined);
   t.comment(`the promoted replica's copy of product ${onVictim[0]!.id}: ${JSON.stringify(stale)}`);
 
-  const after = await rebuilt(w, onVictim, before);
+  const after = await rebuilt(w, products, onVictim, before);
   for (const p of onVictim) t.ok(after.get(p.id)! > before.get(p.id)!, `product ${p.id} (lost shard): rebuilt`);
   for (const p of elsewhere) t.equal(after.get(p.id), before.get(p.id), `product ${p.id} (${p.master.address}): untouched`);
   for (const p of products) {
@@ -186,7 +194,7 @@ t.test('a master restarted empty on its own slots: its products rebuilt, the oth
     'it serves its slots again',
   );
 
-  const after = await rebuilt(w, onVictim, before);
+  const after = await rebuilt(w, products, onVictim, before);
   for (const p of onVictim) {
     t.ok(after.get(p.id)! > before.get(p.id)!, `product ${p.id} (lost shard): rebuilt`);
     t.match(await inventory(w, p.id), { stock: STOCK, held: 0, sold: 2 }, `product ${p.id}: sold from Postgres, its hold gone`);
