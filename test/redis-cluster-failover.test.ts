@@ -125,12 +125,16 @@ t.test('a master SIGKILLed under load: its replica takes over, no 500, no hold t
     await cluster.waitUntilOk(RECOVERY_BOUND_MS);
     promotedAt = Date.now();
     const served = await eventually(
-      async () => [...storm.grants.values()].some((g) => g.grantedAt > promotedAt && onVictim.some((p) => p.id === g.productId)),
+      async () =>
+        [...storm.grants.values()].some((g) => g.grantedAt > promotedAt && onVictim.some((p) => p.id === g.productId)),
       RECOVERY_BOUND_MS,
       20,
     );
     recoveredAt = Date.now();
-    t.ok(served, `holds on the failed shard's products are granted again (${recoveredAt - killedAt} ms after the kill)`);
+    t.ok(
+      served,
+      `holds on the failed shard's products are granted again (${recoveredAt - killedAt} ms after the kill)`,
+    );
     // Load keeps running on the promoted master for a while.
     const before = storm.orders.size;
     t.ok(await eventually(async () => storm.orders.size >= before + 10, 20_000, 20), 'orders flow again');
@@ -160,7 +164,8 @@ t.test('a master SIGKILLed under load: its replica takes over, no 500, no hold t
     'no request left unanswered',
   );
   // A hold is one script call; a conversion is at most three Redis steps (claim, finish, and a rebuild check).
-  const bound = (kind: string) => (kind === 'hold' || kind === 'release' ? 1 : 3) * COMMAND_TIMEOUT_MS + ANSWER_MARGIN_MS;
+  const bound = (kind: string) =>
+    (kind === 'hold' || kind === 'release' ? 1 : 3) * COMMAND_TIMEOUT_MS + ANSWER_MARGIN_MS;
   const slow = exchanges.filter((e) => e.ms > bound(e.kind));
   t.same(
     slow.map((e) => `${e.kind} ${e.status} in ${e.ms.toFixed(0)} ms`),
@@ -198,7 +203,10 @@ t.test('a master SIGKILLed under load: its replica takes over, no 500, no hold t
     const ids = await redis.hkeys(keysOf(scope, p.id).holds);
     ungranted += ids.filter((id) => !storm.grants.has(id)).length;
   }
-  t.ok(ungranted <= unknownOutcomes, `${ungranted} hold records no answer granted, <= ${unknownOutcomes} unknown outcomes`);
+  t.ok(
+    ungranted <= unknownOutcomes,
+    `${ungranted} hold records no answer granted, <= ${unknownOutcomes} unknown outcomes`,
+  );
 
   // The invariant, during (sampled) and after (Postgres's live orders plus Redis's active holds within the stock).
   t.same(violations, [], `stock - held - sold >= 0 in all ${samples} samples`);
@@ -227,5 +235,7 @@ t.test('a master SIGKILLed under load: its replica takes over, no 500, no hold t
   );
   t.ok(report.clean, `reconcile --check is clean (${report.products_checked} products)`, { drifts: report.drifts });
   t.ok(recoveredAt - killedAt < RECOVERY_BOUND_MS, `recovered within ${RECOVERY_BOUND_MS} ms`);
-  t.comment(`figures ${JSON.stringify({ scenario: 'cluster-failover', ...figures, reconcile_clean: report.clean, drifts: report.drifts.length })}`);
+  t.comment(
+    `figures ${JSON.stringify({ scenario: 'cluster-failover', ...figures, reconcile_clean: report.clean, drifts: report.drifts.length })}`,
+  );
 });

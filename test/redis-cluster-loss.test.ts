@@ -80,7 +80,11 @@ async function buy(service: TestApp, productId: number, qty: number, customer: s
     payload: { product_id: productId, qty, customer_id: customer },
   });
   if (hold.statusCode !== 201) return hold.statusCode;
-  const order = await service.app.inject({ method: 'POST', url: '/api/orders', payload: { hold_id: hold.json().hold_id } });
+  const order = await service.app.inject({
+    method: 'POST',
+    url: '/api/orders',
+    payload: { hold_id: hold.json().hold_id },
+  });
   return order.statusCode;
 }
 
@@ -135,7 +139,10 @@ t.test('a replica that missed acknowledged sales is promoted: its shard rebuilt,
   const replica = await replicaOf(cluster, victim!);
 
   // The replica stops hearing from its master (asleep, its link cut), and the rest of every stock is sold.
-  const asleep = replica.client().call('DEBUG', 'SLEEP', 3).catch(() => undefined);
+  const asleep = replica
+    .client()
+    .call('DEBUG', 'SLEEP', 3)
+    .catch(() => undefined);
   await sleep(200);
   await master.call('CLIENT', 'KILL', 'TYPE', 'replica');
   for (const p of products) t.equal(await buy(w, p.id, 2, 'late'), 201, `product ${p.id}: sold out, acknowledged`);
@@ -160,7 +167,8 @@ t.test('a replica that missed acknowledged sales is promoted: its shard rebuilt,
 
   const after = await rebuilt(w, products, onVictim, before);
   for (const p of onVictim) t.ok(after.get(p.id)! > before.get(p.id)!, `product ${p.id} (lost shard): rebuilt`);
-  for (const p of elsewhere) t.equal(after.get(p.id), before.get(p.id), `product ${p.id} (${p.master.address}): untouched`);
+  for (const p of elsewhere)
+    t.equal(after.get(p.id), before.get(p.id), `product ${p.id} (${p.master.address}): untouched`);
   for (const p of products) {
     t.match(await inventory(w, p.id), { stock: STOCK, sold: STOCK }, `product ${p.id}: sold out in Redis`);
     const late = await buyAll(w, p.id);
@@ -197,7 +205,11 @@ t.test('a master restarted empty on its own slots: its products rebuilt, the oth
   const after = await rebuilt(w, products, onVictim, before);
   for (const p of onVictim) {
     t.ok(after.get(p.id)! > before.get(p.id)!, `product ${p.id} (lost shard): rebuilt`);
-    t.match(await inventory(w, p.id), { stock: STOCK, held: 0, sold: 2 }, `product ${p.id}: sold from Postgres, its hold gone`);
+    t.match(
+      await inventory(w, p.id),
+      { stock: STOCK, held: 0, sold: 2 },
+      `product ${p.id}: sold from Postgres, its hold gone`,
+    );
   }
   for (const p of elsewhere) {
     t.equal(after.get(p.id), before.get(p.id), `product ${p.id} (${p.master.address}): untouched`);

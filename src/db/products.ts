@@ -149,7 +149,11 @@ export async function listGenerations(
     .orderBy('products.id')
     .limit(page.limit)
     .execute();
-  return rows.map((row) => ({ id: row.id, redis_generation: row.redis_generation, live_units: Number(row.live_units) }));
+  return rows.map((row) => ({
+    id: row.id,
+    redis_generation: row.redis_generation,
+    live_units: Number(row.live_units),
+  }));
 }
 
 /** Units in a product's live orders (SOLD_ORDER_STATUSES). */
