@@ -1,5 +1,5 @@
 import t from 'tap';
-import { buildTestApp, createProduct, admin } from './support/app.js';
+import { buildTestApp, createProduct, admin, scanKeys } from './support/app.js';
 
 interface BadRequest {
   name: string;
@@ -227,10 +227,10 @@ t.test('every kind of bad input answers its 4xx code and changes nothing', async
     { name: 'unknown route', method: 'GET', url: '/api/nothing-here', status: 404, code: 'NOT_FOUND' },
   ];
 
-  // Rate-limit counters ({rate}) count every request that reaches a limited route, refused or not: one short-lived
+  // Rate-limit counters ({rate:<n>}) count every request that reaches a limited route, refused or not: one short-lived
   // key per route and client address, which is what bounds the rest. Everything else must stay as it was.
   const stateKeys = async () =>
-    (await redis.keys(`${config.REDIS_KEY_PREFIX}*`)).filter((key) => !key.includes('{rate}:'));
+    (await scanKeys(redis, `${config.REDIS_KEY_PREFIX}*`)).filter((key) => !key.includes('{rate:'));
   const before = await stateKeys();
   for (const c of cases) {
     const response = await app.inject({ method: c.method, url: c.url, payload: c.payload, headers: c.headers });
@@ -242,7 +242,7 @@ t.test('every kind of bad input answers its 4xx code and changes nothing', async
 
   const after = await stateKeys();
   t.same(after.sort(), before.sort(), 'no Redis key was created by a refused request');
-  const counters = await redis.keys(`${config.REDIS_KEY_PREFIX}{rate}:*`);
+  const counters = await scanKeys(redis, `${config.REDIS_KEY_PREFIX}{rate:*`);
   t.ok(counters.length <= 2, `at most one rate counter per limited route for the one client (${counters.join(', ')})`);
   for (const id of [product.id, limited.id]) {
     t.match(

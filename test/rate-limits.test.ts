@@ -1,10 +1,11 @@
 import t from 'tap';
 import { productState } from './support/api.js';
-import { buildTestApp, createProduct, listen } from './support/app.js';
+import { buildTestApp, createProduct, listen, scanKeys } from './support/app.js';
 import { request } from './support/http.js';
 import { asCustomer, CUSTOMER_SECRET } from './support/tokens.js';
 import { loadConfig } from '../src/config.js';
 import { trustProxyOption } from '../src/plugins/callers.js';
+import { requestCounterKey } from '../src/redis/keys.js';
 
 interface Body {
   code?: string;
@@ -87,7 +88,7 @@ t.test(
       }
     }
     t.match(await productState(bases[0], product.id), { held: L }, 'the refused requests held nothing');
-    const counter = await first.redis.get(`${first.prefix}{rate}:holds:a:203.0.113.40`);
+    const counter = await first.redis.get(requestCounterKey(first.prefix, 'holds', 'a:203.0.113.40'));
     t.equal(counter, '60', 'every request was counted, the refused ones too');
   },
 );
@@ -124,13 +125,16 @@ t.test('requests counted in one turn are decided in arrival order, as one at a t
   const decided = await Promise.all(sequence.map((a) => outcome(other.app.limitRate('holds', alice(a)))));
   // 1st and 2nd: within both; 3rd: the address's third; 4th on: alice's 4th, 5th, 6th.
   t.same(decided, ['served', 'served', 'refused', 'refused', 'refused', 'refused']);
-  const count = (subject: string) => other.redis.get(`${other.prefix}{rate}:holds:${subject}`);
+  const count = (subject: string) => other.redis.get(requestCounterKey(other.prefix, 'holds', subject));
   t.same(
     await Promise.all(['c:alice', 'a:192.0.2.1', 'a:192.0.2.2', 'a:192.0.2.3'].map(count)),
     ['6', '3', '2', '1'],
     'every counter counted every request against it, refused or not',
   );
-  t.ok((await other.redis.pttl(`${other.prefix}{rate}:holds:c:alice`)) > 0, 'a counter always has its window');
+  t.ok(
+    (await other.redis.pttl(requestCounterKey(other.prefix, 'holds', 'c:alice'))) > 0,
+    'a counter always has its window',
+  );
 });
 
 t.test('a proven customer is limited across addresses; RATE_LIMIT=off turns the limits off', async (t) => {
@@ -215,7 +219,7 @@ t.test('a burst of refused requests changes no Redis key and no Postgres row', a
   );
   t.equal(aliceHold.status, 201);
 
-  const keys = async () => (await redis.keys(`${prefix}*`)).sort();
+  const keys = async () => (await scanKeys(redis, `${prefix}*`)).sort();
   const rows = async () =>
     Promise.all(
       ['orders', 'payments', 'hold_claims', 'webhook_deliveries'].map(async (table) => {

@@ -6,7 +6,8 @@ import { request, tally } from './support/http.js';
 import { startRedisCluster, type ClusterNode, type PrivateRedisCluster } from './support/private-redis-cluster.js';
 import { heldUnits, indexedHolds, inventory } from './support/redis-state.js';
 import type { Config } from '../src/config.js';
-import { productTag } from '../src/redis/keys.js';
+import { productTag, requestCounterKey } from '../src/redis/keys.js';
+import { eventually } from './support/wait.js';
 
 // The service on a Redis Cluster of this file's own: three masters, no replicas (test/redis-cluster-failover
 // kills masters; here the slots move by resharding only).
@@ -76,4 +77,95 @@ t.test('concurrent holds on products spread over all three masters: exact per pr
     t.ok(Number(keys) >= 3, `product ${p.id}: its keys are on ${p.master.address}`);
   }
   t.match(await inventory(service, products[0]!.id), { stock: 40, held: 40 });
+});
+
+t.test('holds expire on every master: the sweeper releases them all', async (t) => {
+  const service = await clusterApp(t, { HOLD_TTL_SECONDS: 1, SWEEP_INTERVAL_MS: 50 });
+  const base = await listen(service.app);
+  const products = await productsOnEveryMaster(service, 10);
+  for (const p of products) {
+    for (let i = 0; i < 3; i++) t.equal((await hold(base, { product_id: p.id, qty: 2 })).status, 201);
+  }
+  const released = await eventually(async () => {
+    const states = await Promise.all(products.map((p) => productState(base, p.id)));
+    return states.every((s) => s.held === 0 && s.available_stock === 10);
+  }, 20_000);
+  t.ok(released, 'every product on every master is back to its whole stock');
+  for (const p of products) {
+    t.equal(await indexedHolds(service, p.id), 0, `product ${p.id}: no active hold left in its index`);
+    t.equal(await heldUnits(service, p.id), 0, `product ${p.id}: no record still held`);
+  }
+});
+
+t.test('rate limits stay exact with the counters spread over the masters', async (t) => {
+  const service = await clusterApp(t, { RATE_LIMIT: 'on', TRUST_PROXY: 'true', RATE_LIMIT_PER_ADDRESS: 5 });
+  const base = await listen(service.app);
+  const { id } = await createProduct(service.app, { stock: 1000 });
+  const addresses = Array.from({ length: 12 }, (_, i) => `198.51.100.${i + 1}`);
+  // Their counters' tags land on every master.
+  const masters = new Set(
+    await Promise.all(
+      addresses.map(async (a) => cluster.ownerOf(calculateSlot(requestCounterKey(service.prefix, 'holds', `a:${a}`)))),
+    ),
+  );
+  t.equal(masters.size, 3, 'the addresses are counted on three masters');
+  const sent = addresses.flatMap((address) => Array.from({ length: 9 }, () => address));
+  const answers = await Promise.all(
+    sent.map((address) =>
+      request(base, 'POST', '/api/holds', { product_id: id, qty: 1 }, { 'x-forwarded-for': address }),
+    ),
+  );
+  for (const address of addresses) {
+    const mine = tally(answers.filter((_a, i) => sent[i] === address).map((a) => a.status));
+    t.equal(mine.get(201), 5, `${address}: exactly 5 served`);
+    t.equal(mine.get(429), 4, `${address}: exactly 4 refused (${JSON.stringify([...mine])})`);
+  }
+  t.match(await productState(base, id), { held: 5 * addresses.length });
+});
+
+t.test("a product's slot moves to another master under load: no 500, no hold counted twice", async (t) => {
+  const service = await clusterApp(t);
+  const base = await listen(service.app);
+  const { id } = await createProduct(service.app, { stock: 100_000 });
+  const slot = slotOf(service.prefix, id);
+  const from = await cluster.ownerOf(slot);
+  const to = (await cluster.masters()).find((m) => m !== from)!;
+
+  const answers: { status: number; ms: number; holdId?: string }[] = [];
+  let loading = true;
+  const load = Promise.all(
+    Array.from({ length: 16 }, async (_, worker) => {
+      for (let i = 0; loading; i++) {
+        const a = await hold(base, { product_id: id, qty: 1, customer_id: `w${worker}-${i}` });
+        answers.push({ status: a.status, ms: a.ms, holdId: a.body.hold_id });
+      }
+    }),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  await cluster.moveSlot(slot, to);
+  const movedAt = answers.length;
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  loading = false;
+  await load;
+
+  t.equal(await cluster.ownerOf(slot), to, `the slot moved from ${from.address} to ${to.address}`);
+  t.ok(answers.length > movedAt, `holds were served after the move (${answers.length - movedAt} of ${answers.length})`);
+  const statuses = tally(answers.map((a) => a.status));
+  t.same(
+    [...statuses.keys()].filter((s) => s !== 201 && s !== 503),
+    [],
+    `only 201, or 503 while the keys moved: ${JSON.stringify([...statuses])}`,
+  );
+  const slowest = Math.max(...answers.map((a) => a.ms));
+  t.ok(slowest < 2000 + 3000, `no request hung past the command timeout (slowest ${Math.round(slowest)} ms)`);
+  // Every hold granted is recorded once, on the new master, and the counters agree with the records.
+  const granted = answers.flatMap((a) => (a.status === 201 && a.holdId ? [a.holdId] : []));
+  t.equal(new Set(granted).size, granted.length, 'every granted hold has its own id');
+  const state = await productState(base, id);
+  const held = await heldUnits(service, id);
+  t.equal(state.held, held, 'the held counter is the sum of the held records: no hold counted twice');
+  t.ok(held >= granted.length, `every granted hold is held (${granted.length} granted, ${held} held)`);
+  t.equal(state.available_stock, 100_000 - held, 'available = stock - held');
+  const keysThere = Number(await to.client().call('CLUSTER', 'COUNTKEYSINSLOT', slot));
+  t.ok(keysThere >= 3, `the product's keys are on ${to.address} now (${keysThere})`);
 });

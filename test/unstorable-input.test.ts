@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import t from 'tap';
 import { signPayload } from '../src/domain/signatures.js';
-import { admin, buildTestApp, createProduct, type TestApp } from './support/app.js';
+import { admin, buildTestApp, createProduct, scanKeys, type TestApp } from './support/app.js';
 
 const SECRET = 'whsec_unstorable';
 const LONE = '\\ud800'; // as JSON writes it: what reaches the parser
@@ -13,7 +13,7 @@ async function stores({ app, redis, prefix }: TestApp) {
   const { rows } = await sql
     .raw(`SELECT ${tables.map((table) => `(SELECT count(*)::int FROM ${table}) AS ${table}`).join(', ')}`)
     .execute(app.db);
-  return { rows, keys: (await redis.keys(`${prefix}*`)).sort() };
+  return { rows, keys: (await scanKeys(redis, `${prefix}*`)).sort() };
 }
 
 t.test('lone surrogates, NULs and deep nesting in any field of any route are a 400, never a 500', async (t) => {

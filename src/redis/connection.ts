@@ -190,6 +190,11 @@ export function pipelineGroups<T>(
   return [...groups.values()];
 }
 
+/** The Cluster slot of a key; 0 on one server, where every key may go in one command. */
+export function slotOf(redis: RedisClient, key: string): number {
+  return redis instanceof Redis ? 0 : calculateSlot(key);
+}
+
 /** One command's reply in a pipeline: its error, or its value. */
 export type PipelineReply = [Error | null, unknown];
 

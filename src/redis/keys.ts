@@ -59,11 +59,26 @@ export function idempotencyClaimKey(prefix: string, idempotencyKey: string): str
 }
 
 /**
+ * Hash tags the rate-limit counters are spread over: a caller's counters always live under the same one, so each
+ * count stays exact, while the callers as a whole are spread over the cluster's masters rather than all on one
+ * (one `{rate}` tag would put every request's count on a single shard). On one server a batch is still one
+ * script call; on a Cluster one per tag in it, pipelined per node (src/redis/request-counts.ts).
+ */
+export const RATE_COUNTER_TAGS = 16;
+
+/**
  * string: requests one caller (`subject`: `a:<address>` or `c:<customer id>`) made to a limited route in the
- * current window. Every counter shares the hash tag `{rate}`, so one script counts a whole batch in one slot.
+ * current window, under the tag `{rate:<n>}` of its subject (RATE_COUNTER_TAGS).
  */
 export function requestCounterKey(prefix: string, route: string, subject: string): string {
-  return `${prefix}{rate}:${route}:${subject}`;
+  return `${prefix}{rate:${counterTagOf(subject)}}:${route}:${subject}`;
+}
+
+/** FNV-1a of the subject, reduced to one of RATE_COUNTER_TAGS: cheap, stable, and even enough for addresses. */
+function counterTagOf(subject: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < subject.length; i++) hash = Math.imul(hash ^ subject.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % RATE_COUNTER_TAGS;
 }
 
 /**
