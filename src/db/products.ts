@@ -127,16 +127,46 @@ export async function markReturnedByRebuild(trx: Transaction<Database>, productI
   return Number(result.numAffectedRows ?? 0);
 }
 
-/** Every product's id and Redis generation, a page at a time: what the loss watcher compares with Redis. */
+/**
+ * Every product's id, Redis generation and units in live orders, a page at a time: what the loss watcher compares
+ * with Redis.
+ */
 export async function listGenerations(
   db: Kysely<Database>,
   page: { limit: number; afterId: number },
-): Promise<{ id: number; redis_generation: number }[]> {
-  return db
+): Promise<{ id: number; redis_generation: number; live_units: number }[]> {
+  const rows = await db
     .selectFrom('products')
-    .select(['id', 'redis_generation'])
-    .where('id', '>', page.afterId)
-    .orderBy('id')
+    .select((eb) => [
+      'products.id',
+      'products.redis_generation',
+      eb
+        .selectFrom('order_items')
+        .innerJoin('orders', 'orders.id', 'order_items.order_id')
+        .select(sql<string>`coalesce(sum(order_items.qty), 0)`.as('units'))
+        .whereRef('order_items.product_id', '=', 'products.id')
+        .where('orders.status', 'in', SOLD_ORDER_STATUSES)
+        .as('live_units'),
+    ])
+    .where('products.id', '>', page.afterId)
+    .orderBy('products.id')
     .limit(page.limit)
     .execute();
+  return rows.map((row) => ({
+    id: row.id,
+    redis_generation: row.redis_generation,
+    live_units: Number(row.live_units),
+  }));
+}
+
+/** Units in a product's live orders (SOLD_ORDER_STATUSES). */
+export async function liveUnits(db: Kysely<Database>, productId: number): Promise<number> {
+  const row = await db
+    .selectFrom('order_items')
+    .innerJoin('orders', 'orders.id', 'order_items.order_id')
+    .select(sql<string>`coalesce(sum(order_items.qty), 0)`.as('units'))
+    .where('order_items.product_id', '=', productId)
+    .where('orders.status', 'in', SOLD_ORDER_STATUSES)
+    .executeTakeFirstOrThrow();
+  return Number(row.units);
 }

@@ -77,7 +77,9 @@ export function createRedisRebuilder(deps: {
   async function ensureLocked(trx: Transaction<Database>, row: ProductRow, reason: string): Promise<CopyState> {
     const productId = row.id;
     const [copy] = await commands.inventories([productId]);
-    if (copy && copy.generation === row.redis_generation) return 'present';
+    if (copy && copy.generation === row.redis_generation && !(await missedSales(trx, productId, copy))) {
+      return 'present';
+    }
     const generation = await productsRepo.nextRedisGeneration(trx, productId);
     const ledger = await productsRepo.salesLedger(trx, productId);
     const returned = await productsRepo.markReturnedByRebuild(trx, productId);
@@ -121,6 +123,22 @@ export function createRedisRebuilder(deps: {
     return 'rebuilt';
   }
 
+  /**
+   * A copy of the right generation that holds and sold fewer units than Postgres has in live orders: a replica
+   * promoted before it got the master's last sales (replication is asynchronous; the generation only changes on a
+   * rebuild). Every unit of a live order is in the copy's `held` (its conversion not finished in Redis yet) or
+   * `sold`, so a healthy copy never has fewer. Read after the copy and under the row lock, which no order insert
+   * passes: a cancellation meanwhile only lowers Postgres's figure, so a healthy copy is never taken for a stale
+   * one. (A replica that missed only holds is not stale in this sense: those holds are lost, their units on sale.)
+   */
+  async function missedSales(
+    trx: Transaction<Database>,
+    productId: number,
+    copy: { held: number; sold: number },
+  ): Promise<boolean> {
+    return copy.held + copy.sold < (await productsRepo.liveUnits(trx, productId));
+  }
+
   /** Compares one page of products (ids after `afterId`) with Redis and rebuilds those lost. */
   async function checkPage(afterId: number): Promise<{ checked: number; rebuilt: number; lastId: number }> {
     const rows = await productsRepo.listGenerations(db, { limit: PRODUCT_LOAD_BATCH, afterId });
@@ -128,9 +146,11 @@ export function createRedisRebuilder(deps: {
     const copies = await commands.inventories(rows.map((r) => r.id));
     const lost = rows.flatMap((row, i) => {
       const copy = copies[i];
-      return !copy || copy.generation !== row.redis_generation
-        ? [{ id: row.id, reason: copy ? 'stale generation' : 'missing in redis' }]
-        : [];
+      if (!copy) return [{ id: row.id, reason: 'missing in redis' }];
+      if (copy.generation !== row.redis_generation) return [{ id: row.id, reason: 'stale generation' }];
+      // Read before the copy and without the lock, so only a suspicion: the rebuild checks again under the lock.
+      if (copy.held + copy.sold < row.live_units) return [{ id: row.id, reason: 'missed sales' }];
+      return [];
     });
     let rebuilt = 0;
     // A few at a time: a whole catalogue lost at once is rebuilt in parallel, within the pool's size.
