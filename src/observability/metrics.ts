@@ -319,7 +319,7 @@ export function createMetrics(options: MetricsOptions) {
       const s = series(productId);
       s.created.inc();
       s.unitsHeld.inc(qty);
-      soldOutNow.delete(productId);
+      if (soldOutNow.size > 0) soldOutNow.delete(productId);
     },
     holdRefused(productId, code, availableStock) {
       const s = series(productId, DECIDED_BY_REDIS.has(code));
