@@ -105,7 +105,14 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
   const early = signedDelivery({ idempotency_key: 'evt-early', order_id: 424_242, event_type: 'success' });
   t.equal((await sendRaw(base, 'POST', '/api/webhooks/payment', early.raw, early.headers)).status, 404);
   t.equal((await request(base, 'GET', '/no/such/route/123')).status, 404);
+  t.equal((await request(base, 'POST', '/no/such/route/123', { a: 1 })).status, 404);
+  t.equal((await request(base, 'GET', '/no/such/route/456')).status, 404);
   t.equal((await fetch(`${base}/healthz`, { method: 'HEAD' })).status, 200);
+  // A file of the docs UI: a route declared with two methods (HEAD and GET) at once.
+  const docsFile = `${base}/docs/static/swagger-initializer.js`;
+  t.equal((await fetch(docsFile)).status, 200);
+  t.equal((await fetch(docsFile, { method: 'HEAD' })).status, 200);
+  t.equal((await fetch(docsFile)).status, 200);
 
   const { samples: after, text } = await scrape(base);
   const moved = delta(before, after);
@@ -144,7 +151,19 @@ t.test('each event moves its counter by exactly what happened, over real HTTP', 
     valueOf(after, 'flashsale_http_request_duration_seconds_count', http('/api/holds', 'POST', 201)),
     'the last bucket holds every request',
   );
-  t.equal(moved('flashsale_http_requests_total', http('unmatched', 'GET', 404)), 1, 'an unmatched URL: one value');
+  t.equal(moved('flashsale_http_requests_total', http('unmatched', 'GET', 404)), 2, 'unmatched URLs: one value');
+  t.equal(moved('flashsale_http_requests_total', http('unmatched', 'POST', 404)), 1, 'by method');
+  t.equal(moved('flashsale_http_request_duration_seconds_count', http('unmatched', 'GET', 404)), 2, 'timed');
+  t.equal(
+    moved('flashsale_http_requests_total', http('/docs/static/swagger-initializer.js', 'GET', 200)),
+    2,
+    'a two-method route',
+  );
+  t.equal(
+    moved('flashsale_http_requests_total', http('/docs/static/swagger-initializer.js', 'HEAD', 200)),
+    1,
+    'each method apart',
+  );
   t.notMatch(text, /route="\/no\/such/, 'never the raw URL');
   t.equal(moved('flashsale_http_requests_total', http('/healthz', 'HEAD', 200)), 1, 'a HEAD route counted once');
   t.notMatch(text, /route="\/api\/holds\/\d/, 'never a hold id');

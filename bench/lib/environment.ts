@@ -47,6 +47,12 @@ const SERVICE_DEFAULTS: Record<string, string> = {
   RATE_LIMIT: 'off',
 };
 
+/**
+ * BENCH_SERVICE_NODE_ARGS: node options for the service processes the bench starts, e.g. `--cpu-prof
+ * --cpu-prof-dir=/tmp/prof` (Node refuses --cpu-prof in NODE_OPTIONS).
+ */
+const SERVICE_NODE_ARGS = (process.env.BENCH_SERVICE_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 /** The environment of a child process: the essentials only, so the caller's service settings do not leak in. */
 function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const keep = ['PATH', 'HOME', 'LANG', 'TZ', 'NODE_OPTIONS'];
@@ -88,7 +94,7 @@ export class ManagedDeployment implements Deployment {
     this.environment.assertOpen();
     this.server = await startServer({
       name: this.name,
-      args: [this.environment.serverScript()],
+      args: [...SERVICE_NODE_ARGS, this.environment.serverScript()],
       cwd: REPO_ROOT,
       logDir: this.environment.logDir,
       env: childEnv({

@@ -150,8 +150,14 @@ interface ProductSeries {
   unitsSold: Tally;
   soldOut: Tally;
   refused: Map<string, Tally>;
+  /** The refusal counted last, and its code: a sold-out tail repeats one code, found without a lookup. */
+  lastRefused: Tally | undefined;
+  lastRefusalCode: string;
   label: string;
 }
+
+/** Counts the answers of one route and method, one series per status. */
+export type RequestRecorder = (status: number, seconds: number) => void;
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
@@ -282,23 +288,33 @@ export function createMetrics(options: MetricsOptions) {
       unitsSold: unitsSold(labels),
       soldOut: soldOut(labels),
       refused: new Map(),
+      lastRefused: undefined,
+      lastRefusalCode: '',
     };
   };
   const other = seriesOf(OTHER_PRODUCTS);
   for (const id of watched) seriesById.set(id, seriesOf(String(id)));
+  // A sale's events come in long runs for one product: the series found last is kept at hand.
+  let lastProductId = NaN;
+  let lastSeries = other;
   /**
    * The series of a product; `assign`: give it a label of its own if there is one left. Only events that prove
    * the product exists assign one (a grant, a refusal Redis decided, an expiry), so requests naming ids that do
    * not exist cannot use the labels up.
    */
   function series(productId: number, assign = true): ProductSeries {
-    const known = seriesById.get(productId);
-    if (known) return known;
-    if (!assign || labelled >= options.productLimit) return other;
-    labelled++;
-    const made = seriesOf(String(productId));
-    seriesById.set(productId, made);
-    return made;
+    if (productId === lastProductId) return lastSeries;
+    let found = seriesById.get(productId);
+    if (!found) {
+      // Not kept at hand: a later event that may assign a label must look again.
+      if (!assign || labelled >= options.productLimit) return other;
+      labelled++;
+      found = seriesOf(String(productId));
+      seriesById.set(productId, found);
+    }
+    lastProductId = productId;
+    lastSeries = found;
+    return found;
   }
   // Products sold out as this instance last saw them: a refusal at 0 left counts a moment only once per sell-out.
   const soldOutNow = new Set<number>();
@@ -308,15 +324,17 @@ export function createMetrics(options: MetricsOptions) {
       const s = series(productId);
       s.created.inc();
       s.unitsHeld.inc(qty);
-      soldOutNow.delete(productId);
+      if (soldOutNow.size > 0) soldOutNow.delete(productId);
     },
     holdRefused(productId, code, availableStock) {
       const s = series(productId, DECIDED_BY_REDIS.has(code));
-      let refused = s.refused.get(code);
+      let refused = s.lastRefusalCode === code ? s.lastRefused : s.refused.get(code);
       if (!refused) {
         refused = holdsRefused({ product: s.label, reason: code });
         s.refused.set(code, refused);
       }
+      s.lastRefused = refused;
+      s.lastRefusalCode = code;
       refused.inc();
       if (availableStock === 0 && !soldOutNow.has(productId)) {
         soldOutNow.add(productId);
@@ -351,21 +369,33 @@ export function createMetrics(options: MetricsOptions) {
   };
 
   // Requests by route, method and status: a tally and a distribution per combination (a few dozen in all).
-  const requestSeries = new Map<string, Map<string, Map<number, { count: Tally; duration: Distribution }>>>();
-  /** Counts one answered request; `route` is the route's template (UNMATCHED_ROUTE when none matched). */
-  function observeRequest(route: string, method: string, status: number, seconds: number): void {
-    let byMethod = requestSeries.get(route);
-    if (!byMethod) requestSeries.set(route, (byMethod = new Map()));
-    let byStatus = byMethod.get(method);
-    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
-    let handles = byStatus.get(status);
-    if (!handles) {
-      const labels = { route, method, status: String(status) };
-      handles = { count: httpRequests(labels), duration: httpDuration(labels) };
-      byStatus.set(status, handles);
-    }
-    handles.count.inc();
-    handles.duration.observe(seconds);
+  const requestRecorders = new Map<string, RequestRecorder>();
+  /**
+   * The recorder of the answers to `method` requests of `route` (the route's template; UNMATCHED_ROUTE when none
+   * matched), made once per route and method. The status found last is kept at hand: a route answers mostly one.
+   */
+  function requestRecorder(route: string, method: string): RequestRecorder {
+    const key = `${method} ${route}`;
+    const known = requestRecorders.get(key);
+    if (known) return known;
+    const byStatus = new Map<number, { count: Tally; duration: Distribution }>();
+    let lastStatus = 0;
+    let last: { count: Tally; duration: Distribution } | undefined;
+    const record: RequestRecorder = (status, seconds) => {
+      if (status !== lastStatus || !last) {
+        last = byStatus.get(status);
+        if (!last) {
+          const labels = { route, method, status: String(status) };
+          last = { count: httpRequests(labels), duration: httpDuration(labels) };
+          byStatus.set(status, last);
+        }
+        lastStatus = status;
+      }
+      last.count.inc();
+      last.duration.observe(seconds);
+    };
+    requestRecorders.set(key, record);
+    return record;
   }
 
   const scriptSeries = new Map<string, Distribution>();
@@ -444,7 +474,7 @@ export function createMetrics(options: MetricsOptions) {
   return {
     registry,
     recorder,
-    observeRequest,
+    requestRecorder,
     observeScript,
     /** Gives the scrape-time gauges their stores, once they are connected. */
     readFrom(live: LiveSources): void {
