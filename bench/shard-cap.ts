@@ -35,7 +35,15 @@ import { describeLoad, JSON_HEADERS, runLoad } from './lib/load.js';
 import { describeMachine, formatMachine } from './lib/machine.js';
 import { freePort, sleep } from './lib/processes.js';
 import { setRedisPid } from './lib/proc-stats.js';
-import { perUnit, redisCost, sampleRedis, startRedisCost, type UnitCost } from './lib/redis-cost.js';
+import {
+  perUnit,
+  redisCost,
+  sampleRedis,
+  startRedisCost,
+  withoutIdle,
+  type RedisCost,
+  type UnitCost,
+} from './lib/redis-cost.js';
 import { productKeysMemory, usedMemory } from './lib/redis-memory.js';
 import { holdRequest, HUGE_STOCK } from './lib/scenario.js';
 import type { ShardLoadMessage, ShardLoadStart, ShardLoadTally } from './lib/shard-load.js';
@@ -149,8 +157,8 @@ async function freshProduct(id: number, stock: number): Promise<void> {
   );
 }
 
-async function inventory(id: number): Promise<{ held: number; sold: number; stock: number }> {
-  const [stock, held, sold] = await admin.hmget(productKeys(prefix, id).inventory, 'stock', 'held', 'sold');
+async function inventory(id: number, keyPrefix = prefix): Promise<{ held: number; sold: number; stock: number }> {
+  const [stock, held, sold] = await admin.hmget(productKeys(keyPrefix, id).inventory, 'stock', 'held', 'sold');
   return { stock: Number(stock), held: Number(held), sold: Number(sold) };
 }
 
@@ -361,6 +369,7 @@ async function measureConversion(productId: number): Promise<ConversionFigures> 
 // --- phase 4: through one service process ----------------------------------------------------------------------
 
 interface ServiceFigures {
+  idle: ReturnType<typeof idleRates>;
   holds: {
     holdsPerSecond: number;
     serviceCpuPercent: number;
@@ -378,7 +387,22 @@ interface ServiceFigures {
     idleCommitsPerSecond: number;
     serviceCpuMicrosPerCheckout: number;
   };
-  oneAtATime: { count: number; commitsPerOrder: number; commitsPerWebhook: number };
+  oneAtATime: {
+    count: number;
+    order: { commits: number; redis: UnitCost };
+    webhook: { commits: number; redis: UnitCost };
+  };
+}
+
+/** What one idle service process costs the stores per second. */
+function idleRates(idle: RedisCost, commitsPerSecond: number) {
+  const rate = (value: number) => (idle.seconds > 0 ? value / idle.seconds : 0);
+  return {
+    redisScriptCallsPerSecond: rate(idle.scriptCalls),
+    redisOperationsPerSecond: rate(idle.operations),
+    redisCpuMicrosPerSecond: rate(idle.cpuMicros),
+    postgresCommitsPerSecond: commitsPerSecond,
+  };
 }
 
 async function xactCommit(pgAdmin: pg.Client, database: string): Promise<number> {
@@ -424,9 +448,18 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
         pid: deployment.pid,
       });
     await load('service warm-up', smoke ? 1 : 3);
+    // The background loops (sweeper schedule, settlement, loss watcher) cost both stores whether or not requests
+    // come: their idle rate, taken off every figure below and reported on its own.
+    await sleep(PG_STATS_SETTLE_MS);
+    let t0 = performance.now();
+    let c0 = await xactCommit(pgAdmin, database);
     let first = await startRedisCost(admin);
+    await sleep(smoke ? 2000 : 5000);
+    const idle = redisCost(first, await sampleRedis(admin));
+    const idleCommitsPerSecond = ((await xactCommit(pgAdmin, database)) - c0) / ((performance.now() - t0) / 1000);
+    first = await startRedisCost(admin);
     const holdLoad = await load('service holds', settings.duration);
-    let cost = redisCost(first, await sampleRedis(admin));
+    let cost = withoutIdle(redisCost(first, await sampleRedis(admin)), idle);
     log(`service holds: ${describeLoad(holdLoad)}`);
     const holds = holdLoad.statusCodes['201'] ?? 0;
     check(
@@ -443,23 +476,18 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
       redis: { ...perUnit(cost, holds), cpuPercent: cost.cpuPercent },
       p99Ms: holdLoad.latencyMs.p99,
     };
-    const inv = await inventory(hot);
+    const inv = await inventory(hot, deployment.stores.prefix);
     check(
       'service holds: held = granted',
       inv.held <= inv.stock && inv.held >= holds,
       `held ${inv.held}, 201s ${holds} (plus the warm-up's)`,
     );
 
-    // Checkouts: the background loops (settlement, loss watcher) commit too; their idle rate is taken off.
     const product = await createProduct(deployment.url, deployment.adminToken, {
       name: 'shard-cap checkout',
       stock: HUGE_STOCK,
     });
     await sleep(PG_STATS_SETTLE_MS);
-    let t0 = performance.now();
-    let c0 = await xactCommit(pgAdmin, database);
-    await sleep(smoke ? 2000 : 5000);
-    const idleCommitsPerSecond = ((await xactCommit(pgAdmin, database)) - c0) / ((performance.now() - t0) / 1000);
     t0 = performance.now();
     c0 = await xactCommit(pgAdmin, database);
     first = await startRedisCost(admin);
@@ -472,7 +500,7 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
       duration: settings.duration,
       pid: deployment.pid,
     });
-    cost = redisCost(first, await sampleRedis(admin));
+    cost = withoutIdle(redisCost(first, await sampleRedis(admin)), idle);
     await sleep(PG_STATS_SETTLE_MS);
     const commits =
       (await xactCommit(pgAdmin, database)) - c0 - idleCommitsPerSecond * ((performance.now() - t0) / 1000);
@@ -496,17 +524,20 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
       const hold = await post(deployment, '/api/holds', JSON.stringify({ product_id: product, qty: 1 }));
       holdIds.push(String(hold.body.hold_id));
     }
+    /** Postgres commits and Redis cost per request of `send`, idle rates taken off. */
     const window = async (send: () => Promise<void>) => {
       await sleep(PG_STATS_SETTLE_MS);
       const start = performance.now();
       const before = await xactCommit(pgAdmin, database);
+      const redisStart = await startRedisCost(admin);
       await send();
+      const redis = perUnit(withoutIdle(redisCost(redisStart, await sampleRedis(admin)), idle), count);
       await sleep(PG_STATS_SETTLE_MS);
-      const idle = idleCommitsPerSecond * ((performance.now() - start) / 1000);
-      return ((await xactCommit(pgAdmin, database)) - before - idle) / count;
+      const idleCommits = idleCommitsPerSecond * ((performance.now() - start) / 1000);
+      return { commits: ((await xactCommit(pgAdmin, database)) - before - idleCommits) / count, redis };
     };
     const orderIds: number[] = [];
-    const commitsPerOrder = await window(async () => {
+    const order = await window(async () => {
       for (const holdId of holdIds) {
         const order = await post(
           deployment,
@@ -517,7 +548,7 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
       }
     });
     let paid = 0;
-    const commitsPerWebhook = await window(async () => {
+    const webhook = await window(async () => {
       for (const orderId of orderIds) {
         const body = JSON.stringify({
           idempotency_key: `shard-cap-${orderId}`,
@@ -535,11 +566,12 @@ async function measureService(environment: BenchEnvironment): Promise<ServiceFig
       orderIds.length === count && paid === count,
       `${orderIds.length} orders, ${paid} paid of ${count}`,
     );
-    log(`one at a time: ${commitsPerOrder.toFixed(2)} commits per order, ${commitsPerWebhook.toFixed(2)} per webhook`);
+    log(`one at a time: ${order.commits.toFixed(2)} commits per order, ${webhook.commits.toFixed(2)} per webhook`);
     return {
+      idle: idleRates(idle, idleCommitsPerSecond),
       holds: holdFigures,
       checkout: checkoutFigures,
-      oneAtATime: { count, commitsPerOrder, commitsPerWebhook },
+      oneAtATime: { count, order, webhook },
     };
   } finally {
     await pgAdmin.end();
@@ -629,6 +661,7 @@ function renderTables(r: typeof record): string {
   if (service) {
     const h = service.holds;
     const c = service.checkout;
+    const o = service.oneAtATime;
     lines.push(
       `Through one service process (compiled, ${settings.connections} connections, autocannon on the same machine):`,
       '',
@@ -637,7 +670,7 @@ function renderTables(r: typeof record): string {
       `| holds, one product | ${n(h.holdsPerSecond)} | ${n(h.serviceCpuPercent)}% | ${n(h.serviceCpuMicrosPerHold, 1)} | ${n(h.redis.cpuPercent)}% | ${n(h.redis.cpuMicros, 2)} | ${n(h.holdsPerScriptCall, 1)} | ${n(h.redis.operations, 2)} | 0 |`,
       `| checkouts (hold, order, webhook) | ${n(c.checkoutsPerSecond)} | | ${n(c.serviceCpuMicrosPerCheckout, 1)} | | ${n(c.redis.cpuMicros, 2)} | | ${n(c.redis.operations, 2)} | ${n(c.commitsPerCheckout, 2)} |`,
       '',
-      `Postgres one at a time (${service.oneAtATime.count} each): ${n(service.oneAtATime.commitsPerOrder, 2)} commits per order, ${n(service.oneAtATime.commitsPerWebhook, 2)} per webhook; the service's background loops commit ${n(c.idleCommitsPerSecond, 1)}/s when idle (taken off).`,
+      `Postgres one at a time (${service.oneAtATime.count} each): per order ${n(o.order.commits, 2)} commits, ${n(o.order.redis.scriptCalls, 2)} Redis script calls, ${n(o.order.redis.operations, 1)} operations, ${n(o.order.redis.cpuMicros, 1)} µs Redis CPU; per webhook ${n(o.webhook.commits, 2)} commits, ${n(o.webhook.redis.scriptCalls, 2)} script calls, ${n(o.webhook.redis.operations, 1)} operations, ${n(o.webhook.redis.cpuMicros, 1)} µs Redis CPU; taken off every figure: what the idle process costs, per second, ${n(service.idle.postgresCommitsPerSecond, 1)} Postgres commits, ${n(service.idle.redisScriptCallsPerSecond, 1)} Redis script calls and ${n(service.idle.redisOperationsPerSecond, 1)} operations, ${n(service.idle.redisCpuMicrosPerSecond)} µs of Redis CPU (the background loops).`,
       '',
     );
   }

@@ -123,3 +123,19 @@ export function perUnit(cost: RedisCost, units: number): UnitCost {
     operations: per(cost.operations),
   };
 }
+
+/**
+ * A cost with what the same Redis does when idle taken off, at `idle`'s rate per second: a service's background
+ * loops (the sweeper's schedule, the loss watcher) run whether or not requests come.
+ */
+export function withoutIdle(cost: RedisCost, idle: RedisCost): RedisCost {
+  const share = idle.seconds > 0 ? cost.seconds / idle.seconds : 0;
+  const less = (value: number, idleValue: number) => Math.max(0, value - idleValue * share);
+  return {
+    ...cost,
+    scriptCalls: less(cost.scriptCalls, idle.scriptCalls),
+    scriptMicros: less(cost.scriptMicros, idle.scriptMicros),
+    operations: less(cost.operations, idle.operations),
+    cpuMicros: less(cost.cpuMicros, idle.cpuMicros),
+  };
+}
