@@ -149,7 +149,8 @@ const commands = await serviceCommands();
 
 /** A product copy made as the service makes one from Postgres (lua/rebuildProduct-6.lua), after its keys are gone. */
 async function freshProduct(id: number, stock: number): Promise<void> {
-  await admin.unlink(...Object.values(productKeys(prefix, id)));
+  // DEL, not UNLINK: freed at once, so the next row's used_memory is not still falling from this one's.
+  await admin.del(...Object.values(productKeys(prefix, id)));
   await commands.rebuildProduct(
     { id, stock, per_customer_limit: null, price_cents: 1000, name: `shard-cap ${id}`, stock_version: 1 },
     1,
@@ -272,7 +273,7 @@ async function measureShard(generators: Generator[], batch: number, productId: n
       `${row.redis.cpuMicros.toFixed(2)} µs CPU/hold, ${row.redis.scriptMicros.toFixed(2)} µs script/hold, ` +
       `${row.redis.operations.toFixed(2)} ops/hold, ${row.bytesPerHold.toFixed(0)} B/hold`,
   );
-  await admin.unlink(...Object.values(keys)); // memory back for the next row
+  await admin.del(...Object.values(keys)); // memory back for the next row, at once
   return row;
 }
 
@@ -325,7 +326,7 @@ async function measureSweep(productId: number): Promise<SweepFigures> {
     `sweep: ${expired} holds in ${steps} steps, ${Math.round(figures.redis.perSecond)} holds/s, ` +
       `${figures.redis.cpuMicros.toFixed(2)} µs CPU/hold, ${figures.redis.operations.toFixed(2)} ops/hold`,
   );
-  await admin.unlink(...Object.values(productKeys(prefix, productId)));
+  await admin.del(...Object.values(productKeys(prefix, productId)));
   return figures;
 }
 
@@ -362,7 +363,7 @@ async function measureConversion(productId: number): Promise<ConversionFigures> 
     `conversion: claimHold ${claim.cpuMicros.toFixed(2)} µs CPU, ${claim.operations.toFixed(1)} ops; ` +
       `finishConversion ${finish.cpuMicros.toFixed(2)} µs CPU, ${finish.operations.toFixed(1)} ops (per hold)`,
   );
-  await admin.unlink(...Object.values(productKeys(prefix, productId)));
+  await admin.del(...Object.values(productKeys(prefix, productId)));
   return { holds: holdIds.length, claim, finish };
 }
 
@@ -592,7 +593,7 @@ try {
   for (const batch of settings.batches) {
     for (let g = settings.smoke ? settings.generators : 1; g <= settings.generators; g++) {
       while (generators.length < g) generators.push(await startGenerator());
-      shard.push(await measureShard(generators, batch, 1));
+      shard.push(await measureShard(generators.slice(0, g), batch, 1));
     }
   }
   for (const g of generators) g.child.send({ type: 'exit' } satisfies ShardLoadMessage);
