@@ -33,7 +33,7 @@ import { BenchEnvironment, REPO_ROOT, type ManagedDeployment } from './lib/envir
 import { describeLoad, JSON_HEADERS, runLoad } from './lib/load.js';
 import { describeMachine, formatMachine } from './lib/machine.js';
 import { freePort, sleep } from './lib/processes.js';
-import { setRedisPid } from './lib/proc-stats.js';
+import { processCpuMicros, sampleResources, setRedisPid } from './lib/proc-stats.js';
 import {
   perUnit,
   redisCost,
@@ -130,6 +130,7 @@ const admin = new Redis(redisUrl, { retryStrategy: () => 50, maxRetriesPerReques
 admin.on('error', () => {});
 await admin.ping();
 const redisPid = Number(/^process_id:(\d+)/m.exec(await admin.info('server'))![1]);
+setRedisPid(redisPid); // its CPU counted as the stores' in the machine samples
 const redisVersion = /^redis_version:(\S+)/m.exec(await admin.info('server'))![1]!;
 const prefix = `shardcap:${randomBytes(4).toString('hex')}:`;
 log(`private redis-server ${redisVersion} on port ${port} (pid ${redisPid}), prefix ${prefix}`);
@@ -167,6 +168,8 @@ async function inventory(id: number, keyPrefix = prefix): Promise<{ held: number
 interface Generator {
   child: ChildProcess;
   next(type: 'stopped' | 'ready'): Promise<ShardLoadTally>;
+  /** Its CPU time so far (µs), from /proc. */
+  cpuMicros(): number;
 }
 
 async function startGenerator(): Promise<Generator> {
@@ -178,6 +181,7 @@ async function startGenerator(): Promise<Generator> {
   child.once('exit', () => children.delete(child));
   const generator: Generator = {
     child,
+    cpuMicros: () => (child.pid === undefined ? 0 : processCpuMicros(child.pid)),
     next: (type) =>
       new Promise((resolve, reject) => {
         const onExit = (code: number | null) => reject(new Error(`a load generator exited (code ${code})`));
@@ -207,6 +211,12 @@ interface ShardRow {
   bytesPerHold: number;
   productBytesPerHold: number;
   failedHolds: number;
+  /**
+   * The machine during the row, % of one core (200 = both of 2): everything, and what was neither this run's Redis
+   * nor its load generators (other work on a shared machine, which starves both).
+   */
+  machineBusyPercent: number;
+  otherPercent: number;
   byCommand: Record<string, number>;
 }
 
@@ -216,11 +226,16 @@ async function measureShard(generators: Generator[], batch: number, productId: n
   const start: ShardLoadStart = { type: 'start', redisUrl, prefix, productId, batch, inFlight: settings.inFlight };
   for (const g of generators) g.child.send(start satisfies ShardLoadMessage);
   await sleep(WARMUP_MS);
-  const heldBefore = (await inventory(productId)).held;
-  const first = await startRedisCost(admin);
+  const inventoryKey = productKeys(prefix, productId).inventory;
+  const first = await startRedisCost(admin, inventoryKey);
+  const generatorCpuBefore = generators.map((g) => g.cpuMicros());
+  const machine = sampleResources(undefined);
   await sleep(settings.duration * 1000);
-  const last = await sampleRedis(admin);
-  const heldAfter = (await inventory(productId)).held;
+  const last = await sampleRedis(admin, inventoryKey);
+  const busy = machine.stop().machine;
+  const generatorCpuInRow = generators
+    .map((g) => g.cpuMicros())
+    .reduce((sum, micros, i) => sum + micros - generatorCpuBefore[i]!, 0);
   const tallies = await Promise.all(
     generators.map((g) => {
       const stopped = g.next('stopped');
@@ -229,7 +244,7 @@ async function measureShard(generators: Generator[], batch: number, productId: n
     }),
   );
   const cost = redisCost(first, last);
-  const holds = heldAfter - heldBefore;
+  const holds = last.held! - first.held!; // the hget of the sample's own MULTI minus the one it read
   const granted = tallies.reduce((s, t) => s + t.granted, 0);
   const failed = tallies.reduce((s, t) => s + t.failed, 0);
   const generatorCpu = tallies.reduce((s, t) => s + t.cpuMicros, 0);
@@ -265,6 +280,11 @@ async function measureShard(generators: Generator[], batch: number, productId: n
     bytesPerHold: final.held > 0 ? bytes / final.held : 0,
     productBytesPerHold: final.held > 0 ? productBytes / final.held : 0,
     failedHolds: failed,
+    machineBusyPercent: busy.busyPercent,
+    otherPercent: Math.max(
+      0,
+      busy.busyPercent - busy.storesPercent - busy.benchPercent - (generatorCpuInRow / (settings.duration * 1e6)) * 100,
+    ),
     byCommand: cost.byCommand,
   };
   log(
@@ -453,7 +473,6 @@ async function serviceProduct(deployment: ManagedDeployment, name: string): Prom
 async function measureService(environment: BenchEnvironment): Promise<ServiceFigures> {
   environment.build(log);
   const deployment = await environment.launchService('shard-cap');
-  setRedisPid(redisPid);
   const database = new URL(deployment.databaseUrl).pathname.slice(1);
   const pgAdmin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await pgAdmin.connect();
@@ -650,11 +669,11 @@ function renderTables(r: typeof record): string {
     lines.push(
       `One product on one redis-server, holds of 1 unit sent with reserve-batches, ${settings.inFlight} calls in flight per generator, ${settings.duration} s per row:`,
       '',
-      '| batch | generators | holds/s | Redis CPU | Redis CPU µs/hold | script µs/hold | holds/s at 100% of a core | ops/hold | generator CPU µs/hold | B/active hold (used_memory; product keys) |',
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      '| batch | generators | holds/s | Redis CPU | Redis CPU µs/hold | script time µs/hold (wall) | holds/s at 100% of a core | ops/hold | generator CPU µs/hold | B/active hold (used_memory; product keys) | machine busy; other work |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...shard.map(
         (row) =>
-          `| ${row.batch} | ${row.generators} | ${n(row.redis.perSecond)} | ${n(row.redis.cpuPercent)}% | ${n(row.redis.cpuMicros, 2)} | ${n(row.redis.scriptMicros, 2)} | ${n(row.redis.cpuMicros > 0 ? 1e6 / row.redis.cpuMicros : 0)} | ${n(row.redis.operations, 2)} | ${n(row.generatorCpuMicros, 2)} | ${n(row.bytesPerHold)}; ${n(row.productBytesPerHold)} |`,
+          `| ${row.batch} | ${row.generators} | ${n(row.redis.perSecond)} | ${n(row.redis.cpuPercent)}% | ${n(row.redis.cpuMicros, 2)} | ${n(row.redis.scriptMicros, 2)} | ${n(row.redis.cpuMicros > 0 ? 1e6 / row.redis.cpuMicros : 0)} | ${n(row.redis.operations, 2)} | ${n(row.generatorCpuMicros, 2)} | ${n(row.bytesPerHold)}; ${n(row.productBytesPerHold)} | ${n(row.machineBusyPercent)}%; ${n(row.otherPercent)}% |`,
       ),
       '',
     );

@@ -18,6 +18,8 @@ export interface RedisSample {
   cpuSeconds: number;
   /** Per command name (lower case), since the last CONFIG RESETSTAT. */
   commands: Map<string, CommandStat>;
+  /** The inventory's `held` at the same moment, when asked for. */
+  held: number | undefined;
 }
 
 export interface RedisCost {
@@ -37,7 +39,7 @@ export interface RedisCost {
 
 const SCRIPT_COMMANDS = new Set(['evalsha', 'eval', 'evalsha_ro', 'eval_ro']);
 // The measurement's own commands.
-const IGNORED_COMMANDS = new Set(['info', 'config', 'ping', 'client', 'hello', 'select', 'script']);
+const IGNORED_COMMANDS = new Set(['info', 'config', 'ping', 'client', 'hello', 'select', 'script', 'multi', 'exec']);
 
 /** cmdstat_<name>:calls=N,usec=N,... lines of INFO commandstats. */
 export function parseCommandStats(info: string): Map<string, CommandStat> {
@@ -56,15 +58,30 @@ export function parseCpuSeconds(info: string): number {
   return Number(user[1]) + Number(sys[1]);
 }
 
-/** Resets the command statistics and takes the first sample of a stretch. */
-export async function startRedisCost(redis: Redis): Promise<RedisSample> {
-  await redis.config('RESETSTAT');
-  return sampleRedis(redis);
+/**
+ * Resets the command statistics and takes the first sample of a stretch. With `heldOf` (an inventory key), the
+ * sample also reads its `held`, in the same MULTI: the units counted and the costs are of the same moment.
+ */
+export async function startRedisCost(redis: Redis, heldOf?: string): Promise<RedisSample> {
+  return sampleRedis(redis, heldOf, true);
 }
 
-export async function sampleRedis(redis: Redis): Promise<RedisSample> {
-  const [cpu, commandstats] = await Promise.all([redis.info('cpu'), redis.info('commandstats')]);
-  return { at: performance.now(), cpuSeconds: parseCpuSeconds(cpu), commands: parseCommandStats(commandstats) };
+export async function sampleRedis(redis: Redis, heldOf?: string, reset = false): Promise<RedisSample> {
+  const multi = redis.multi();
+  if (reset) multi.config('RESETSTAT');
+  multi.info('cpu').info('commandstats');
+  if (heldOf) multi.hget(heldOf, 'held');
+  const replies = (await multi.exec()) ?? [];
+  const at = performance.now();
+  const [err] = replies.find(([e]) => e) ?? [null];
+  if (err) throw err;
+  const values = replies.slice(reset ? 1 : 0).map(([, value]) => value);
+  return {
+    at,
+    cpuSeconds: parseCpuSeconds(String(values[0])),
+    commands: parseCommandStats(String(values[1])),
+    held: heldOf ? Number(values[2] ?? 0) : undefined,
+  };
 }
 
 /** The cost between a stretch's first sample (startRedisCost) and `end`. */
