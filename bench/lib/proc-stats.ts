@@ -65,6 +65,12 @@ function readProc(pid: number): Proc | undefined {
   }
 }
 
+/** A process's CPU time so far (user + system, µs); 0 when it is gone. */
+export function processCpuMicros(pid: number): number {
+  const proc = readProc(pid);
+  return proc ? (proc.ticks * 1e6) / CLOCK_TICKS : 0;
+}
+
 /** A process's resident set size now (VmRSS of /proc/<pid>/status), KiB; 0 when it is gone. */
 export function readRssKb(pid: number): number {
   try {
