@@ -6,6 +6,7 @@ import { request, tally } from './support/http.js';
 import { startRedisCluster, type ClusterNode, type PrivateRedisCluster } from './support/private-redis-cluster.js';
 import { heldUnits, indexedHolds, inventory } from './support/redis-state.js';
 import type { Config } from '../src/config.js';
+import { clusterNodeList, connectRedis } from '../src/redis/connection.js';
 import { productTag, requestCounterKey } from '../src/redis/keys.js';
 import { eventually } from './support/wait.js';
 
@@ -47,6 +48,36 @@ async function productsOnEveryMaster(
 
 const hold = (base: string, body: Record<string, unknown>) =>
   request<{ hold_id?: string; code?: string }>(base, 'POST', '/api/holds', body);
+
+t.test('a client just connected takes commands for every master at once, turn after turn', async (t) => {
+  // ioredis opens a node's connection on its first command and refuses the next ones until it is open; the client
+  // connects every master up front, so a burst on a fresh instance meets no "Connection is closed" (once a 503).
+  const masters = await cluster.masters();
+  // A key on each master (their hash tags found by trial).
+  const keys = await Promise.all(
+    masters.map(async (m) => {
+      for (let n = 0; ; n++) if ((await cluster.ownerOf(calculateSlot(`{burst:${n}}`))) === m) return `{burst:${n}}`;
+    }),
+  );
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const redis = await connectRedis({ url: '', clusterNodes: clusterNodeList(cluster.nodeList), commandTimeoutMs: 500 });
+    const sends: Promise<unknown>[] = [];
+    for (let turn = 0; turn < 20; turn++) {
+      for (const key of keys) sends.push(redis.pipeline().incr(key).exec());
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const outcomes = await Promise.allSettled(sends);
+    const refused = outcomes.flatMap((o) => (o.status === 'rejected' ? [(o.reason as Error).message] : []));
+    const failedInside = outcomes.flatMap((o) =>
+      o.status === 'fulfilled' ? ((o.value as [Error | null, unknown][] | null) ?? []).filter(([err]) => err) : [],
+    );
+    t.same(refused, [], `client ${attempt + 1}: no command refused`);
+    t.equal(failedInside.length, 0, `client ${attempt + 1}: no command failed`);
+    redis.disconnect();
+  }
+  const counts = await Promise.all(keys.map((key, i) => masters[i]!.client().get(key)));
+  t.same(counts, keys.map(() => '60'), 'each master counted 3 × 20 commands');
+});
 
 t.test('concurrent holds on products spread over all three masters: exact per product', async (t) => {
   const service = await clusterApp(t);

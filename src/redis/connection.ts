@@ -91,9 +91,23 @@ async function connectCluster(options: RedisConnectionOptions, nodes: readonly s
     slotsRefreshInterval: SLOTS_REFRESH_MS,
     // Keep trying to reach the cluster in the background, never more than a second apart.
     clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+    // And each node: a socket dropped after a timeout (resetConnection) comes back as on one server. Without it
+    // the node's connection ends, and its commands fail with "Connection is closed" until the next slots refresh.
+    clusterNodeRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
   });
   defineScripts(cluster, options.scriptTimer);
   cluster.on('error', () => {});
+  // ioredis connects to a node on its first command and, without an offline queue, refuses the commands that
+  // come while that connection is being made ("Connection is closed"): a burst's first requests to a master not
+  // used yet would be 503s. So every node is connected as soon as the client is ready, and each one it learns of
+  // later at once. Not before ready: a node connecting during ioredis's own ready check makes that check fail.
+  const connectNodes = () => {
+    for (const node of cluster.nodes('all')) if (node.status === 'wait') node.connect().catch(() => {});
+  };
+  cluster.on('ready', connectNodes);
+  cluster.on('+node', () => {
+    if (cluster.status === 'ready') connectNodes();
+  });
   // A node lost (a crash, a failover) or out of step: ask for the slot map again rather than wait for a MOVED.
   cluster.on('node error', (err: Error, nodeKey: string) => {
     if (err.message.startsWith('Command queue state error')) {
@@ -105,6 +119,7 @@ async function connectCluster(options: RedisConnectionOptions, nodes: readonly s
   cluster.on('-node', () => cluster.refreshSlotsCache());
   try {
     await cluster.connect();
+    await Promise.all(cluster.nodes('master').map((node) => nodeReady(node, Math.max(1000, options.commandTimeoutMs))));
   } catch (err) {
     cluster.disconnect();
     throw new Error(`cannot connect to the Redis Cluster at ${nodes.join(',')}: ${(err as Error).message}`, {
@@ -112,6 +127,23 @@ async function connectCluster(options: RedisConnectionOptions, nodes: readonly s
     });
   }
   return cluster;
+}
+
+/** Resolves once `node` is connected; fails after `timeoutMs`. */
+function nodeReady(node: Redis, timeoutMs: number): Promise<void> {
+  if (node.status === 'ready') return Promise.resolve();
+  if (node.status === 'wait') node.connect().catch(() => {});
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      node.off('ready', ready);
+      reject(new Error(`node ${node.options.host}:${node.options.port} not ready after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const ready = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    node.once('ready', ready);
+  });
 }
 
 /** REDIS_CLUSTER_NODES as a list (empty: one server, at REDIS_URL). */
