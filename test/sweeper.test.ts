@@ -131,11 +131,12 @@ t.test('products claimed by an instance that then died are left alone during the
     commandTimeoutMs: 2000,
   });
   t.teardown(() => dead.disconnect());
-  const claimedAt = await redisNow(redis);
   const claimed = await createRedisCommands(dead, settings).claimDueProducts(
     settings.sweepClaimSize,
     settings.sweepLeaseMs,
   );
+  // Read after the claim: its lease ends by then + the lease (read before, a slow claim's lease outlasts the wait).
+  const claimedBy = await redisNow(redis);
   t.same(
     claimed.map((target) => target.productId).sort(),
     [...held.keys()].sort(),
@@ -144,7 +145,7 @@ t.test('products claimed by an instance that then died are left alone during the
 
   const during = await releaseExpiredHolds(app.redisCommands, settings, silent);
   t.equal(during.expired, 0, 'another sweeper leaves them alone during the lease');
-  await waitPastRedisMs({ redis, prefix }, claimedAt + settings.sweepLeaseMs);
+  await waitPastRedisMs({ redis, prefix }, claimedBy + settings.sweepLeaseMs);
   const after = await releaseExpiredHolds(app.redisCommands, settings, silent);
   t.equal(after.expired, 9, 'and takes all of them over once it has run out');
   await expectReleasedOnce(t, { redis, prefix }, held);

@@ -82,6 +82,12 @@ export function redisClient(
 /** Every key matching `pattern`, with SCAN on the server or on every master of a cluster. */
 export async function scanKeys(redis: RedisClient, pattern: string): Promise<string[]> {
   const found: string[] = [];
+  // A Cluster client knows its masters only once connected: before that it would scan none.
+  if (redis instanceof Cluster && redis.status !== 'ready')
+    await new Promise<void>((resolve, reject) => {
+      redis.once('ready', resolve);
+      setTimeout(() => reject(new Error(`the Redis Cluster client is not ready (${redis.status})`)), 10_000).unref();
+    });
   const servers = redis instanceof Cluster ? redis.nodes('master') : [redis];
   for (const server of servers) {
     let cursor = '0';
