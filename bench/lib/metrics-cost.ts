@@ -111,41 +111,62 @@ export async function compareDeployments(
   const labels = variants.map((v) => v.label);
   const rounds = new Map<string, Round[]>();
   let excerptTaken = settings.metricsExcerpt === undefined || options.excerptOf === undefined;
+  // --simultaneous: every deployment loaded at once, each with its share of the connections, so that whatever
+  // else the machine does in a round falls on all of them alike (rounds one after the other on this shared
+  // machine differ by ±30%, far more than the cost being measured).
+  const scenarioSettings = settings.simultaneous
+    ? { ...settings, connections: Math.max(1, Math.round(settings.connections / labels.length)) }
+    : settings;
+  const runOne = async (name: string, label: string, round: number): Promise<void> => {
+    const deployment = deployments.get(label)!;
+    const ctx: ScenarioContext = { settings: scenarioSettings, deployment, environment, log };
+    // The excerpt is taken half-way through the first measured load of its deployment.
+    let excerpt: Promise<void> | undefined;
+    if (!excerptTaken && label === options.excerptOf) {
+      excerptTaken = true;
+      excerpt = takeExcerpt(deployment, settings.duration * 500, settings.metricsExcerpt!, name, log);
+    }
+    const result = await SCENARIOS[name as ScenarioName].run(ctx);
+    await excerpt;
+    deployment.assertAlive();
+    const figures = roundOf(result);
+    const key = `${name} ${label}`;
+    rounds.set(key, [...(rounds.get(key) ?? []), figures]);
+    log(
+      `round ${round + 1} ${key}: ${Math.round(figures.rps)} req/s, p99 ${figures.p99} ms, ` +
+        `${figures.cpuUsPerRequest?.toFixed(1) ?? '?'} µs CPU/request${figures.invariantsOk ? '' : ', INVARIANTS FAILED'}`,
+    );
+  };
   for (let round = 0; round < settings.rounds; round++) {
     const order = labels.map((_, i) => labels[(i + round) % labels.length]!);
     for (const name of settings.scenarios) {
-      for (const label of order) {
-        const deployment = deployments.get(label)!;
-        const ctx: ScenarioContext = { settings, deployment, environment, log };
-        // The excerpt is taken half-way through the first measured load of its deployment.
-        let excerpt: Promise<void> | undefined;
-        if (!excerptTaken && label === options.excerptOf) {
-          excerptTaken = true;
-          excerpt = takeExcerpt(deployment, settings.duration * 500, settings.metricsExcerpt!, name, log);
-        }
-        const result = await SCENARIOS[name as ScenarioName].run(ctx);
-        await excerpt;
-        deployment.assertAlive();
-        const figures = roundOf(result);
-        const key = `${name} ${label}`;
-        rounds.set(key, [...(rounds.get(key) ?? []), figures]);
-        log(
-          `round ${round + 1} ${key}: ${Math.round(figures.rps)} req/s, p99 ${figures.p99} ms, ` +
-            `${figures.cpuUsPerRequest?.toFixed(1) ?? '?'} µs CPU/request${figures.invariantsOk ? '' : ', INVARIANTS FAILED'}`,
-        );
-      }
+      if (settings.simultaneous) await Promise.all(order.map((label) => runOne(name, label, round)));
+      else for (const label of order) await runOne(name, label, round);
     }
   }
 
   const base = labels[0]!;
   const lines = [
-    `${options.title}: ${settings.rounds} rotating rounds, ${settings.connections} connections, ${settings.duration} s each`,
+    `${options.title}: ${settings.rounds} rotating rounds, ${settings.connections} connections` +
+      (settings.simultaneous
+        ? ` shared by the ${labels.length} deployments loaded at once (${scenarioSettings.connections} each)`
+        : '') +
+      `, ${settings.duration} s each`,
     '',
-    `| scenario | deployment | req/s (median) | req/s each round | p99 ms (median) | CPU µs/request (median) | req/s vs ${base} | CPU/request vs ${base} |`,
-    '|---|---|---|---|---|---|---|---|',
+    `| scenario | deployment | req/s (median) | req/s each round | p99 ms (median) | CPU µs/request (median) | req/s vs ${base} | CPU/request vs ${base} | req/s vs ${base}, median of the rounds' ratios | CPU/request vs ${base}, median of the rounds' ratios |`,
+    '|---|---|---|---|---|---|---|---|---|---|',
   ];
   const cpuOf = (these: Round[]) =>
     these.every((r) => r.cpuUsPerRequest !== undefined) ? median(these.map((r) => r.cpuUsPerRequest!)) : undefined;
+  // Each round's figure over the same round's figure of the first deployment: the pairs that ran closest in time
+  // (at the same time with --simultaneous).
+  const pairedRatio = (these: Round[], first: Round[], of: (r: Round) => number | undefined) => {
+    const ratios = these.flatMap((r, i) => {
+      const [a, b] = [of(r), first[i] === undefined ? undefined : of(first[i]!)];
+      return a === undefined || b === undefined || b === 0 ? [] : [a / b];
+    });
+    return ratios.length === these.length && ratios.length > 0 ? median(ratios).toFixed(3) : '—';
+  };
   for (const name of settings.scenarios) {
     const first = rounds.get(`${name} ${base}`) ?? [];
     const firstRps = median(first.map((r) => r.rps));
@@ -157,7 +178,8 @@ export async function compareDeployments(
       lines.push(
         `| ${name} | ${label} | ${Math.round(rps)} | ${these.map((r) => Math.round(r.rps)).join(', ')} | ` +
           `${median(these.map((r) => r.p99))} | ${cpu?.toFixed(1) ?? '—'} | ${(rps / firstRps).toFixed(3)} | ` +
-          `${cpu !== undefined && firstCpu !== undefined ? (cpu / firstCpu).toFixed(3) : '—'} |`,
+          `${cpu !== undefined && firstCpu !== undefined ? (cpu / firstCpu).toFixed(3) : '—'} | ` +
+          `${pairedRatio(these, first, (r) => r.rps)} | ${pairedRatio(these, first, (r) => r.cpuUsPerRequest)} |`,
       );
     }
   }

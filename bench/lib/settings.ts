@@ -64,6 +64,11 @@ export interface Settings {
    * instead of the suite, the scenarios against a deployment of each side by side, in rotating rounds.
    */
   workers: number[];
+  /**
+   * --simultaneous (with --metrics-cost): the deployments loaded at the same time, each with its share of the
+   * connections, rather than one after the other.
+   */
+  simultaneous: boolean;
   /** --metrics-cost: where the text of a GET /metrics taken in the middle of a load is written, if anywhere. */
   metricsExcerpt: string | undefined;
 }
@@ -79,7 +84,7 @@ export const UNREACHED_RATE_LIMITS = {
 } as const;
 
 export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited] [--rate N]
-       [--metrics MODE] [--metrics-cost [--rounds N] [--metrics-excerpt FILE]] [--workers N | --workers A,B [--rounds N]]
+       [--metrics MODE] [--metrics-cost [--rounds N] [--simultaneous] [--metrics-excerpt FILE]] [--workers N | --workers A,B [--rounds N]]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
@@ -94,6 +99,8 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
   --rounds N          rounds of each deployment with --metrics-cost or --workers A,B, or of each product with
                       --buckets (default 3)
   --buckets N         hot-sku: also a product split into N stock buckets, side by side with one of one bucket
+  --simultaneous      with --metrics-cost: load both deployments at the same time, half the connections each, so
+                      that the machine's other work falls on both alike; medians of each round's ratios
   --metrics-excerpt F with --metrics-cost: write a GET /metrics taken in the middle of a load to file F
   --workers N         WEB_CONCURRENCY of the service: N worker processes (default 1)
   --workers A,B       what more workers give: the scenarios (default hot-sku, sold-out, checkout) against a
@@ -129,6 +136,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       rounds: { type: 'string' },
       buckets: { type: 'string' },
       'metrics-excerpt': { type: 'string' },
+      simultaneous: { type: 'boolean', default: false },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -143,6 +151,8 @@ export function parseSettings(argv: string[]): Settings | 'help' {
   const workers = (values.workers ?? '1').split(',').map((n) => positiveInteger('workers', n.trim(), 1));
   const compareWorkers = workers.length > 1;
   if (metricsCost && compareWorkers) throw new Error('--metrics-cost and --workers A,B are two comparisons: pick one');
+  // More workers would take more of the machine's CPU when loaded at once: that comparison is not fair at once.
+  if (values.simultaneous && !metricsCost) throw new Error('--simultaneous goes with --metrics-cost only');
   const byDefault = (name: ScenarioName) =>
     metricsCost
       ? METRICS_COST_SCENARIOS.includes(name)
@@ -176,6 +186,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     rounds: positiveInteger('rounds', values.rounds, 3),
     buckets: positiveInteger('buckets', values.buckets, 1),
     metricsExcerpt: values['metrics-excerpt'],
+    simultaneous: values.simultaneous,
     workers,
   };
 }
