@@ -1,6 +1,6 @@
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyInstance, type RouteOptions } from 'fastify';
-import pino, { type DestinationStream } from 'pino';
+import pino, { type DestinationStream, type Logger as PinoLogger } from 'pino';
 import type { Config } from './config.js';
 import adminAuth from './plugins/admin-auth.js';
 import background from './plugins/background.js';
@@ -10,7 +10,7 @@ import draining from './plugins/draining.js';
 import apiDocs from './plugins/api-docs.js';
 import errorHandling, { frameworkErrors } from './plugins/errors.js';
 import httpEdge, { httpEdgeOptions } from './plugins/http-edge.js';
-import metrics from './plugins/metrics.js';
+import metrics, { stampingArrival } from './plugins/metrics.js';
 import stores from './plugins/stores.js';
 import { countersFromRegistry, noCounters } from './ops/counters.js';
 import healthRoutes from './routes/health.js';
@@ -49,6 +49,13 @@ export interface AppOptions {
   logDestination?: DestinationStream;
 }
 
+/** The HTTP edge's options; with metrics on, its request ids also stamp each request's arrival. */
+function edgeOptions(config: Config, log: PinoLogger) {
+  const options = httpEdgeOptions(config, log);
+  if (config.METRICS !== 'off' && options.genReqId) options.genReqId = stampingArrival(options.genReqId);
+  return options;
+}
+
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = options.logDestination
     ? pino(loggerOptions(config, options.logDestination), options.logDestination)
@@ -60,7 +67,7 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
     // measured on the sold-out path), so it gets none: the service's pino logger stands in as app.log, and
     // as request.log (with the request's id: src/plugins/http-edge.ts, like the timeouts that cut slow clients).
     logger: false,
-    ...httpEdgeOptions(config, log),
+    ...edgeOptions(config, log),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: config.BODY_LIMIT_BYTES,
     // On close: idle keep-alive connections are closed at once, requests arriving meanwhile (on connections

@@ -54,13 +54,16 @@ export function measureMetricsCost(
   overrides: Record<string, string>,
   log: (line: string) => void,
 ): Promise<boolean> {
-  const variants = (['off', 'admin'] as const).map((mode) => ({
-    label: `METRICS=${mode}`,
-    env: { ...overrides, METRICS: mode },
-  }));
+  // --aa: the second deployment is METRICS=off too: what the method itself makes of two identical deployments.
+  const variants = settings.aa
+    ? [
+        { label: 'METRICS=off', env: { ...overrides, METRICS: 'off' } },
+        { label: 'METRICS=off (again)', env: { ...overrides, METRICS: 'off' } },
+      ]
+    : (['off', 'admin'] as const).map((mode) => ({ label: `METRICS=${mode}`, env: { ...overrides, METRICS: mode } }));
   return compareDeployments(environment, settings, variants, log, {
-    title: 'metrics cost',
-    excerptOf: 'METRICS=admin',
+    title: settings.aa ? 'metrics cost, A/A check' : 'metrics cost',
+    excerptOf: settings.aa ? undefined : 'METRICS=admin',
   });
 }
 
@@ -90,10 +93,8 @@ export async function compareDeployments(
   options: { title: string; excerptOf?: string },
 ): Promise<boolean> {
   const deployments = new Map<string, ManagedDeployment>();
-  for (const { label, env } of variants) {
-    const deployment = await environment.launchService(`service-${label.replace(/[^A-Za-z0-9]+/g, '-')}`, env);
-    deployments.set(label, deployment);
-    log(`${label}: started at ${deployment.url} (pid ${deployment.pid})`);
+  const warmUp = async (label: string, connections: number) => {
+    const deployment = deployments.get(label)!;
     const productId = await createProduct(deployment.url, deployment.adminToken, {
       name: 'warm-up',
       stock: HUGE_STOCK,
@@ -101,12 +102,33 @@ export async function compareDeployments(
     await runLoad({
       title: `warm-up (${label})`,
       url: deployment.url,
-      connections: settings.connections,
+      connections,
       duration: settings.warmup,
       requests: [holdRequest(productId)],
       expected: [201],
     });
+  };
+  for (const { label, env } of variants) {
+    const deployment = await environment.launchService(`service-${label.replace(/[^A-Za-z0-9]+/g, '-')}`, env);
+    deployments.set(label, deployment);
+    log(`${label}: started at ${deployment.url} (pid ${deployment.pid})`);
+    if (!settings.simultaneous) await warmUp(label, settings.connections);
   }
+  const envOf = new Map(variants.map((v) => [v.label, v.env]));
+  // --simultaneous: each round on fresh processes, warmed up together. Two processes of one build can differ by
+  // 10-20% in CPU per request for their whole life (what the JIT made of them), so one pair of processes is one
+  // sample however many rounds it serves.
+  const freshRound = async (round: number) => {
+    if (round > 0)
+      for (const label of order(round)) {
+        const deployment = deployments.get(label)!;
+        await deployment.stop();
+        await deployment.start(envOf.get(label));
+        log(`round ${round + 1}: ${label} restarted (pid ${deployment.pid})`);
+      }
+    await Promise.all(labels.map((label) => warmUp(label, Math.max(1, Math.round(settings.connections / labels.length)))));
+  };
+  const order = (round: number) => labels.map((_, i) => labels[(i + round) % labels.length]!);
 
   const labels = variants.map((v) => v.label);
   const rounds = new Map<string, Round[]>();
@@ -138,10 +160,10 @@ export async function compareDeployments(
     );
   };
   for (let round = 0; round < settings.rounds; round++) {
-    const order = labels.map((_, i) => labels[(i + round) % labels.length]!);
+    if (settings.simultaneous) await freshRound(round);
     for (const name of settings.scenarios) {
-      if (settings.simultaneous) await Promise.all(order.map((label) => runOne(name, label, round)));
-      else for (const label of order) await runOne(name, label, round);
+      if (settings.simultaneous) await Promise.all(order(round).map((label) => runOne(name, label, round)));
+      else for (const label of order(round)) await runOne(name, label, round);
     }
   }
 

@@ -69,6 +69,8 @@ export interface Settings {
    * connections, rather than one after the other.
    */
   simultaneous: boolean;
+  /** --aa (with --metrics-cost): both deployments METRICS=off, to see the method's own spread. */
+  aa: boolean;
   /** --metrics-cost: where the text of a GET /metrics taken in the middle of a load is written, if anywhere. */
   metricsExcerpt: string | undefined;
 }
@@ -84,7 +86,7 @@ export const UNREACHED_RATE_LIMITS = {
 } as const;
 
 export const USAGE = `usage: npm run bench -- [scenario] [--connections N] [--duration S] [--soak-duration S] [--smoke] [--rate-limited] [--rate N]
-       [--metrics MODE] [--metrics-cost [--rounds N] [--simultaneous] [--metrics-excerpt FILE]] [--workers N | --workers A,B [--rounds N]]
+       [--metrics MODE] [--metrics-cost [--rounds N] [--simultaneous] [--aa] [--metrics-excerpt FILE]] [--workers N | --workers A,B [--rounds N]]
 
 scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(', ')}; all with --smoke)
   --connections N     concurrent connections (default 100; 20 with --smoke)
@@ -100,7 +102,9 @@ scenarios: ${SCENARIO_NAMES.join(', ')} (default: all but ${LONG_SCENARIOS.join(
                       --buckets (default 3)
   --buckets N         hot-sku: also a product split into N stock buckets, side by side with one of one bucket
   --simultaneous      with --metrics-cost: load both deployments at the same time, half the connections each, so
-                      that the machine's other work falls on both alike; medians of each round's ratios
+                      that the machine's other work falls on both alike, on fresh processes every round;
+                      medians of each round's ratios
+  --aa                with --metrics-cost: the second deployment METRICS=off too (an A/A check of the method)
   --metrics-excerpt F with --metrics-cost: write a GET /metrics taken in the middle of a load to file F
   --workers N         WEB_CONCURRENCY of the service: N worker processes (default 1)
   --workers A,B       what more workers give: the scenarios (default hot-sku, sold-out, checkout) against a
@@ -137,6 +141,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
       buckets: { type: 'string' },
       'metrics-excerpt': { type: 'string' },
       simultaneous: { type: 'boolean', default: false },
+      aa: { type: 'boolean', default: false },
       workers: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -153,6 +158,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
   if (metricsCost && compareWorkers) throw new Error('--metrics-cost and --workers A,B are two comparisons: pick one');
   // More workers would take more of the machine's CPU when loaded at once: that comparison is not fair at once.
   if (values.simultaneous && !metricsCost) throw new Error('--simultaneous goes with --metrics-cost only');
+  if (values.aa && !metricsCost) throw new Error('--aa goes with --metrics-cost only');
   const byDefault = (name: ScenarioName) =>
     metricsCost
       ? METRICS_COST_SCENARIOS.includes(name)
@@ -187,6 +193,7 @@ export function parseSettings(argv: string[]): Settings | 'help' {
     buckets: positiveInteger('buckets', values.buckets, 1),
     metricsExcerpt: values['metrics-excerpt'],
     simultaneous: values.simultaneous,
+    aa: values.aa,
     workers,
   };
 }

@@ -71,9 +71,10 @@ export default fp(
       return reply.code(500).send(errorBody('INTERNAL_ERROR', 'internal error'));
     });
 
-    app.setNotFoundHandler((request, reply) =>
-      reply.code(404).send(errorBody('NOT_FOUND', `no route ${request.method} ${request.url}`)),
-    );
+    app.setNotFoundHandler((request, reply) => {
+      app.timeUnmatchedAnswer(request, reply);
+      return reply.code(404).send(errorBody('NOT_FOUND', `no route ${request.method} ${request.url}`));
+    });
   },
   { name: 'errors' },
 );
