@@ -266,6 +266,14 @@ const soldOutMarks = (row) => ({
   ],
 });
 
+/** Tick steps of the time axis, in seconds. */
+const TIME_TICKS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
+
+/** A tick's label: the local time of day, to the second. */
+function clockTime(seconds) {
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
 /** Draws `data` into `holder[key]`'s plot, making it (again) when its series changed. */
 function plotInto(holder, key, element, series, data, row) {
   const shape = series.map((s) => s.label).join(',');
@@ -283,7 +291,8 @@ function plotInto(holder, key, element, series, data, row) {
         legend: { show: true, live: false },
         cursor: { show: false },
         scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
-        axes: [{ size: 24 }, { size: 48, space: 20 }],
+        // Whole seconds on the time axis, as a wall clock (uPlot's own ticks went to half seconds: ":53.500").
+        axes: [{ size: 24, space: 70, incrs: TIME_TICKS, values: (_u, ticks) => ticks.map(clockTime) }, { size: 48, space: 20 }],
         series: [{}, ...series.map((s) => ({ ...s, width: 1.5, spanGaps: false }))],
         hooks: row ? soldOutMarks(row) : {},
       },
