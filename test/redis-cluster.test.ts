@@ -1,4 +1,5 @@
 import calculateSlot from 'cluster-key-slot';
+import { sql } from 'kysely';
 import t, { type Test } from 'tap';
 import { productState } from './support/api.js';
 import { buildTestApp, createProduct, listen, type TestApp } from './support/app.js';
@@ -6,6 +7,7 @@ import { request, tally } from './support/http.js';
 import { startRedisCluster, type ClusterNode, type PrivateRedisCluster } from './support/private-redis-cluster.js';
 import { heldUnits, indexedHolds, inventory } from './support/redis-state.js';
 import type { Config } from '../src/config.js';
+import { reconcile } from '../src/domain/reconcile.js';
 import { clusterNodeList, connectRedis } from '../src/redis/connection.js';
 import { productTag, requestCounterKey } from '../src/redis/keys.js';
 import { eventually } from './support/wait.js';
@@ -207,3 +209,101 @@ t.test("a product's slot moves to another master under load: no 500, no hold cou
   const keysThere = Number(await to.client().call('CLUSTER', 'COUNTKEYSINSLOT', slot));
   t.ok(keysThere >= 3, `the product's keys are on ${to.address} now (${keysThere})`);
 });
+
+t.test(
+  "a product's slot moves while holds are replayed with their Idempotency-Key, ordered and paid: one hold per key, one order per hold",
+  async (t) => {
+    // The re-sends here are the clients' (a replayed key, an order asked again after a 503) and ioredis's own
+    // (MOVED and ASK followed, TRYAGAIN waited out): the scripts' idempotency per hold id and per key is what
+    // makes either safe while the product's keys move between masters.
+    const service = await clusterApp(t, { WEBHOOK_ALLOW_UNSIGNED: true });
+    const base = await listen(service.app);
+    const { id } = await createProduct(service.app, { stock: 100_000 });
+    const slot = slotOf(service.prefix, id);
+    const from = await cluster.ownerOf(slot);
+    const to = (await cluster.masters()).find((m) => m !== from)!;
+
+    const holdsByKey = new Map<string, Set<string>>();
+    const ordersByHold = new Map<string, Set<number>>();
+    const statuses: number[] = [];
+    let paid = 0;
+    let loading = true;
+    const load = Promise.all(
+      Array.from({ length: 8 }, async (_, worker) => {
+        for (let i = 0; loading; i++) {
+          const key = `w${worker}-${i}`;
+          const body = { product_id: id, qty: 1, customer_id: `c-${key}` };
+          // The same key twice at once, as a client retrying a request it thought lost.
+          const pair = await Promise.all(
+            [0, 1].map(() => request<{ hold_id?: string }>(base, 'POST', '/api/holds', body, { 'idempotency-key': key })),
+          );
+          const ids = new Set<string>();
+          for (const a of pair) {
+            statuses.push(a.status);
+            if ((a.status === 201 || a.status === 200) && a.body.hold_id) ids.add(a.body.hold_id);
+          }
+          holdsByKey.set(key, ids);
+          const holdId = [...ids][0];
+          if (!holdId) continue;
+          // Asked until answered with an order (a 503 while the keys move is asked again), twice at once.
+          const orderIds = new Set<number>();
+          for (let attempt = 0; attempt < 20 && orderIds.size === 0; attempt++) {
+            const orders = await Promise.all(
+              [0, 1].map(() => request<{ order_id?: number }>(base, 'POST', '/api/orders', { hold_id: holdId })),
+            );
+            for (const o of orders) {
+              statuses.push(o.status);
+              if ((o.status === 201 || o.status === 200) && o.body.order_id !== undefined) orderIds.add(o.body.order_id);
+            }
+            if (orderIds.size === 0) await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+          ordersByHold.set(holdId, orderIds);
+          const orderId = [...orderIds][0];
+          if (orderId === undefined) continue;
+          const payment = await request<{ status?: string }>(base, 'POST', '/api/webhooks/payment', {
+            idempotency_key: `pay-${key}`,
+            order_id: orderId,
+            event_type: 'success',
+          });
+          statuses.push(payment.status);
+          if (payment.body.status === 'paid') paid++;
+        }
+      }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await cluster.moveSlot(slot, to);
+    const keysAtMove = holdsByKey.size;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    loading = false;
+    await load;
+
+    t.equal(await cluster.ownerOf(slot), to, `the slot moved from ${from.address} to ${to.address}`);
+    t.ok(holdsByKey.size > keysAtMove, `checkouts went on after the move (${holdsByKey.size - keysAtMove} of ${holdsByKey.size})`);
+    const answered = tally(statuses);
+    t.same(
+      [...answered.keys()].filter((s) => ![200, 201, 503].includes(s)),
+      [],
+      `only 200, 201, or 503 while the keys moved: ${JSON.stringify([...answered])}`,
+    );
+    t.same(
+      [...holdsByKey].filter(([, ids]) => ids.size > 1),
+      [],
+      `every Idempotency-Key got one hold (${holdsByKey.size} keys, each sent twice at once)`,
+    );
+    t.same(
+      [...ordersByHold].filter(([, ids]) => ids.size > 1),
+      [],
+      `every hold became at most one order, however often it was asked (${ordersByHold.size} holds)`,
+    );
+    const { rows } = await sql<{ hold_id: string; n: number }>`
+      SELECT hold_id, count(*)::int AS n FROM orders GROUP BY hold_id HAVING count(*) > 1`.execute(service.app.db);
+    t.same(rows, [], 'no hold has two orders in Postgres');
+    const orders = [...ordersByHold.values()].filter((ids) => ids.size === 1).length;
+    t.ok(paid > 0 && orders > 0, `orders were made and paid during the move (${orders} orders, ${paid} paid)`);
+    const state = await productState(base, id);
+    t.equal(state.sold, orders, `sold = the orders made (${orders})`);
+    t.equal(state.held, await heldUnits(service, id), 'the held counter is the sum of the held records');
+    const report = await reconcile({ db: service.app.db, redis: service.redis, prefix: service.prefix });
+    t.ok(report.clean, `reconcile --check is clean (${report.products_checked} products)`, { drifts: report.drifts });
+  },
+);
