@@ -62,7 +62,11 @@ t.test('a client just connected takes commands for every master at once, turn af
     }),
   );
   for (let attempt = 0; attempt < 3; attempt++) {
-    const redis = await connectRedis({ url: '', clusterNodes: clusterNodeList(cluster.nodeList), commandTimeoutMs: 500 });
+    const redis = await connectRedis({
+      url: '',
+      clusterNodes: clusterNodeList(cluster.nodeList),
+      commandTimeoutMs: 500,
+    });
     const sends: Promise<unknown>[] = [];
     for (let turn = 0; turn < 20; turn++) {
       for (const key of keys) sends.push(redis.pipeline().incr(key).exec());
@@ -78,7 +82,11 @@ t.test('a client just connected takes commands for every master at once, turn af
     redis.disconnect();
   }
   const counts = await Promise.all(keys.map((key, i) => masters[i]!.client().get(key)));
-  t.same(counts, keys.map(() => '60'), 'each master counted 3 × 20 commands');
+  t.same(
+    counts,
+    keys.map(() => '60'),
+    'each master counted 3 × 20 commands',
+  );
 });
 
 t.test('concurrent holds on products spread over all three masters: exact per product', async (t) => {
@@ -235,7 +243,9 @@ t.test(
           const body = { product_id: id, qty: 1, customer_id: `c-${key}` };
           // The same key twice at once, as a client retrying a request it thought lost.
           const pair = await Promise.all(
-            [0, 1].map(() => request<{ hold_id?: string }>(base, 'POST', '/api/holds', body, { 'idempotency-key': key })),
+            [0, 1].map(() =>
+              request<{ hold_id?: string }>(base, 'POST', '/api/holds', body, { 'idempotency-key': key }),
+            ),
           );
           const ids = new Set<string>();
           for (const a of pair) {
@@ -253,7 +263,8 @@ t.test(
             );
             for (const o of orders) {
               statuses.push(o.status);
-              if ((o.status === 201 || o.status === 200) && o.body.order_id !== undefined) orderIds.add(o.body.order_id);
+              if ((o.status === 201 || o.status === 200) && o.body.order_id !== undefined)
+                orderIds.add(o.body.order_id);
             }
             if (orderIds.size === 0) await new Promise((resolve) => setTimeout(resolve, 50));
           }
@@ -278,7 +289,10 @@ t.test(
     await load;
 
     t.equal(await cluster.ownerOf(slot), to, `the slot moved from ${from.address} to ${to.address}`);
-    t.ok(holdsByKey.size > keysAtMove, `checkouts went on after the move (${holdsByKey.size - keysAtMove} of ${holdsByKey.size})`);
+    t.ok(
+      holdsByKey.size > keysAtMove,
+      `checkouts went on after the move (${holdsByKey.size - keysAtMove} of ${holdsByKey.size})`,
+    );
     const answered = tally(statuses);
     t.same(
       [...answered.keys()].filter((s) => ![200, 201, 503].includes(s)),

@@ -126,7 +126,9 @@ export async function compareDeployments(
         await deployment.start(envOf.get(label));
         log(`round ${round + 1}: ${label} restarted (pid ${deployment.pid})`);
       }
-    await Promise.all(labels.map((label) => warmUp(label, Math.max(1, Math.round(settings.connections / labels.length)))));
+    await Promise.all(
+      labels.map((label) => warmUp(label, Math.max(1, Math.round(settings.connections / labels.length)))),
+    );
   };
   const order = (round: number) => labels.map((_, i) => labels[(i + round) % labels.length]!);
 

@@ -292,7 +292,10 @@ function plotInto(holder, key, element, series, data, row) {
         cursor: { show: false },
         scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
         // Whole seconds on the time axis, as a wall clock (uPlot's own ticks went to half seconds: ":53.500").
-        axes: [{ size: 24, space: 70, incrs: TIME_TICKS, values: (_u, ticks) => ticks.map(clockTime) }, { size: 48, space: 20 }],
+        axes: [
+          { size: 24, space: 70, incrs: TIME_TICKS, values: (_u, ticks) => ticks.map(clockTime) },
+          { size: 48, space: 20 },
+        ],
         series: [{}, ...series.map((s) => ({ ...s, width: 1.5, spanGaps: false }))],
         hooks: row ? soldOutMarks(row) : {},
       },
