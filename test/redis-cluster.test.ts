@@ -224,9 +224,16 @@ t.test(
     // The re-sends here are the clients' (a replayed key, an order asked again after a 503) and ioredis's own
     // (MOVED and ASK followed, TRYAGAIN waited out): the scripts' idempotency per hold id and per key is what
     // makes either safe while the product's keys move between masters.
-    // A conversion whose last Redis step met the move (its order committed, the units still held in Redis) is
-    // finished by recovery: checked often here.
-    const service = await clusterApp(t, { WEBHOOK_ALLOW_UNSIGNED: true, RECOVERY_INTERVAL_MS: 100 });
+    // A conversion whose last Redis step met the move (its order committed, the units still counted held in
+    // Redis) is finished by the sweeper's recovery when it next sweeps the product, once the claim's lease is out:
+    // at the latest when the hold would have expired (the step that brings the sweep forward can meet the move
+    // too). Short holds and leases here, so that this happens within the test.
+    const service = await clusterApp(t, {
+      WEBHOOK_ALLOW_UNSIGNED: true,
+      HOLD_TTL_SECONDS: 5,
+      CONVERSION_LEASE_MS: 1000,
+      SWEEP_INTERVAL_MS: 100,
+    });
     const base = await listen(service.app);
     const { id } = await createProduct(service.app, { stock: 100_000 });
     const slot = slotOf(service.prefix, id);
@@ -319,7 +326,7 @@ t.test(
     const state = await poll(
       () => productState(base, id),
       (s) => s.sold === orders,
-      10_000,
+      20_000,
     );
     t.equal(state.sold, orders, `sold = the orders made (${orders}), once recovery finished any conversion left`);
     t.equal(state.held, await heldUnits(service, id), 'the held counter is the sum of the held records');
