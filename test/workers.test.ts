@@ -10,7 +10,7 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Kysely } from 'kysely';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createDatabase } from '../src/db/connection.js';
 import type { Database } from '../src/db/schema.js';
 import { reconcile } from '../src/domain/reconcile.js';
@@ -21,7 +21,7 @@ import { waitForExit } from './support/processes.js';
 import { privateRedis } from './support/private-redis.js';
 import { seededRandom } from './support/random.js';
 import { holdRecords, inventory } from './support/redis-state.js';
-import { serviceWorld, type Service } from './support/service-process.js';
+import { serviceWorld, type Service, type ServiceWorld } from './support/service-process.js';
 import { startStorm, type StormProduct } from './support/storm.js';
 import { eventually, poll } from './support/wait.js';
 
@@ -89,6 +89,17 @@ const scrape = async (service: Service) => {
 // subject (test/overload.test.ts is), so /readyz does not answer "overloaded" meanwhile.
 const GROUP = { RATE_LIMIT: 'off', READY_MAX_EVENT_LOOP_DELAY_MS: '0' };
 
+/**
+ * Starts the group and waits for the primary's "workers listening" (LOG_LEVEL info): /readyz is ready as soon as one worker
+ * listens, and until the others do the primary hands every connection to that one.
+ */
+async function startGroup(t: Test, world: ServiceWorld): Promise<Service> {
+  const service = await world.start();
+  const listening = await eventually(async () => logLines(service).some((l) => l.msg === 'workers listening'), 30_000);
+  t.ok(listening, 'the primary logged every worker listening');
+  return service;
+}
+
 /** The pids of the workers the primary logged as started, by slot (the latest per slot). */
 const workerPids = (service: Service) =>
   new Map(
@@ -103,7 +114,7 @@ t.test(
     const world = await serviceWorld(t, { ...GROUP, WEB_CONCURRENCY: '2', LOG_LEVEL: 'info', LOG_REQUESTS: 'true' });
     // A database the service has to migrate itself (the test's own comes migrated).
     await world.db.query('DROP SCHEMA public CASCADE; CREATE SCHEMA public');
-    const service = await world.start();
+    const service = await startGroup(t, world);
     const primary = service.child.pid!;
     const workers = workerPids(service);
     t.equal(workers.size, 2, 'the primary started two workers');
@@ -160,7 +171,7 @@ t.test(
 
 t.test('a worker that dies is forked again, and the group keeps serving', async (t) => {
   const world = await serviceWorld(t, { ...GROUP, WEB_CONCURRENCY: '2', LOG_LEVEL: 'info', LOG_REQUESTS: 'true' });
-  const service = await world.start();
+  const service = await startGroup(t, world);
   const [slot, victim] = [...workerPids(service)][0]!;
   process.kill(victim, 'SIGKILL');
 
