@@ -106,6 +106,11 @@ export const errors = {
       'HOLD_LOST',
       `hold ${holdId} was lost when Redis lost its data; its units are for sale again: place a new hold`,
     ),
+  holdBeyondStock: (holdId: string) =>
+    new AppError(
+      'HOLD_LOST',
+      `hold ${holdId} came from a Redis copy that missed sales; Postgres has no units left for it: no order made`,
+    ),
   rebuilding: (productId: number) =>
     new AppError('SERVICE_UNAVAILABLE', `product ${productId} is being rebuilt from Postgres; try again shortly`),
   orderNotFound: (orderId: number | string) => new AppError('ORDER_NOT_FOUND', `order ${orderId} does not exist`),

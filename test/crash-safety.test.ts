@@ -513,7 +513,7 @@ for (const fault of ['after-claim', 'after-order-commit'] as const) {
         const waiting = async () =>
           (
             await w.db.query<{ n: number }>(
-              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%hold_claims%'",
+              "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%AS i(claim_id, hold_id%'",
             )
           ).rows[0]!.n;
         let statements = await waiting();

@@ -8,7 +8,7 @@ import { sql, type Kysely } from 'kysely';
 import t, { type Test } from 'tap';
 import { createDatabase } from '../src/db/connection.js';
 import { createOrderBatches } from '../src/db/order-batches.js';
-import { claimOutcome, type NewOrder } from '../src/db/orders.js';
+import { claimOutcome, type NewOrder, type OrderWrite } from '../src/db/orders.js';
 import type { Database } from '../src/db/schema.js';
 import { StoreUnavailableError } from '../src/errors.js';
 import { createTestDatabase } from './support/app.js';
@@ -33,6 +33,9 @@ async function shop(t: Test, url?: string): Promise<Shop> {
     .execute();
   return { db, productIds: products.map((p) => p.id) };
 }
+
+/** The order a write answered, or undefined when it wrote none. */
+const orderOf = (write: OrderWrite) => (write.kind === 'written' ? write.order : undefined);
 
 let holdNumber = 0;
 
@@ -78,7 +81,7 @@ t.test('the conversions of one turn are written by one statement, each as its ow
     conversion(productIds[0]!, { qty: 2, customerId: null, paymentMethod: null }),
     conversion(productIds[1]!, { qty: 1, unitPriceCents: 9000 }),
   ];
-  const orders = await Promise.all(asked.map((order) => batches.insert(order)));
+  const orders = await Promise.all(asked.map((order) => batches.insert(order).then(orderOf)));
   for (const [i, order] of orders.entries()) {
     const ask = asked[i]!;
     t.match(
@@ -132,7 +135,7 @@ t.test('a claim that already has an outcome, or a fenced hold, gets no order; it
     .insertInto('hold_claims')
     .values({ claim_id: abandoned.claimId, hold_id: abandoned.holdId, outcome: 'abandoned' })
     .execute();
-  const first = await batches.insert(ordered);
+  const first = orderOf(await batches.insert(ordered));
   t.ok(first, 'a first conversion writes its order');
   // Redis lost the second product's copy since its hold was claimed: the rebuild moved the generation on.
   await db.updateTable('products').set({ redis_generation: 7 }).where('id', '=', productIds[1]!).execute();
@@ -140,7 +143,9 @@ t.test('a claim that already has an outcome, or a fenced hold, gets no order; it
   const fresh = conversion(productIds[1]!, { redisGeneration: 7 });
   const good = conversion(productIds[0]!);
 
-  const answers = await Promise.all([abandoned, ordered, fenced, fresh, good].map((order) => batches.insert(order)));
+  const answers = await Promise.all(
+    [abandoned, ordered, fenced, fresh, good].map((order) => batches.insert(order).then(orderOf)),
+  );
   t.equal(answers[0], undefined, 'the abandoned claim: no order');
   t.equal(await claimOutcome(db, abandoned.claimId), 'abandoned', "and its claim is still 'abandoned'");
   t.equal(answers[1], undefined, 'a claim already ordered: no second order');
@@ -162,7 +167,9 @@ t.test('copies of one conversion in one batch: one order, the copies read the ou
   const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   const original = conversion(productIds[0]!);
   const other = conversion(productIds[0]!);
-  const answers = await Promise.all([original, original, other, original].map((order) => batches.insert(order)));
+  const answers = await Promise.all(
+    [original, original, other, original].map((order) => batches.insert(order).then(orderOf)),
+  );
   t.equal(answers[0]?.hold_id, original.holdId, 'the first copy gets the order');
   t.same([answers[1], answers[3]], [undefined, undefined], 'the other copies none, as if they had waited for it');
   t.equal(await claimOutcome(db, original.claimId), 'ordered', "and read the claim 'ordered'");
@@ -175,7 +182,7 @@ t.test("an order Postgres refuses fails alone: its batch-mates' orders are writt
   const batches = createOrderBatches(db, { maxOrderBatch: 100 });
   // A hold that already has an order under an older claim: orders.hold_id is unique.
   const earlier = conversion(productIds[0]!);
-  t.ok(await batches.insert(earlier), 'the earlier order');
+  t.ok(orderOf(await batches.insert(earlier)), 'the earlier order');
   const secondClaim = conversion(productIds[0]!, { holdId: earlier.holdId });
   // A quantity the order_items check refuses (qty > 0), and a price the orders check refuses (total >= 0).
   const noUnits = conversion(productIds[1]!, { qty: 0 });
@@ -183,7 +190,7 @@ t.test("an order Postgres refuses fails alone: its batch-mates' orders are writt
   const good = [conversion(productIds[0]!), conversion(productIds[1]!), conversion(productIds[1]!)];
 
   const settled = await Promise.allSettled(
-    [good[0]!, secondClaim, good[1]!, noUnits, negative, good[2]!].map((order) => batches.insert(order)),
+    [good[0]!, secondClaim, good[1]!, noUnits, negative, good[2]!].map((order) => batches.insert(order).then(orderOf)),
   );
   const reasons = settled.map((s) => (s.status === 'rejected' ? (s.reason as { code?: string }).code : 'ok'));
   t.same(
@@ -212,7 +219,7 @@ t.test('more conversions in one turn than a batch takes go in several statements
   const { db, productIds } = await shop(t);
   const batches = createOrderBatches(db, { maxOrderBatch: 3 });
   const asked = Array.from({ length: 7 }, (_, i) => conversion(productIds[i % 2]!));
-  const orders = await Promise.all(asked.map((order) => batches.insert(order)));
+  const orders = await Promise.all(asked.map((order) => batches.insert(order).then(orderOf)));
   t.ok(
     orders.every((o, i) => o?.hold_id === asked[i]!.holdId),
     'every conversion answered its own order',
@@ -242,4 +249,85 @@ t.test('Postgres unreachable: every conversion of the batch is answered unavaila
   await proxy.restore();
   const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM orders`.execute(db);
   t.equal(rows[0]!.n, 0, 'nothing was written');
+});
+
+/** The ledger's count of a product's units in live orders (product_sales, kept by triggers). */
+async function soldUnits(db: Kysely<Database>, productId: number): Promise<number> {
+  const row = await db
+    .selectFrom('product_sales')
+    .select('sold_units')
+    .where('product_id', '=', productId)
+    .executeTakeFirstOrThrow();
+  return row.sold_units;
+}
+
+t.test('Postgres refuses orders beyond the stock its live orders leave, whatever Redis granted', async (t) => {
+  const { db, productIds } = await shop(t);
+  const [lamp, desk] = productIds as [number, number];
+  await db.updateTable('products').set({ stock: 5 }).where('id', '=', lamp).execute();
+  t.equal(await soldUnits(db, lamp), 0, 'a new product starts with nothing sold');
+  const batches = createOrderBatches(db, { maxOrderBatch: 100 });
+
+  // Six units asked of five, in one batch (claim ids sorted: the ledger lets them in in that order).
+  const asked = [1, 2, 3].map(() => conversion(lamp, { qty: 2 })).sort((a, b) => (a.claimId < b.claimId ? -1 : 1));
+  const other = conversion(desk, { qty: 2 });
+  const writes = await Promise.all([...asked, other].map((order) => batches.insert(order)));
+  t.same(
+    writes.map((w) => w.kind),
+    ['written', 'written', 'beyondStock', 'written'],
+    'the first two fit, the third is refused, the other product is not held back',
+  );
+  t.equal(await claimOutcome(db, asked[2]!.claimId), undefined, 'the refused claim: nothing recorded');
+  t.equal((await rowsOfHold(db, asked[2]!.holdId)).length, 0, 'and no order');
+  t.equal(await soldUnits(db, lamp), 4, 'the count has the two orders written');
+  t.equal(await soldUnits(db, desk), 2, 'and the other product its own');
+
+  const [fits, beyond] = await Promise.all(
+    [conversion(lamp, { qty: 1 }), conversion(lamp, { qty: 1 })].map((o) => batches.insert(o)),
+  );
+  t.same(
+    [fits!.kind, beyond!.kind].sort(),
+    ['beyondStock', 'written'],
+    'of two single units one fits: sold out exactly',
+  );
+  t.equal(await soldUnits(db, lamp), 5, 'five of five sold');
+
+  // A cancellation returns the units to the ledger (and a payment, which keeps them sold, changes nothing).
+  const [first] = writes as [OrderWrite & { kind: 'written' }];
+  await db
+    .updateTable('orders')
+    .set({ status: 'paid', payment_status: 'completed' })
+    .where('id', '=', first.order.id)
+    .execute();
+  t.equal(await soldUnits(db, lamp), 5, 'a paid order still counts');
+  await db.updateTable('orders').set({ status: 'cancelled' }).where('id', '=', first.order.id).execute();
+  t.equal(await soldUnits(db, lamp), 3, 'a cancelled one gives its two units back');
+  t.equal(orderOf(await batches.insert(conversion(lamp, { qty: 2 })))?.status, 'pending_payment', 'which sell again');
+  t.equal(await soldUnits(db, lamp), 5, 'sold out again');
+});
+
+t.test('concurrent batches on one product from separate pools never sell more than its stock', async (t) => {
+  const url = await createTestDatabase(t);
+  const { db, productIds } = await shop(t, url);
+  const lamp = productIds[0]!;
+  await db.updateTable('products').set({ stock: 50 }).where('id', '=', lamp).execute();
+  // Four "instances", each with its own pool and batches, each asked for 30 units at once in batches of 5.
+  const instances = Array.from({ length: 4 }, () => {
+    const own = createDatabase({ url, timeoutMs: 5000, poolSize: 3 });
+    t.teardown(() => own.destroy());
+    return createOrderBatches(own, { maxOrderBatch: 5 });
+  });
+  const writes = await Promise.all(
+    instances.flatMap((batches) => Array.from({ length: 30 }, () => batches.insert(conversion(lamp, { qty: 1 })))),
+  );
+  const written = writes.filter((w) => w.kind === 'written').length;
+  t.equal(written, 50, `120 units asked of 50: exactly 50 orders written (${writes.length - written} refused)`);
+  t.ok(
+    writes.every((w) => w.kind !== 'notWritten'),
+    'every other one refused as beyond the stock',
+  );
+  t.equal(await soldUnits(db, lamp), 50, 'the count says 50');
+  const { rows } = await sql<{ units: number }>`
+    SELECT coalesce(sum(qty), 0)::int AS units FROM order_items WHERE product_id = ${lamp}`.execute(db);
+  t.equal(rows[0]!.units, 50, 'and so do the order items');
 });

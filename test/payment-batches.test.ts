@@ -48,7 +48,13 @@ async function shop(t: Test, orders: number, url?: string): Promise<Shop> {
       redisGeneration: 0,
     })),
   );
-  return { db, orderIds: written.map((order) => order!.id) };
+  return {
+    db,
+    orderIds: written.map((write) => {
+      if (write.kind !== 'written') throw new Error(`an order of the fixture was not written (${write.kind})`);
+      return write.order.id;
+    }),
+  };
 }
 
 /** A success for an order awaiting payment, judged as the payment desk judges it. */

@@ -18,7 +18,7 @@ import { poll } from './support/wait.js';
 
 const SECRET = 'whsec_redis_loss';
 
-async function lossWorld(t: Test) {
+async function lossWorld(t: Test, settings: Record<string, string | number> = {}) {
   const redisServer = await privateRedis(t);
   const service = await buildTestApp(t, {
     REDIS_URL: redisServer.url,
@@ -29,6 +29,7 @@ async function lossWorld(t: Test) {
     DATABASE_TIMEOUT_MS: 15_000,
     // Not a test of timeouts: a busy machine must not turn a conversion into a 503 before it reaches Postgres.
     REDIS_COMMAND_TIMEOUT_MS: 5000,
+    ...settings,
   });
   const direct = new Redis(redisServer.url);
   t.teardown(() => direct.disconnect());
@@ -240,6 +241,32 @@ t.test('a stale copy (a replica that missed writes) is found by its generation a
   );
   t.ok(Number(rebuilt) > generation, 'rebuilt under a new generation');
   t.match(await w.product(product.id), { stock: 5, held: 0, sold: 2, available_stock: 3 });
+});
+
+t.test('a hold granted by a copy that missed sales, before any watcher saw it, is refused by Postgres', async (t) => {
+  // No watcher: the window between a stale replica's promotion and the loss check, held open.
+  const w = await lossWorld(t, { REDIS_LOSS_CHECK_MS: 0 });
+  const product = await createProduct(w.app, { stock: 3 });
+  const first = (await w.hold({ product_id: product.id, qty: 2 })).json();
+  t.equal((await w.order(first.hold_id)).statusCode, 201, 'two of three units sold');
+  const inventory = productKeys(w.config.REDIS_KEY_PREFIX, product.id).inventory;
+  // As a replica promoted before it got the sale would be: the same generation, the sale missing.
+  await w.direct.hset(inventory, 'sold', 0);
+  const granted = await w.hold({ product_id: product.id, qty: 2 });
+  t.equal(granted.statusCode, 201, 'the stale copy grants two units Postgres has sold');
+  const refused = await w.order(granted.json().hold_id);
+  t.equal(refused.statusCode, 409, 'the order is refused');
+  t.equal(refused.json().code, 'HOLD_LOST', 'as a hold lost in a data loss');
+  t.equal(await w.liveUnits(product.id), 2, 'Postgres still has two units sold of three: nothing sold twice');
+  const rebuilt = await poll(
+    () => w.product(product.id),
+    (p) => p.sold === 2,
+    5000,
+  );
+  t.match(rebuilt, { stock: 3, held: 0, sold: 2, available_stock: 1 }, 'and the refusal had the copy rebuilt at once');
+  const last = (await w.hold({ product_id: product.id, qty: 1 })).json();
+  t.equal((await w.order(last.hold_id)).statusCode, 201, 'the last unit sells');
+  t.equal(await w.liveUnits(product.id), 3, 'sold out exactly');
 });
 
 t.test('/readyz says which products are being rebuilt, and holds on them answer 503 meanwhile', async (t) => {

@@ -1,12 +1,12 @@
 import type { Kysely } from 'kysely';
 import { StoreUnavailableError } from '../errors.js';
 import type { Settings } from '../settings.js';
-import { insertOrdersForClaims, type NewOrder, type OrderWithItems } from './orders.js';
+import { insertOrdersForClaims, type NewOrder, type OrderWrite } from './orders.js';
 import type { Database } from './schema.js';
 
 interface Waiting {
   order: NewOrder;
-  resolve: (order: OrderWithItems | undefined) => void;
+  resolve: (write: OrderWrite) => void;
   reject: (err: unknown) => void;
 }
 
@@ -35,7 +35,7 @@ export function createOrderBatches(db: Kysely<Database>, settings: Pick<Settings
   function write(copies: Waiting[][]): void {
     const orders = copies.map(([first]) => first!.order);
     insertOrdersForClaims(db, orders).then(
-      (written) => copies.forEach((waiting, i) => answer(waiting, written[i])),
+      (written) => copies.forEach((waiting, i) => answer(waiting, written[i]!)),
       (err: unknown) => {
         if (err instanceof StoreUnavailableError || copies.length === 1) {
           for (const waiting of copies) fail(waiting, err);
@@ -47,23 +47,20 @@ export function createOrderBatches(db: Kysely<Database>, settings: Pick<Settings
   }
 
   /**
-   * The first request of a hold gets the order written; its copies (same claim: a client's retry that joined it)
-   * get none, as a copy waiting on the first one's commit would, and read the claim's outcome.
+   * The first request of a hold gets what was written for it; its copies (same claim: a client's retry that
+   * joined it) get nothing written, as a copy waiting on the first one's commit would, and read the claim's outcome.
    */
-  function answer([first, ...copies]: Waiting[], order: OrderWithItems | undefined): void {
-    first!.resolve(order);
-    for (const copy of copies) copy.resolve(undefined);
+  function answer([first, ...copies]: Waiting[], write: OrderWrite): void {
+    first!.resolve(write);
+    for (const copy of copies) copy.resolve({ kind: 'notWritten' });
   }
 
   function fail(waiting: Waiting[], err: unknown): void {
     for (const { reject } of waiting) reject(err);
   }
 
-  /**
-   * Writes the order through the next batch; undefined when its claim had an outcome already or the hold was
-   * fenced (see insertOrdersForClaims).
-   */
-  function insert(order: NewOrder): Promise<OrderWithItems | undefined> {
+  /** Writes the order through the next batch (what became of it: see OrderWrite). */
+  function insert(order: NewOrder): Promise<OrderWrite> {
     return new Promise((resolve, reject) => {
       const waiting: Waiting = { order, resolve, reject };
       const copies = pending.get(order.holdId);

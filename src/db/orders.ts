@@ -49,22 +49,26 @@ export interface NewOrder {
 }
 
 /**
+ * What became of one order of a batch: written; not written because its claim already has an outcome
+ * (`claimOutcome` says which) or because the product's Redis copy was rebuilt since the hold was made (fenced:
+ * `claimOutcome` finds none; the hold is lost); or refused because the product's live orders leave too few units
+ * of its stock for it (its hold came from a Redis copy behind the ledger: a promoted replica that missed sales).
+ */
+export type OrderWrite = { kind: 'written'; order: OrderWithItems } | { kind: 'notWritten' } | { kind: 'beyondStock' };
+
+/**
  * Records each claim as 'ordered' and inserts its order, the order's one item and its pending payment: every
  * order of the batch in one statement, so one round trip and one commit, atomic without an explicit
- * transaction. The answer has one entry per order asked, in order: the order, or undefined when nothing was
- * inserted for it because its claim already has an outcome (`claimOutcome` says which), or because the
- * product's Redis copy was rebuilt since the hold was made (fenced: `claimOutcome` finds none; the hold is lost).
- * Each claim's primary key decides for that claim alone; the statement fails as a whole only on an error
- * (a unique hold id, a check, bad data), which the caller retries order by order (src/db/order-batches.ts).
- * The claim ids and the hold ids must each be distinct within a batch. Payments are due `paymentTtlSeconds`
- * from now, by Postgres's clock.
+ * transaction. The answer has one entry per order asked, in order (see OrderWrite).
+ * Each claim's primary key decides for that claim alone, and the ledger's count of each product's sold units
+ * (product_sales, kept by triggers) for its stock: the orders of a product fit while their running total in
+ * claim id order does. The statement fails as a whole only on an error (a unique hold id, a check, bad data),
+ * which the caller retries order by order (src/db/order-batches.ts). The claim ids and the hold ids must each be
+ * distinct within a batch. Payments are due `paymentTtlSeconds` from now, by Postgres's clock.
  */
-export async function insertOrdersForClaims(
-  db: Kysely<Database>,
-  orders: readonly NewOrder[],
-): Promise<(OrderWithItems | undefined)[]> {
+export async function insertOrdersForClaims(db: Kysely<Database>, orders: readonly NewOrder[]): Promise<OrderWrite[]> {
   const column = <T>(pick: (order: NewOrder) => T) => orders.map(pick);
-  const { rows } = await sql<OrderRow>`
+  const { rows } = await sql<OrderRow & { asked_hold_id: string; fits: boolean | null }>`
     WITH input AS (
       SELECT * FROM unnest(
         ${column((o) => o.claimId)}::text[], ${column((o) => o.holdId)}::text[],
@@ -73,15 +77,24 @@ export async function insertOrdersForClaims(
         ${column((o) => o.paymentTtlSeconds)}::float8[], ${column((o) => o.redisGeneration)}::bigint[]
       ) AS i(claim_id, hold_id, customer_id, product_id, qty, unit_price_cents, method, ttl_seconds, generation)
     ), fence AS (
-      -- FOR KEY SHARE waits for a rebuild holding a row FOR UPDATE, then reads the generation it wrote. In id
-      -- order, so two batches (or a batch and a rebuild) lock a batch's products in the same order.
-      SELECT id, redis_generation FROM products WHERE id IN (SELECT product_id FROM input) ORDER BY id FOR KEY SHARE
+      -- FOR KEY SHARE waits for a rebuild or a stock change holding a row FOR UPDATE, then reads the generation
+      -- and the stock it wrote. In id order, so two batches (or a batch and a rebuild) lock in the same order.
+      SELECT id, redis_generation, stock FROM products WHERE id IN (SELECT product_id FROM input)
+      ORDER BY id FOR KEY SHARE
+    ), sales AS (
+      -- Locked until the commit: a batch of the same product waits, then reads the count this one's items left.
+      SELECT product_id, sold_units FROM product_sales WHERE product_id IN (SELECT id FROM fence)
+      ORDER BY product_id FOR UPDATE
+    ), decided AS (
+      SELECT i.*, f.stock - s.sold_units
+               - sum(i.qty) OVER (PARTITION BY i.product_id ORDER BY i.claim_id ROWS UNBOUNDED PRECEDING) >= 0 AS fits
+      FROM input i JOIN fence f ON f.id = i.product_id AND f.redis_generation = i.generation
+      JOIN sales s ON s.product_id = i.product_id
     ), claim AS (
       -- In claim id order: two statements waiting on each other's claim ids would otherwise deadlock.
       INSERT INTO hold_claims (claim_id, hold_id, outcome)
-      SELECT i.claim_id, i.hold_id, 'ordered'
-      FROM input i JOIN fence f ON f.id = i.product_id AND f.redis_generation = i.generation
-      ORDER BY i.claim_id
+      SELECT claim_id, hold_id, 'ordered' FROM decided WHERE fits
+      ORDER BY claim_id
       ON CONFLICT (claim_id) DO NOTHING
       RETURNING claim_id
     ), new_order AS (
@@ -97,18 +110,21 @@ export async function insertOrdersForClaims(
       INSERT INTO payments (order_id, status, amount_cents, method)
       SELECT o.id, 'pending', o.total_cents, i.method FROM new_order o JOIN input i USING (hold_id)
     )
-    SELECT * FROM new_order`.execute(db);
-  const byHold = new Map(rows.map((row) => [row.hold_id, row]));
-  return orders.map((order) => {
+    SELECT o.*, i.hold_id AS asked_hold_id, d.fits
+    FROM input i LEFT JOIN decided d USING (claim_id) LEFT JOIN new_order o ON o.hold_id = i.hold_id`.execute(db);
+  const byHold = new Map(rows.map((row) => [row.asked_hold_id, row]));
+  return orders.map((order): OrderWrite => {
     const row = byHold.get(order.holdId);
-    if (!row) return undefined;
+    if (row?.fits === false) return { kind: 'beyondStock' };
+    if (row?.id == null) return { kind: 'notWritten' };
+    const { asked_hold_id: _asked, fits: _fits, ...written } = row;
     const item = {
       product_id: order.productId,
       qty: order.qty,
       unit_price_cents: order.unitPriceCents,
-      subtotal_cents: row.total_cents,
+      subtotal_cents: written.total_cents,
     };
-    return { ...row, items: [item] };
+    return { kind: 'written', order: { ...written, items: [item] } };
   });
 }
 

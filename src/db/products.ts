@@ -38,18 +38,10 @@ export async function listProducts(
   return db.selectFrom('products').selectAll().where('id', '>', page.afterId).orderBy('id').limit(page.limit).execute();
 }
 
-/** Units sold per product: the items of orders whose units count as sold (SOLD_ORDER_STATUSES). */
-export async function soldUnits(db: Kysely<Database>, productIds: number[]): Promise<Map<number, number>> {
-  if (productIds.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('order_items')
-    .innerJoin('orders', 'orders.id', 'order_items.order_id')
-    .select(['order_items.product_id', sql<number>`sum(order_items.qty)::int`.as('units')])
-    .where('order_items.product_id', 'in', productIds)
-    .where('orders.status', 'in', SOLD_ORDER_STATUSES)
-    .groupBy('order_items.product_id')
-    .execute();
-  return new Map(rows.map((r) => [r.product_id, r.units]));
+/** The ledger's count of a product's units in live orders (product_sales, kept by triggers). */
+export async function countedSoldUnits(db: Kysely<Database>, id: number): Promise<number> {
+  const row = await db.selectFrom('product_sales').select('sold_units').where('product_id', '=', id).executeTakeFirst();
+  return row?.sold_units ?? 0;
 }
 
 /** A new generation for the product's copy in Redis, taken under its row lock (never handed out before). */

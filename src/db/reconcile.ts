@@ -8,6 +8,8 @@ export interface ProductLedger {
   per_customer_limit: number | null;
   /** Units of the product's orders whose units count as sold (SOLD_ORDER_STATUSES). */
   liveUnits: number;
+  /** The ledger's own count of them (product_sales, kept by triggers): equal to liveUnits unless it drifted. */
+  countedUnits: number;
   /** Those units per customer (orders without a customer are left out: only limited products count them). */
   liveUnitsByCustomer: Map<string, number>;
   /**
@@ -47,7 +49,8 @@ export async function productLedgers(
   const [products, byCustomer, inFlight] = await Promise.all([
     db
       .selectFrom('products')
-      .select(['id', 'stock', 'stock_version', 'per_customer_limit'])
+      .leftJoin('product_sales', 'product_sales.product_id', 'products.id')
+      .select(['id', 'stock', 'stock_version', 'per_customer_limit', 'product_sales.sold_units'])
       .where('id', 'in', ids)
       .execute(),
     db
@@ -78,6 +81,8 @@ export async function productLedgers(
       stock_version: Number(product.stock_version),
       per_customer_limit: product.per_customer_limit,
       liveUnits: 0,
+      // A product without a row (none since the migration that made the table) counts as drift.
+      countedUnits: product.sold_units ?? -1,
       liveUnitsByCustomer: new Map(),
       ordersInFlight: new Map(),
     });

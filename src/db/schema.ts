@@ -6,6 +6,7 @@ export type { OrderStatus, PaymentStatus };
 /** The Postgres model, as the migrations in migrations/ create it. */
 export interface Database {
   products: ProductTable;
+  product_sales: ProductSalesTable;
   orders: OrderTable;
   order_items: OrderItemTable;
   payments: PaymentTable;
@@ -32,6 +33,15 @@ export interface ProductTable {
   updated_at: UpdatedAt;
 }
 export type ProductRow = Selectable<ProductTable>;
+
+/**
+ * Units in live orders (SOLD_ORDER_STATUSES) per product, kept by triggers on order_items and orders (migration
+ * product_sales): the ledger's own count, which an order insert must fit in the stock by (insertOrdersForClaims).
+ */
+export interface ProductSalesTable {
+  product_id: number;
+  sold_units: Generated<number>;
+}
 export type NewProductRow = Insertable<ProductTable>;
 
 /**

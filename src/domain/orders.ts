@@ -83,7 +83,7 @@ export function createOrderDesk(deps: {
       crashPoint('after-claim');
 
       // Written with the other conversions of this turn, in one statement (one commit).
-      const order = await orderBatches.insert({
+      const write = await orderBatches.insert({
         claimId,
         holdId,
         customerId: hold.customer_id ?? null,
@@ -94,7 +94,20 @@ export function createOrderDesk(deps: {
         paymentTtlSeconds: settings.orderPaymentTtlMs / 1000,
         redisGeneration: claim.generation,
       });
-      if (!order) {
+      if (write.kind === 'beyondStock') {
+        // Redis granted a hold the ledger has no units for: its copy is behind Postgres (a promoted replica that
+        // missed sales), which the watcher may not see while holds like this one fill the gap. Rebuilt now; the
+        // claim, left unrecorded, goes with the old copy.
+        requestLog.error(
+          { hold_id: holdId, claim_id: claimId, product_id: productId, qty: hold.qty },
+          'hold beyond the stock postgres has unsold: no order made',
+        );
+        rebuilder.distrust(productId, 'order beyond the stock in postgres').catch((err: unknown) => {
+          log.warn({ product_id: productId, err }, 'rebuild after a refused order failed');
+        });
+        throw errors.holdBeyondStock(holdId);
+      }
+      if (write.kind === 'notWritten') {
         // The claim has an outcome already: a copy of this request committed the order (perhaps before a crash
         // that left the units held), or recovery gave the claim up.
         const outcome = await ordersRepo.claimOutcome(db, claimId);
@@ -112,6 +125,7 @@ export function createOrderDesk(deps: {
         await finishConversion(productId, holdId, existing.id, requestLog);
         return { order: toOrder(existing), created: false };
       }
+      const { order } = write;
       crashPoint('after-order-commit');
       events.orderCreated(productId, order.status, hold.qty);
       requestLog.info(

@@ -90,6 +90,10 @@ export function createCatalogue(deps: {
     const product = await db.transaction().execute(async (trx) => {
       const current = await productsRepo.lockProduct(trx, id);
       if (!current) throw errors.productNotFound(id);
+      // The ledger's count first: no order commits meanwhile (they wait for this lock), and Redis's own check
+      // below cannot see sales a copy behind Postgres missed.
+      const sold = await productsRepo.countedSoldUnits(trx, id);
+      if (stock < sold) throw errors.stockBelowCommitted(stock, 0, sold);
       const updated = await productsRepo.updateStock(trx, id, stock);
       // A copy Redis lost is rebuilt first, under this lock (it then has the new stock already).
       await rebuilder.ensureLocked(trx, current, 'stock change on a product missing in redis');

@@ -50,20 +50,28 @@ export function createRedisRebuilder(deps: {
     });
   }
 
-  function start(productId: number, reason: string): Promise<CopyState> {
-    const running = rebuild(productId, reason).finally(() => inProgress.delete(productId));
+  function start(productId: number, reason: string, distrusted = false): Promise<CopyState> {
+    const running = rebuild(productId, reason, distrusted).finally(() => inProgress.delete(productId));
     inProgress.set(productId, running);
     return running;
   }
 
-  function rebuild(productId: number, reason: string): Promise<CopyState> {
+  /**
+   * Rebuilds the product's copy whatever it looks like: Postgres proved it wrong (it granted a hold the ledger
+   * has no units for, which a copy that is only behind in its holds never does). Joins a rebuild in progress.
+   */
+  function distrust(productId: number, reason: string): Promise<CopyState> {
+    return inProgress.get(productId) ?? start(productId, reason, true);
+  }
+
+  function rebuild(productId: number, reason: string, distrusted: boolean): Promise<CopyState> {
     const rebuilding = db.transaction().execute(async (trx) => {
       // The row lock fences the rebuild from stock changes, other rebuilds and order inserts (which take the row
       // FOR KEY SHARE and check the generation): an order either committed before, and is counted below, or waits
       // and then finds the generation changed.
       const row = await productsRepo.lockProduct(trx, productId);
       if (!row) return 'absent';
-      return ensureLocked(trx, row, reason);
+      return ensureLocked(trx, row, reason, distrusted);
     });
     // A rebuild that fails (a store away) is tried again by the next caller or watcher pass.
     rebuilding.catch(() => events.redisRebuild('failed'));
@@ -74,10 +82,16 @@ export function createRedisRebuilder(deps: {
    * `ensure` for a caller that holds the product's row lock in `trx` (creating it, changing its stock): the copy
    * is rebuilt under that lock, from `row` as the transaction sees it.
    */
-  async function ensureLocked(trx: Transaction<Database>, row: ProductRow, reason: string): Promise<CopyState> {
+  async function ensureLocked(
+    trx: Transaction<Database>,
+    row: ProductRow,
+    reason: string,
+    distrusted = false,
+  ): Promise<CopyState> {
     const productId = row.id;
     const [copy] = await commands.inventories([productId]);
-    if (copy && copy.generation === row.redis_generation && !(await missedSales(trx, productId, copy))) {
+    const trusted = copy && !distrusted && copy.generation === row.redis_generation;
+    if (trusted && !(await missedSales(trx, productId, copy))) {
       return 'present';
     }
     const generation = await productsRepo.nextRedisGeneration(trx, productId);
@@ -199,6 +213,7 @@ export function createRedisRebuilder(deps: {
 
   return {
     ensure,
+    distrust,
     ensureLocked,
     checkAll,
     watch,
