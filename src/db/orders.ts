@@ -30,11 +30,6 @@ export async function findOrderByHold(db: Kysely<Database>, holdId: string): Pro
   return withItems(db, await db.selectFrom('orders').selectAll().where('hold_id', '=', holdId).executeTakeFirst());
 }
 
-/** The order row alone, without its items. */
-export async function findOrderRow(db: Kysely<Database>, id: number): Promise<OrderRow | undefined> {
-  return db.selectFrom('orders').selectAll().where('id', '=', id).executeTakeFirst();
-}
-
 export interface NewOrder {
   claimId: string;
   holdId: string;

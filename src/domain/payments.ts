@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import * as ordersRepo from '../db/orders.js';
+import { createOrderReads } from '../db/order-reads.js';
 import { createPaymentBatches } from '../db/payment-batches.js';
 import * as paymentsRepo from '../db/payments.js';
 import type { Database, OrderRow, OrderStatus, PaymentStatus } from '../db/schema.js';
@@ -116,6 +116,7 @@ export function createPaymentDesk(deps: {
 }) {
   const { db, orders, settings, events = noMetrics } = deps;
   const paymentBatches = createPaymentBatches(db, settings);
+  const orderReads = createOrderReads(db, { maxBatch: settings.maxPaymentBatch });
 
   async function handle(delivery: PaymentDelivery): Promise<PaymentAnswer> {
     const { webhook } = delivery;
@@ -132,7 +133,7 @@ export function createPaymentDesk(deps: {
     // at most twice, so a few rounds always suffice.
     const applyEvent = async (): Promise<PaymentAnswer> => {
       for (let round = 0; round < MAX_JUDGEMENTS; round++) {
-        const order = await ordersRepo.findOrderRow(db, webhook.order_id);
+        const order = await orderReads.find(webhook.order_id);
         if (!order) {
           // Unknown order (the webhook came first): nothing is written, so the key stays unused.
           const stored = await paymentsRepo.storedAnswer(db, webhook.idempotency_key);
