@@ -88,7 +88,8 @@ async function connectCluster(options: RedisConnectionOptions, nodes: readonly s
     retryDelayOnFailover: 0,
     retryDelayOnClusterDown: 0,
     slotsRefreshTimeout: Math.max(1000, options.commandTimeoutMs),
-    slotsRefreshInterval: SLOTS_REFRESH_MS,
+    // Not ioredis's own periodic refresh (see below).
+    slotsRefreshInterval: 0,
     // Keep trying to reach the cluster in the background, never more than a second apart.
     clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
     // And each node: a socket dropped after a timeout (resetConnection) comes back as on one server. Without it
@@ -97,6 +98,14 @@ async function connectCluster(options: RedisConnectionOptions, nodes: readonly s
   });
   defineScripts(cluster, options.scriptTimer);
   cluster.on('error', () => {});
+  // ioredis 6's slotsRefreshInterval arms its next round when a refresh ends, whatever the client's state: a
+  // refresh running when the client is closed re-arms it, and from then on the closed client refreshes every
+  // interval forever, so the process never exits (test files that passed, then hung until tap's timeout, about
+  // one run of the cluster stage in three). This timer refreshes only a ready client, and stops with it.
+  const slotsRefresh = setInterval(() => {
+    if (cluster.status === 'ready') cluster.refreshSlotsCache();
+  }, SLOTS_REFRESH_MS).unref();
+  cluster.once('end', () => clearInterval(slotsRefresh));
   // ioredis connects to a node on its first command and, without an offline queue, refuses the commands that
   // come while that connection is being made ("Connection is closed"): a burst's first requests to a master not
   // used yet would be 503s. So every node is connected as soon as the client is ready, and each one it learns of
