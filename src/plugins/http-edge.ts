@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import cors from '@fastify/cors';
-import type { FastifyHttpOptions, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { FastifyHttpOptions, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { BaseLogger, LogFn, Logger as PinoLogger } from 'pino';
 import type { Config } from '../config.js';
+import { errors } from '../errors.js';
 import { jsonBodyParser } from '../schemas/json-input.js';
 
 /** A client's X-Request-Id is kept when it is 1-64 characters of [A-Za-z0-9._-]; any other is replaced. */
@@ -31,11 +32,6 @@ export const SAME_ORIGIN_CSP = [
   "script-src-attr 'none'",
   "style-src 'self'",
 ].join('; ');
-
-const noStore: onRequestHookHandler = (_request, reply, done) => {
-  reply.header('cache-control', 'no-store');
-  done();
-};
 
 /** What every answer carries, errors and the router's own refusals included. */
 export function markAnswer(request: FastifyRequest, reply: FastifyReply): void {
@@ -116,16 +112,16 @@ export default fp(
     app.removeContentTypeParser('application/json');
     app.addContentTypeParser('application/json', { parseAs: 'string' }, jsonBodyParser(app));
 
-    // One hook for what every answer carries, errors and 404s included (it runs before anything can fail).
+    // One hook for what every answer carries, errors and 404s included (it runs before anything can fail), the
+    // no-store of the paths that need it, and the refusal once the service is closing (src/plugins/draining.ts):
+    // each hook of its own cost every request about 3% of the CPU on the hold path. By the raw path, not
+    // request.routeOptions, a getter that builds an object on every read.
     app.addHook('onRequest', (request, reply, done) => {
       markAnswer(request, reply);
+      if (app.closing) return done(errors.unavailable('the service is stopping, so it'));
+      const { url } = request;
+      if (UNCACHEABLE_PREFIXES.some((prefix) => url.startsWith(prefix))) reply.header('cache-control', 'no-store');
       done();
-    });
-    // Added to the routes it concerns when they are declared, so other routes pay nothing for it.
-    app.addHook('onRoute', (route) => {
-      if (UNCACHEABLE_PREFIXES.some((prefix) => route.url.startsWith(prefix))) {
-        route.onRequest = [noStore, ...[route.onRequest ?? []].flat()];
-      }
     });
 
     // LOG_REQUESTS: one line per answer, with the request's id (reqId) from its logger. Added only when asked
@@ -155,5 +151,5 @@ export default fp(
       });
     }
   },
-  { name: 'http-edge', dependencies: ['stores'] },
+  { name: 'http-edge', dependencies: ['stores', 'draining'] },
 );
