@@ -179,6 +179,7 @@ t.test('inspect: the keys and rows behind a hold, an order, a product', async (t
   t.match(p.redis[0], { key: keys.inventory, value: { stock: '10', held: '2', per_customer_limit: '3' } });
   t.match(p.redis, [{}, { key: `${w.prefix}sweep-schedule`, field: String(limited) }]);
   t.match(p.postgres.products, [{ id: limited, name: 'Sneaker', stock: 10 }]);
+  t.same(p.postgres.product_sales, [{ product_id: limited, sold_units: 0 }], "the ledger's count: nothing sold yet");
 
   t.equal(none.code, 1, 'nothing by that id: exit 1');
   t.match(none.stderr, /no order 999999/);

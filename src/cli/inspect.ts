@@ -105,6 +105,8 @@ async function inspectProduct({ db, redis, config }: Stores, productId: number, 
     { key: keys.customerUnits, type: 'hash', value: await hashOrNull(redis, keys.customerUnits, limit) },
   ];
   const product = await db.selectFrom('products').selectAll().where('id', '=', productId).execute();
+  // The count an order must fit in the stock by (src/db/orders.ts); the orders by status below should agree.
+  const sales = await db.selectFrom('product_sales').selectAll().where('product_id', '=', productId).execute();
   const ordersByStatus = await db
     .selectFrom('orders')
     .innerJoin('order_items', 'order_items.order_id', 'orders.id')
@@ -136,6 +138,7 @@ async function inspectProduct({ db, redis, config }: Stores, productId: number, 
     redis: views,
     postgres: {
       products: product,
+      product_sales: sales,
       'orders by status': product.length ? ordersByStatus : [],
       'latest orders': latestOrders,
     },
