@@ -25,7 +25,7 @@ export default fp(
     });
     // Once the close has begun, a request still arriving is refused by the service's own 503, which carries
     // Retry-After like every other 503 (Fastify's return503OnClosing answers without it).
-    // The refusal itself is in the HTTP edge's one onRequest hook: a hook of its own cost every request ~3% CPU.
+    // The refusal itself is in the HTTP edge's one onRequest hook, which every request passes anyway.
     let closing = false;
     app.decorate('closing', { getter: () => closing });
     app.addHook('preClose', async () => {

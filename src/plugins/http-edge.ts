@@ -114,8 +114,8 @@ export default fp(
 
     // One hook for what every answer carries, errors and 404s included (it runs before anything can fail), the
     // no-store of the paths that need it, and the refusal once the service is closing (src/plugins/draining.ts):
-    // each hook of its own cost every request about 3% of the CPU on the hold path. By the raw path, not
-    // request.routeOptions, a getter that builds an object on every read.
+    // as hooks of their own, those two cost about 3% of the CPU per request on the hold path (measured side by
+    // side). By the raw path, not request.routeOptions, a getter that builds an object on every read.
     app.addHook('onRequest', (request, reply, done) => {
       markAnswer(request, reply);
       if (app.closing) return done(errors.unavailable('the service is stopping, so it'));
