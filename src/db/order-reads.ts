@@ -1,6 +1,11 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database, OrderRow } from './schema.js';
 
+interface Waiting {
+  resolve: (row: OrderRow | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
 /**
  * Grouped reads of order rows: the orders asked for in the same turn of the event loop are read by one statement
  * (`id = ANY($1)`, one text however many), as the writes that follow them are grouped (src/db/payment-batches.ts).
@@ -8,11 +13,6 @@ import type { Database, OrderRow } from './schema.js';
  * checkout, and its round trip (a socket write each) the largest share of the service's CPU in the checkout
  * bench. Each caller gets the row as that statement saw it, exactly as from a read of its own.
  */
-interface Waiting {
-  resolve: (row: OrderRow | undefined) => void;
-  reject: (err: unknown) => void;
-}
-
 export function createOrderReads(db: Kysely<Database>, settings: { maxBatch: number }) {
   let pending = new Map<number, Waiting[]>();
   let flushScheduled = false;
@@ -57,5 +57,3 @@ export function createOrderReads(db: Kysely<Database>, settings: { maxBatch: num
 
   return { find };
 }
-
-export type OrderReads = ReturnType<typeof createOrderReads>;
